@@ -249,7 +249,7 @@ type DevicePublic struct {
 }
 
 // MaxDevicePublicSize bounds an encoded DevicePublic.
-const MaxDevicePublicSize = 1 + 2 + SigningPublicSize + 1 + 3 + MessagingPublicSize
+const MaxDevicePublicSize = 1 + 1 + 2 + SigningPublicSize + 1 + 3 + MessagingPublicSize
 
 type devicePublicWire struct {
 	Signing   []byte `cbor:"1,keyasint"`

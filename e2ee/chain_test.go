@@ -1,0 +1,473 @@
+package e2ee
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// testTime returns 2026-01-01T00:00:00Z plus sec seconds.
+func testTime(sec int64) time.Time { return time.Unix(1767225600+sec, 0).UTC() }
+
+// chainFixture is a four-link chain: genesis by A, A adds B, B adds C,
+// C revokes A.
+type chainFixture struct {
+	a, b, c DeviceKeys
+	user    UserID
+	links   []Link
+	sets    []DeviceSet // sets[i] = state after links[:i+1]
+}
+
+func newChainFixture(t testing.TB) chainFixture {
+	t.Helper()
+	f := chainFixture{
+		a: fixedDeviceKeys(t, "alice phone"),
+		b: fixedDeviceKeys(t, "alice laptop"),
+		c: fixedDeviceKeys(t, "alice tablet"),
+	}
+	g, err := NewGenesis(f.a, testTime(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.user = g.UserID()
+	set, err := VerifyChain(f.user, []Link{g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.links = []Link{g}
+	f.sets = []DeviceSet{set}
+	f.add(t, f.a, f.b, testTime(60))
+	f.add(t, f.b, f.c, testTime(120))
+	f.revoke(t, f.c, f.a.ID(), testTime(180))
+	return f
+}
+
+func (f *chainFixture) last() DeviceSet { return f.sets[len(f.sets)-1] }
+
+func (f *chainFixture) push(t testing.TB, l Link) {
+	t.Helper()
+	set, err := f.last().Apply(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.links = append(f.links, l)
+	f.sets = append(f.sets, set)
+}
+
+func (f *chainFixture) add(t testing.TB, signer, newDev DeviceKeys, now time.Time) {
+	t.Helper()
+	req, err := NewAddDeviceRequest(f.last().Head(), newDev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The request travels as bytes from the new device to the old one.
+	req, err = DecodeAddDeviceRequest(req.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewAddDevice(f.last(), signer, req, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.push(t, l)
+}
+
+func (f *chainFixture) revoke(t testing.TB, signer DeviceKeys, target DeviceID, now time.Time) {
+	t.Helper()
+	l, err := NewRevokeDevice(f.last(), signer, target, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.push(t, l)
+}
+
+func encodeLinks(links []Link) [][]byte {
+	out := make([][]byte, len(links))
+	for i, l := range links {
+		out[i] = l.Encode()
+	}
+	return out
+}
+
+func TestChainRoundTrip(t *testing.T) {
+	f := newChainFixture(t)
+	set, links, err := DecodeChain(f.user, encodeLinks(f.links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range links {
+		if !bytes.Equal(links[i].Encode(), f.links[i].Encode()) {
+			t.Fatalf("link %d re-encodes differently", i)
+		}
+	}
+	if set.Version() != 4 || set.Len() != 2 || !set.User().Equal(f.user) {
+		t.Fatalf("version %d len %d", set.Version(), set.Len())
+	}
+	if _, ok := set.Lookup(f.a.ID()); ok || !set.Revoked(f.a.ID()) {
+		t.Fatal("A should be revoked")
+	}
+	for _, k := range []DeviceKeys{f.b, f.c} {
+		d, ok := set.Lookup(k.ID())
+		if !ok || !d.Equal(k.Public()) || set.Revoked(k.ID()) {
+			t.Fatalf("%s missing", k)
+		}
+	}
+	devs := set.Devices()
+	ids := set.DeviceIDs()
+	if len(devs) != 2 || !slices.IsSortedFunc(ids, DeviceID.Compare) || !devs[0].ID().Equal(ids[0]) {
+		t.Fatal("Devices not sorted by ID")
+	}
+	if Relate(f.last(), set) != ChainSame {
+		t.Fatal("VerifyChain and Apply disagree")
+	}
+	// Apply leaves its receiver alone.
+	if f.sets[0].Len() != 1 || f.sets[1].Len() != 2 || f.sets[2].Len() != 3 || f.sets[2].Revoked(f.a.ID()) {
+		t.Fatal("Apply mutated an earlier set")
+	}
+	if f.links[3].Time.Before(f.links[2].Time) || !f.links[3].Time.Equal(testTime(180)) {
+		t.Fatal("times")
+	}
+}
+
+func TestLinkTimeNeverGoesBack(t *testing.T) {
+	f := newChainFixture(t)
+	d := fixedDeviceKeys(t, "alice watch")
+	f.add(t, f.b, d, testTime(-3600)) // clock an hour behind
+	if got := f.links[len(f.links)-1].Time; !got.Equal(f.links[len(f.links)-2].Time) {
+		t.Fatalf("time %v not clamped", got)
+	}
+	if _, err := VerifyChain(f.user, f.links); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func chainErr(t *testing.T, err error, index int, want error) {
+	t.Helper()
+	var ce *ChainError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a *ChainError", err)
+	}
+	if ce.Index != index || !errors.Is(err, want) {
+		t.Fatalf("got %v (index %d), want index %d and %v", err, ce.Index, index, want)
+	}
+}
+
+func TestVerifyChainFailures(t *testing.T) {
+	f := newChainFixture(t)
+	mallory := fixedDeviceKeys(t, "mallory")
+	afterB := f.sets[1]
+
+	t.Run("wrong user ID", func(t *testing.T) {
+		g, _ := NewGenesis(mallory, testTime(0))
+		_, err := VerifyChain(g.UserID(), f.links)
+		chainErr(t, err, 0, ErrUserIDMismatch)
+	})
+	t.Run("empty", func(t *testing.T) {
+		_, err := VerifyChain(f.user, nil)
+		chainErr(t, err, 0, ErrEmptyChain)
+	})
+	t.Run("missing link", func(t *testing.T) {
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[2], f.links[3]})
+		chainErr(t, err, 1, ErrChainOrder)
+	})
+	t.Run("reordered links", func(t *testing.T) {
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[2], f.links[1], f.links[3]})
+		chainErr(t, err, 1, ErrChainOrder)
+	})
+	t.Run("genesis not first", func(t *testing.T) {
+		_, err := VerifyChain(f.user, f.links[1:])
+		chainErr(t, err, 0, ErrChainOrder)
+	})
+	t.Run("second genesis", func(t *testing.T) {
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[0]})
+		chainErr(t, err, 1, ErrChainOrder)
+	})
+	t.Run("wrong prev", func(t *testing.T) {
+		l := f.links[2]
+		l.Prev = f.links[0].ID()
+		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ErrChainOrder)
+	})
+	t.Run("time going back", func(t *testing.T) {
+		l := f.links[2]
+		l.Time = testTime(30)
+		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ErrChainOrder)
+	})
+	t.Run("forged link by a device not in the chain", func(t *testing.T) {
+		req, _ := NewAddDeviceRequest(afterB.Head(), mallory)
+		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+			Device: mallory.Public(), Signer: mallory.ID(), DeviceSig: req.Sig}
+		l.Sig = mallory.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ErrForgedLink)
+		if _, err := NewAddDevice(afterB, mallory, req, testTime(100)); !errors.Is(err, ErrForgedLink) {
+			t.Fatalf("NewAddDevice by outsider: %v", err)
+		}
+	})
+	t.Run("forged link claiming a chain device as signer", func(t *testing.T) {
+		req, _ := NewAddDeviceRequest(afterB.Head(), mallory)
+		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+			Device: mallory.Public(), Signer: f.b.ID(), DeviceSig: req.Sig}
+		l.Sig = mallory.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ErrBadSignature)
+	})
+	t.Run("add without the new device's consent", func(t *testing.T) {
+		other, _ := NewAddDeviceRequest(afterB.Head(), fixedDeviceKeys(t, "other"))
+		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+			Device: mallory.Public(), Signer: f.b.ID(), DeviceSig: other.Sig}
+		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ErrBadSignature)
+		forged := AddDeviceRequest{Head: afterB.Head(), Device: mallory.Public(), Sig: other.Sig}
+		if _, err := NewAddDevice(afterB, f.b, forged, testTime(100)); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("NewAddDevice with forged request: %v", err)
+		}
+		if _, err := DecodeAddDeviceRequest(forged.Encode()); !errors.Is(err, ErrBadSignature) {
+			t.Fatalf("DecodeAddDeviceRequest of forged request: %v", err)
+		}
+	})
+	t.Run("revoked device signing", func(t *testing.T) {
+		set := f.last()
+		l := Link{Seq: 5, Kind: LinkRevokeDevice, Prev: set.Head().Link, Time: testTime(300),
+			Revoked: f.b.ID(), Signer: f.a.ID()}
+		l.Sig = f.a.Signing.Sign(DomainLink, l.signedBytes())
+		_, err := VerifyChain(f.user, append(slices.Clone(f.links), l))
+		chainErr(t, err, 4, ErrRevokedDevice)
+		if _, err := NewRevokeDevice(set, f.a, f.b.ID(), testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+			t.Fatalf("NewRevokeDevice by revoked device: %v", err)
+		}
+	})
+	t.Run("revoke twice", func(t *testing.T) {
+		if _, err := NewRevokeDevice(f.last(), f.b, f.a.ID(), testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("revoke self and last device", func(t *testing.T) {
+		if _, err := NewRevokeDevice(f.sets[0], f.a, f.a.ID(), testTime(300)); !errors.Is(err, ErrInvalidLink) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("revoke unknown device", func(t *testing.T) {
+		if _, err := NewRevokeDevice(f.last(), f.b, mallory.ID(), testTime(300)); !errors.Is(err, ErrInvalidLink) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("re-add revoked device", func(t *testing.T) {
+		req, _ := NewAddDeviceRequest(f.last().Head(), f.a)
+		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("add twice", func(t *testing.T) {
+		req, _ := NewAddDeviceRequest(f.last().Head(), f.c)
+		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ErrInvalidLink) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("stale request replayed at a later head", func(t *testing.T) {
+		req, _ := NewAddDeviceRequest(f.sets[0].Head(), f.b)
+		if _, err := NewAddDevice(f.last(), f.c, req, testTime(300)); !errors.Is(err, ErrChainOrder) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("apply to empty set", func(t *testing.T) {
+		if _, err := (DeviceSet{}).Apply(f.links[1]); !errors.Is(err, ErrEmptyChain) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("too many links", func(t *testing.T) {
+		many := make([]Link, MaxChainLinks+1)
+		_, err := VerifyChain(f.user, many)
+		chainErr(t, err, MaxChainLinks, ErrChainLimit)
+	})
+}
+
+// TestChainTamperEveryByte flips each bit-pattern of every byte of every
+// encoded link and checks that the chain is refused at that link.
+func TestChainTamperEveryByte(t *testing.T) {
+	f := newChainFixture(t)
+	enc := encodeLinks(f.links)
+	for i := range enc {
+		for pos := range enc[i] {
+			for _, flip := range []byte{0x01, 0x80} {
+				mod := slices.Clone(enc)
+				mod[i] = bytes.Clone(enc[i])
+				mod[i][pos] ^= flip
+				_, _, err := DecodeChain(f.user, mod)
+				var ce *ChainError
+				if !errors.As(err, &ce) || ce.Index != i {
+					t.Fatalf("link %d byte %d ^%#x: got %v", i, pos, flip, err)
+				}
+			}
+		}
+	}
+}
+
+func TestDecodeLinkRejects(t *testing.T) {
+	f := newChainFixture(t)
+	for i, l := range f.links {
+		enc := l.Encode()
+		if len(enc) > MaxLinkSize {
+			t.Fatalf("link %d is %d bytes", i, len(enc))
+		}
+		for _, cut := range []int{0, 1, len(enc) / 2, len(enc) - 1} {
+			if _, err := DecodeLink(enc[:cut]); !errors.Is(err, ErrMalformed) {
+				t.Errorf("link %d cut at %d: %v", i, cut, err)
+			}
+		}
+		if _, err := DecodeLink(append(bytes.Clone(enc), 0)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("link %d with a trailing byte: %v", i, err)
+		}
+	}
+	// Fields not allowed for the kind.
+	g := f.links[0]
+	g.Revoked = f.b.ID()
+	if _, err := DecodeLink(g.Encode()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("genesis with revoked: %v", err)
+	}
+	r := f.links[3]
+	r.Device = f.b.Public()
+	if _, err := DecodeLink(r.Encode()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("revoke with device: %v", err)
+	}
+	k := f.links[1]
+	k.Kind = 9
+	if _, err := DecodeLink(k.Encode()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("unknown kind: %v", err)
+	}
+	// Non-canonical: the same map with keys out of order.
+	w := f.links[3].wire(true)
+	m := map[int]any{1: w.Seq, 2: w.Kind, 3: w.Prev, 4: w.Time, 6: w.Revoked, 7: w.Signer, 9: w.Sig}
+	canon := marshalCBOR(m)
+	if !bytes.Equal(canon, f.links[3].Encode()) {
+		t.Fatal("test setup: map form differs")
+	}
+	// Swap the order of keys 1 and 2 by hand: a1 <k1> a2 ... -> header a7, then 02 03 01 04 ...
+	swapped := append([]byte{canon[0], 0x02, 0x03, 0x01, 0x04}, canon[5:]...)
+	if canon[1] != 0x01 || canon[2] != 0x04 || canon[3] != 0x02 || canon[4] != 0x03 {
+		t.Fatalf("test setup: unexpected prefix %x", canon[:5])
+	}
+	if _, err := DecodeLink(swapped); !errors.Is(err, ErrNonCanonical) {
+		t.Errorf("keys out of order: %v", err)
+	}
+}
+
+func TestRelate(t *testing.T) {
+	f := newChainFixture(t)
+	other := newChainFixture(t)
+	other.add(t, other.b, fixedDeviceKeys(t, "alice watch"), testTime(400))
+	fork := chainFixture{a: f.a, b: f.b, c: f.c, user: f.user,
+		links: slices.Clone(f.links[:2]), sets: slices.Clone(f.sets[:2])}
+	fork.add(t, fork.a, fixedDeviceKeys(t, "alice tv"), testTime(100))
+	g, _ := NewGenesis(fixedDeviceKeys(t, "bob"), testTime(0))
+	bob, _ := VerifyChain(g.UserID(), []Link{g})
+
+	cases := []struct {
+		known, cand DeviceSet
+		want        ChainRelation
+	}{
+		{f.last(), f.last(), ChainSame},
+		{f.last(), other.last(), ChainExtends},
+		{other.last(), f.last(), ChainRollback},
+		{f.sets[3], f.sets[1], ChainRollback},
+		{f.last(), fork.last(), ChainForked},
+		{fork.last(), f.last(), ChainForked},
+		{f.last(), bob, ChainOtherUser},
+	}
+	for i, c := range cases {
+		if got := Relate(c.known, c.cand); got != c.want {
+			t.Errorf("case %d: got %v, want %v", i, got, c.want)
+		}
+	}
+}
+
+func TestActiveDeviceLimit(t *testing.T) {
+	f := newChainFixture(t)
+	for i := f.last().Len(); i < MaxActiveDevices; i++ {
+		f.add(t, f.b, fixedDeviceKeys(t, "extra "+string(rune('A'+i))), testTime(int64(1000+i)))
+	}
+	req, _ := NewAddDeviceRequest(f.last().Head(), fixedDeviceKeys(t, "one too many"))
+	if _, err := NewAddDevice(f.last(), f.b, req, testTime(5000)); !errors.Is(err, ErrChainLimit) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+type chainVector struct {
+	User  string    `json:"user_id"`
+	Links []linkVec `json:"links"`
+	Final []string  `json:"final_device_ids"`
+	Revkd []string  `json:"revoked_device_ids"`
+	Req   string    `json:"add_device_request_cbor"`
+}
+
+type linkVec struct {
+	Kind    string `json:"kind"`
+	ID      string `json:"link_id"`
+	Encoded string `json:"cbor"`
+}
+
+func makeChainVector(t *testing.T) chainVector {
+	f := newChainFixture(t)
+	v := chainVector{User: f.user.String()}
+	for _, l := range f.links {
+		v.Links = append(v.Links, linkVec{Kind: l.Kind.String(), ID: l.ID().String(), Encoded: hex.EncodeToString(l.Encode())})
+	}
+	for _, id := range f.last().DeviceIDs() {
+		v.Final = append(v.Final, id.String())
+	}
+	v.Revkd = []string{f.a.ID().String()}
+	req, _ := NewAddDeviceRequest(f.sets[0].Head(), f.b)
+	v.Req = hex.EncodeToString(req.Encode())
+	return v
+}
+
+func TestChainVectors(t *testing.T) {
+	checkVectorFile(t, "chain_vectors.json", makeChainVector(t))
+
+	var v chainVector
+	readVectorFile(t, "chain_vectors.json", &v)
+	user, err := ParseUserID(v.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enc [][]byte
+	for _, l := range v.Links {
+		enc = append(enc, mustHex(t, l.Encoded))
+	}
+	set, links, err := DecodeChain(user, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range links {
+		if hex.EncodeToString(l.Encode()) != v.Links[i].Encoded || l.ID().String() != v.Links[i].ID || l.Kind.String() != v.Links[i].Kind {
+			t.Fatalf("link %d differs", i)
+		}
+	}
+	var final []string
+	for _, id := range set.DeviceIDs() {
+		final = append(final, id.String())
+	}
+	if !slices.Equal(final, v.Final) {
+		t.Fatalf("devices %v, want %v", final, v.Final)
+	}
+	for _, s := range v.Revkd {
+		id, _ := ParseDeviceID(s)
+		if !set.Revoked(id) {
+			t.Fatalf("%s not revoked", s)
+		}
+	}
+	req, err := DecodeAddDeviceRequest(mustHex(t, v.Req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(req.Encode()) != v.Req || req.Head.Version != 1 || !req.Head.User.Equal(user) {
+		t.Fatal("request differs")
+	}
+}
