@@ -1,0 +1,38 @@
+package api
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/volo-chat/volo/internal/config"
+)
+
+// Config is the [api] section of a node's configuration.
+type Config struct {
+	// Listen is the HOST:PORT of the HTTP server; port 0 picks a free port.
+	Listen string `toml:"listen"`
+	// ShutdownTimeout bounds how long Stop waits for requests in flight.
+	ShutdownTimeout config.Duration `toml:"shutdown_timeout"`
+}
+
+// DefaultConfig listens on 127.0.0.1:8080.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8080", ShutdownTimeout: config.Duration(5 * time.Second)}
+}
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	_, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen: %q is not HOST:PORT: %w", c.Listen, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("api.listen: bad port %q in %q", port, c.Listen)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("api.shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
+	}
+	return nil
+}

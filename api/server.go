@@ -1,0 +1,207 @@
+// Package api is a node's client-facing HTTP server: health, node
+// information and metrics now, the clients' endpoints as they are built.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Limits of the HTTP server.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+)
+
+// NodeInfo is the body of GET /v1/node.
+type NodeInfo struct {
+	PeerID           string   `json:"peer_id"`
+	Addrs            []string `json:"addrs"`
+	Roles            []string `json:"roles"`
+	Version          string   `json:"version"`
+	Peers            int      `json:"peers"`
+	RoutingTableSize int      `json:"routing_table_size"`
+}
+
+// Backend is what the server asks of the node.
+type Backend interface {
+	// Info describes the node.
+	Info() NodeInfo
+	// Health checks each component; a nil error means it is up.
+	Health() map[string]error
+}
+
+// Server is the node's HTTP server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	backend Backend
+	srv     *http.Server
+	ln      net.Listener
+	done    chan error
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// New builds the server; Start listens. Its metrics are registered on reg.
+func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		backend: backend,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "volo_api_requests_total",
+			Help: "HTTP requests served, by route and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "volo_api_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}, []string{"route"}),
+	}
+	for _, c := range []prometheus.Collector{s.requests, s.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("api: register metrics: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	s.route(mux, "/healthz", http.MethodGet, s.healthz)
+	s.route(mux, "/v1/node", http.MethodGet, s.node)
+	s.route(mux, "/metrics", http.MethodGet, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s", r.URL.Path))
+	})
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// route serves path for one method, answers others with 405, and counts
+// and times every request under the route's name.
+func (s *Server) route(mux *http.ServeMux, path, method string, h http.HandlerFunc) {
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+			h(rec, r)
+		} else {
+			rec.Header().Set("Allow", method)
+			WriteError(rec, http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("%s %s: use %s", r.Method, path, method))
+		}
+		s.requests.WithLabelValues(path, strconv.Itoa(rec.code)).Inc()
+		s.duration.WithLabelValues(path).Observe(time.Since(start).Seconds())
+	})
+}
+
+// Start listens on cfg.Listen and serves in the background.
+func (s *Server) Start(context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.srv.Serve(ln) }()
+	s.log.Info("api listening", "url", s.URL())
+	return nil
+}
+
+// Stop stops accepting requests and waits, up to the shutdown timeout, for
+// those in flight.
+func (s *Server) Stop() error {
+	if s.ln == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.Std())
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	if err != nil {
+		return fmt.Errorf("api: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Addr is the address the server listens on (with the real port when the
+// configured port was 0).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// URL is the base URL of the server.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	checks := s.backend.Health()
+	body := map[string]string{}
+	var failed []error
+	for name, err := range checks {
+		body[name] = "ok"
+		if err != nil {
+			body[name] = err.Error()
+			failed = append(failed, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	if len(failed) > 0 {
+		WriteError(w, http.StatusServiceUnavailable, "unhealthy", errors.Join(failed...).Error())
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": body})
+}
+
+func (s *Server) node(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, s.backend.Info())
+}
+
+// WriteJSON writes v as a JSON body with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Error is the body of every error response:
+// {"error": {"code": "...", "message": "..."}}.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// WriteError writes the JSON error body with the given status.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	WriteJSON(w, status, struct {
+		Error Error `json:"error"`
+	}{Error{Code: code, Message: message}})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}

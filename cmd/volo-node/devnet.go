@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/volo-chat/volo/node"
+)
+
+// devnetSettle bounds how long devnet waits for the routing tables to fill
+// before it prints the network anyway.
+const devnetSettle = 30 * time.Second
+
+func newDevnetCmd(f *flags, stdout, stderr io.Writer) *cobra.Command {
+	var n int
+	cmd := &cobra.Command{
+		Use:   "devnet",
+		Short: "Run N nodes in one process on this machine, joined to each other",
+		Long: `devnet runs N nodes in this process. Node i keeps its data in
+<data-dir>/node-i and listens on the configured ports plus i (port 0 stays
+0: a free port each). Nodes 1..N-1 bootstrap from node 0. It prints each
+node's API URL and peer ID, and runs until SIGINT or SIGTERM.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, *f)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg, stderr)
+			nodes, err := startDevnet(cmd.Context(), cfg, n, log)
+			if err != nil {
+				return err
+			}
+			printDevnet(stdout, nodes)
+			<-cmd.Context().Done()
+			log.Info("shutting down devnet")
+			return stopAll(nodes)
+		},
+	}
+	cmd.Flags().IntVarP(&n, "nodes", "n", 3, "number of nodes")
+	return cmd
+}
+
+// devnetConfig is the configuration of node i of a devnet built from base.
+func devnetConfig(base node.Config, i int) (node.Config, error) {
+	cfg := base
+	cfg.DataDir = filepath.Join(base.DataDir, "node-"+strconv.Itoa(i))
+	api, err := offsetHostPort(base.API.Listen, i)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("api.listen: %w", err)
+	}
+	cfg.API.Listen = api
+	cfg.P2P.Listen = make([]string, len(base.P2P.Listen))
+	for j, a := range base.P2P.Listen {
+		if cfg.P2P.Listen[j], err = offsetMultiaddrPort(a, i); err != nil {
+			return node.Config{}, fmt.Errorf("p2p.listen[%d]: %w", j, err)
+		}
+	}
+	cfg.P2P.Bootstrap = append([]string(nil), base.P2P.Bootstrap...)
+	return cfg, nil
+}
+
+// startDevnet starts n nodes; every node after the first bootstraps from
+// the first. It returns once every routing table holds all other nodes, or
+// after devnetSettle with a warning.
+func startDevnet(ctx context.Context, base node.Config, n int, log *slog.Logger) ([]*node.Node, error) {
+	if n < 1 {
+		return nil, errors.New("devnet: -n must be at least 1")
+	}
+	var nodes []*node.Node
+	for i := range n {
+		cfg, err := devnetConfig(base, i)
+		if err != nil {
+			return nil, errors.Join(err, stopAll(nodes))
+		}
+		if i > 0 {
+			for _, a := range nodes[0].Host().FullAddrs() {
+				cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
+			}
+		}
+		nd, err := node.New(cfg, log.With("node", i))
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("node %d: %w", i, err), stopAll(nodes))
+		}
+		if err := nd.Start(ctx); err != nil {
+			return nil, errors.Join(fmt.Errorf("node %d: %w", i, err), stopAll(nodes))
+		}
+		nodes = append(nodes, nd)
+	}
+	wctx, cancel := context.WithTimeout(ctx, devnetSettle)
+	defer cancel()
+	for i, nd := range nodes {
+		if err := nd.WaitRoutingTable(wctx, n-1); err != nil {
+			log.Warn("devnet: routing table not full yet", "node", i, "err", err)
+		}
+	}
+	return nodes, nil
+}
+
+func printDevnet(w io.Writer, nodes []*node.Node) {
+	for i, nd := range nodes {
+		fmt.Fprintf(w, "node-%d  api %s  peer %s\n", i, nd.APIURL(), nd.PeerID())
+	}
+	if len(nodes) > 0 {
+		fmt.Fprintf(w, "join with: volo-node --bootstrap %s\n", nodes[0].Host().FullAddrs()[0])
+	}
+}
+
+// stopAll stops nodes in reverse start order.
+func stopAll(nodes []*node.Node) error {
+	var errs []error
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if err := nodes[i].Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("node %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// offsetHostPort adds i to the port of HOST:PORT, unless it is 0.
+func offsetHostPort(addr string, i int) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", fmt.Errorf("bad port %q", port)
+	}
+	if p == 0 {
+		return addr, nil
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+i)), nil
+}
+
+// offsetMultiaddrPort adds i to the TCP or UDP port of a multiaddr,
+// unless it is 0.
+func offsetMultiaddrPort(s string, i int) (string, error) {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return "", err
+	}
+	out := make(ma.Multiaddr, 0, len(a))
+	for _, c := range a {
+		code := c.Protocol().Code
+		if code == ma.P_TCP || code == ma.P_UDP {
+			p, err := strconv.Atoi(c.Value())
+			if err != nil {
+				return "", err
+			}
+			if p != 0 {
+				nc, err := ma.NewComponent(c.Protocol().Name, strconv.Itoa(p+i))
+				if err != nil {
+					return "", err
+				}
+				c = *nc
+			}
+		}
+		out = append(out, c)
+	}
+	return out.String(), nil
+}

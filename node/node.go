@@ -1,0 +1,304 @@
+// Package node is the composition root of a Volo node: it builds every
+// service from one Config, starts them in a fixed order and stops them in
+// reverse, and owns the node's single database.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/p2p"
+	"github.com/volo-chat/volo/store"
+)
+
+// Version is the node software's version; release builds set it with
+// -ldflags "-X github.com/volo-chat/volo/node.Version=…".
+var Version = "0.1.0-dev"
+
+// Layout of the data directory.
+const (
+	// StoreDir is the badger database, under the data directory.
+	StoreDir = "store"
+	// IdentityFile is the node's libp2p private key, under the data directory.
+	IdentityFile = p2p.IdentityFile
+)
+
+// Key prefixes of the node's database, one per owner. No prefix may be a
+// prefix of another.
+const (
+	prefixNode = "node/"
+	prefixDHT  = "dht/"
+)
+
+// keyRunning is present in the store while the node runs: finding it at
+// start-up means the previous run did not stop cleanly.
+var keyRunning = []byte("running")
+
+// Lifecycle is what every service of the node implements. Services are
+// built by New, started in order by Start and stopped in reverse by Stop.
+type Lifecycle interface {
+	Start(ctx context.Context) error
+	Stop() error
+}
+
+// Node is a running Volo node.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	db       *store.DB
+	meta     *store.Prefixed
+	host     *p2p.Host
+	api      *api.Server
+	registry *prometheus.Registry
+
+	// services in start order.
+	services []namedService
+	started  int
+
+	// UncleanShutdown reports that the previous run on this data
+	// directory did not stop cleanly.
+	UncleanShutdown bool
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+type namedService struct {
+	name string
+	svc  Lifecycle
+}
+
+// New builds a node from cfg: it creates the data directory, the node
+// identity on first use, opens the database and constructs every service.
+// Nothing listens until Start.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	key, created, err := p2p.LoadOrCreateIdentity(filepath.Join(cfg.DataDir, IdentityFile))
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		id, _ := p2p.PeerIDOf(key)
+		log.Info("created node identity", "peer_id", id.String(), "file", filepath.Join(cfg.DataDir, IdentityFile))
+	}
+	db, err := store.Open(store.Options{
+		Dir:        filepath.Join(cfg.DataDir, StoreDir),
+		SyncWrites: cfg.Store.SyncWrites,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, db: db, meta: db.Prefix(prefixNode), registry: prometheus.NewRegistry()}
+	if n.UncleanShutdown, err = n.meta.Has(keyRunning); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if n.UncleanShutdown {
+		log.Warn("the previous run did not stop cleanly; the store was recovered on open")
+	}
+	if err := n.build(key); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// build constructs the services in start order: the libp2p host (with the
+// DHT and gossipsub), then the API server that clients reach it through.
+func (n *Node) build(key crypto.PrivKey) error {
+	host, err := p2p.New(n.cfg.P2P, key,
+		p2p.WithDatastore(n.db.Prefix(prefixDHT).Datastore()),
+		p2p.WithLogger(n.log.With("service", "p2p")),
+		p2p.WithUserAgent("volo-node/"+Version),
+	)
+	if err != nil {
+		return err
+	}
+	n.host = host
+	n.services = append(n.services, namedService{"p2p", host})
+
+	if err := n.registerMetrics(); err != nil {
+		host.Stop()
+		return err
+	}
+	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"))
+	if err != nil {
+		host.Stop()
+		return err
+	}
+	n.api = srv
+	n.services = append(n.services, namedService{"api", srv})
+	return nil
+}
+
+func (n *Node) registerMetrics() error {
+	start := float64(time.Now().Unix())
+	cs := []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "volo_node_info",
+			Help:        "Always 1; the labels name the node's version and peer ID.",
+			ConstLabels: prometheus.Labels{"version": Version, "peer_id": n.host.ID().String()},
+		}, func() float64 { return 1 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "volo_node_start_time_seconds",
+			Help: "Unix time at which the node was built.",
+		}, func() float64 { return start }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "volo_p2p_peers",
+			Help: "Peers the libp2p host is connected to.",
+		}, func() float64 { return float64(n.host.Peers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "volo_p2p_routing_table_peers",
+			Help: "Peers in the DHT routing table.",
+		}, func() float64 { return float64(n.host.RoutingTableSize()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "volo_store_lsm_size_bytes",
+			Help: "On-disk size of the database's LSM tree.",
+		}, func() float64 { lsm, _ := n.db.Size(); return float64(lsm) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "volo_store_vlog_size_bytes",
+			Help: "On-disk size of the database's value log.",
+		}, func() float64 { _, vlog := n.db.Size(); return float64(vlog) }),
+	}
+	for _, c := range cs {
+		if err := n.registry.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// Start starts the services in order. If one fails, those already started
+// are stopped in reverse and the error names the service.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.meta.Put(keyRunning, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, s := range n.services {
+		if err := s.svc.Start(ctx); err != nil {
+			return errors.Join(fmt.Errorf("start %s: %w", s.name, err), n.Stop())
+		}
+		n.started++
+		n.log.Debug("service started", "service", s.name)
+	}
+	n.log.Info("node started", "peer_id", n.host.ID().String(), "api", n.api.URL(), "version", Version)
+	return nil
+}
+
+// Stop stops the started services in reverse order, then closes the
+// database. It is safe to call more than once.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(func() {
+		var errs []error
+		for i := n.started - 1; i >= 0; i-- {
+			s := n.services[i]
+			if err := s.svc.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop %s: %w", s.name, err))
+			}
+			n.log.Debug("service stopped", "service", s.name)
+		}
+		if n.started == 0 && n.host != nil {
+			// Built but never started: the host still holds its resources.
+			if err := n.host.Stop(); err != nil {
+				errs = append(errs, fmt.Errorf("stop p2p: %w", err))
+			}
+		}
+		n.started = 0
+		if len(errs) == 0 {
+			if err := n.meta.Delete(keyRunning); err != nil {
+				errs = append(errs, fmt.Errorf("store: %w", err))
+			}
+		}
+		if err := n.db.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		n.stopErr = errors.Join(errs...)
+		if n.stopErr == nil {
+			n.log.Info("node stopped")
+		}
+	})
+	return n.stopErr
+}
+
+// Config returns the configuration the node was built from.
+func (n *Node) Config() Config { return n.cfg }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// PeerID returns the node's peer ID.
+func (n *Node) PeerID() peer.ID { return n.host.ID() }
+
+// Store returns the node's database.
+func (n *Node) Store() *store.DB { return n.db }
+
+// APIURL is the base URL of the node's API (valid after Start).
+func (n *Node) APIURL() string { return n.api.URL() }
+
+// Registry is the node's Prometheus registry, served at /metrics.
+func (n *Node) Registry() *prometheus.Registry { return n.registry }
+
+// Info implements api.Backend.
+func (n *Node) Info() api.NodeInfo {
+	addrs := n.host.FullAddrs()
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return api.NodeInfo{
+		PeerID:           n.host.ID().String(),
+		Addrs:            s,
+		Roles:            n.host.Roles(),
+		Version:          Version,
+		Peers:            n.host.Peers(),
+		RoutingTableSize: n.host.RoutingTableSize(),
+	}
+}
+
+// Health implements api.Backend: the host, the DHT and the store.
+func (n *Node) Health() map[string]error {
+	checks := n.host.Health()
+	checks["store"] = nil
+	if n.db.IsClosed() {
+		checks["store"] = errors.New("closed")
+	}
+	return checks
+}
+
+// WaitRoutingTable blocks until the DHT routing table holds at least want
+// peers or ctx ends.
+func (n *Node) WaitRoutingTable(ctx context.Context, want int) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for n.host.RoutingTableSize() < want {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("routing table has %d peers, want %d: %w", n.host.RoutingTableSize(), want, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
