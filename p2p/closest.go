@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
-		"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
