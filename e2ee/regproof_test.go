@@ -1,0 +1,111 @@
+package e2ee
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"testing"
+)
+
+func TestRegistrationRoundTrip(t *testing.T) {
+	k := fixedDeviceKeys(t, "alice phone")
+	nonce := bytes.Repeat([]byte{7}, 32)
+	p, err := DecodeRegistrationProof(SignRegistration(k, nonce).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := VerifyRegistration(p, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pub.Equal(k.Public()) || !p.ID.Equal(k.ID()) {
+		t.Fatal("wrong device")
+	}
+}
+
+func TestRegistrationFailures(t *testing.T) {
+	k := fixedDeviceKeys(t, "alice phone")
+	other := fixedDeviceKeys(t, "mallory")
+	nonce := bytes.Repeat([]byte{7}, 32)
+	good := SignRegistration(k, nonce)
+
+	if _, err := VerifyRegistration(good, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrNonceMismatch) {
+		t.Errorf("wrong nonce: %v", err)
+	}
+	swapped := good
+	swapped.Device = other.Public()
+	if _, err := VerifyRegistration(swapped, nonce); !errors.Is(err, ErrDeviceIDMismatch) {
+		t.Errorf("keys swapped: %v", err)
+	}
+	swapped.ID = other.ID()
+	if _, err := VerifyRegistration(swapped, nonce); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("keys and ID swapped: %v", err)
+	}
+	// Keys of one device, signed by another.
+	forged := SignRegistration(other, nonce)
+	forged.Device, forged.ID = k.Public(), k.ID()
+	if _, err := VerifyRegistration(forged, nonce); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("signed by another key: %v", err)
+	}
+	// A link signature is not a registration signature.
+	linkSig := good
+	linkSig.Sig = k.Signing.Sign(DomainLink, marshalCBOR(good.wire(false)))
+	if _, err := VerifyRegistration(linkSig, nonce); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("signature of another domain: %v", err)
+	}
+	if _, err := VerifyRegistration(SignRegistration(k, nonce[:8]), nonce[:8]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short nonce: %v", err)
+	}
+	if _, err := DecodeRegistrationProof(SignRegistration(k, nonce[:8]).Encode()); !errors.Is(err, ErrMalformed) {
+		t.Errorf("decode short nonce: %v", err)
+	}
+	// Every tampered byte is caught by decoding or verification.
+	enc := good.Encode()
+	for pos := range enc {
+		mod := bytes.Clone(enc)
+		mod[pos] ^= 0x01
+		p, err := DecodeRegistrationProof(mod)
+		if err == nil {
+			_, err = VerifyRegistration(p, nonce)
+		}
+		if err == nil {
+			t.Fatalf("tampered byte %d accepted", pos)
+		}
+	}
+}
+
+type regProofVector struct {
+	DeviceKeys string `json:"device_keys_cbor"`
+	Nonce      string `json:"nonce"`
+	Proof      string `json:"proof_cbor"`
+	DeviceID   string `json:"device_id"`
+}
+
+func TestRegistrationVectors(t *testing.T) {
+	k := fixedDeviceKeys(t, "alice phone")
+	kb, _ := k.MarshalBinary()
+	nonce := []byte("volo registration nonce 0001")
+	checkVectorFile(t, "regproof_vectors.json", regProofVector{
+		DeviceKeys: hex.EncodeToString(kb),
+		Nonce:      hex.EncodeToString(nonce),
+		Proof:      hex.EncodeToString(SignRegistration(k, nonce).Encode()),
+		DeviceID:   k.ID().String(),
+	})
+
+	var v regProofVector
+	readVectorFile(t, "regproof_vectors.json", &v)
+	p, err := DecodeRegistrationProof(mustHex(t, v.Proof))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(p.Encode()) != v.Proof {
+		t.Fatal("re-encoding differs")
+	}
+	pub, err := VerifyRegistration(p, mustHex(t, v.Nonce))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub.ID().String() != v.DeviceID {
+		t.Fatal("device ID differs")
+	}
+}
