@@ -45,7 +45,7 @@ func newChainFixture(t testing.TB) chainFixture {
 	return f
 }
 
-func (f *chainFixture) last() DeviceSet { return f.sets[len(f.sets)-1] }
+func (f chainFixture) last() DeviceSet { return f.sets[len(f.sets)-1] }
 
 func (f *chainFixture) push(t testing.TB, l Link) {
 	t.Helper()
