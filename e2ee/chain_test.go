@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -470,4 +471,64 @@ func TestChainVectors(t *testing.T) {
 	if hex.EncodeToString(req.Encode()) != v.Req || req.Head.Version != 1 || !req.Head.User.Equal(user) {
 		t.Fatal("request differs")
 	}
+}
+
+// fiftyLinkChain builds a 50-link chain: genesis, then devices added one by
+// one, every fourth link revoking the oldest remaining device.
+func fiftyLinkChain(b testing.TB) chainFixture {
+	f := chainFixture{a: fixedDeviceKeys(b, "bench 0")}
+	g, err := NewGenesis(f.a, testTime(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.user = g.UserID()
+	set, err := VerifyChain(f.user, []Link{g})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.links, f.sets = []Link{g}, []DeviceSet{set}
+	keys := map[DeviceID]DeviceKeys{f.a.ID(): f.a}
+	order := []DeviceID{f.a.ID()}
+	for i := 1; len(f.links) < 50; i++ {
+		newest := keys[order[len(order)-1]]
+		if i%4 == 0 && len(order) > 1 {
+			f.revoke(b, newest, order[0], testTime(int64(i)))
+			order = order[1:]
+			continue
+		}
+		k := fixedDeviceKeys(b, "bench "+strconv.Itoa(i))
+		f.add(b, newest, k, testTime(int64(i)))
+		keys[k.ID()] = k
+		order = append(order, k.ID())
+	}
+	return f
+}
+
+// BenchmarkVerifyChain50 measures what a node or client does on a lookup:
+// decode and verify a 50-link user chain from its bytes.
+func BenchmarkVerifyChain50(b *testing.B) {
+	f := fiftyLinkChain(b)
+	enc := encodeLinks(f.links)
+	for b.Loop() {
+		if _, _, err := DecodeChain(f.user, enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perChain := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(perChain*1000, "ms/chain")
+	b.ReportMetric(float64(len(enc))/perChain, "links/s")
+}
+
+// BenchmarkApplyLink measures accepting one more add-device link on a
+// verified 49-link chain.
+func BenchmarkApplyLink(b *testing.B) {
+	f := fiftyLinkChain(b)
+	prev := f.sets[len(f.sets)-2]
+	l := f.links[len(f.links)-1]
+	for b.Loop() {
+		if _, err := prev.Apply(l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "links/s")
 }

@@ -22,7 +22,6 @@ const (
 	DomainKeyDist     = "volo/v1/keydist"  // key distribution bundle
 	DomainMsg         = "volo/v1/msg"      // message
 	DomainGroup       = "volo/v1/group"    // group state
-	DomainLinking     = "volo/v1/linking"  // device-linking transcript
 	DomainBackup      = "volo/v1/backup"   // backup pointer / header
 )
 

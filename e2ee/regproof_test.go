@@ -109,3 +109,29 @@ func TestRegistrationVectors(t *testing.T) {
 		t.Fatal("device ID differs")
 	}
 }
+
+func BenchmarkSignRegistration(b *testing.B) {
+	k := fixedDeviceKeys(b, "bench")
+	nonce := bytes.Repeat([]byte{7}, 32)
+	for b.Loop() {
+		_ = SignRegistration(k, nonce).Encode()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proofs/s")
+}
+
+// BenchmarkVerifyRegistration measures the node's side: decode and verify.
+func BenchmarkVerifyRegistration(b *testing.B) {
+	k := fixedDeviceKeys(b, "bench")
+	nonce := bytes.Repeat([]byte{7}, 32)
+	enc := SignRegistration(k, nonce).Encode()
+	for b.Loop() {
+		p, err := DecodeRegistrationProof(enc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := VerifyRegistration(p, nonce); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proofs/s")
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -149,5 +150,22 @@ func TestSafetyVectors(t *testing.T) {
 	}
 	if ok, _ := CompareSafetyNumbers(v.Digits, v.QR); !ok {
 		t.Fatal("vector renderings disagree")
+	}
+}
+
+func BenchmarkSafetyNumber(b *testing.B) {
+	for _, n := range []int{2, 100} {
+		sets := make([]DeviceSet, n)
+		for i := range sets {
+			sets[i] = singleDeviceSet(b, "bench member "+strconv.Itoa(i))
+		}
+		b.Run(strconv.Itoa(n)+"-participants", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := NewSafetyNumber(sets...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(b.Elapsed().Seconds()*1000/float64(b.N), "ms/op")
+		})
 	}
 }
