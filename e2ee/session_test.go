@@ -255,14 +255,14 @@ func TestSessionWindow(t *testing.T) {
 		i    int
 		want error
 	}{
-		{W - 2, ErrOutsideWindow},     // skipped, then fell out of the window
+		{W - 2, ErrOutsideWindow}, // skipped, then fell out of the window
 		{int(next) - W - 1, ErrOutsideWindow},
-		{W - 1, ErrOutsideWindow},     // received long ago
-		{W + W/2, ErrReplay},          // received, inside the window
-		{2*W + 5, ErrReplay},          // the last one received
-		{int(next) - W, nil},          // skipped, oldest inside the window
-		{2*W + 4, nil},                // skipped, newest
-		{2*W + 9, nil},                // ahead
+		{W - 1, ErrOutsideWindow}, // received long ago
+		{W + W/2, ErrReplay},      // received, inside the window
+		{2*W + 5, ErrReplay},      // the last one received
+		{int(next) - W, nil},      // skipped, oldest inside the window
+		{2*W + 4, nil},            // skipped, newest
+		{2*W + 9, nil},            // ahead
 	} {
 		_, err := decryptWith(r, msgs[tt.i])
 		if !errors.Is(err, tt.want) {
