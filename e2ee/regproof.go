@@ -121,3 +121,24 @@ func VerifyRegistration(p RegistrationProof, nonce []byte) (DevicePublic, error)
 	}
 	return p.Device, nil
 }
+
+// VerifyRegistrationGenesis is what a node checks before publishing a new
+// user: the proof is valid for its nonce (VerifyRegistration), genesis is a
+// valid one-link chain, and genesis names the device of the proof
+// (ErrDeviceIDMismatch otherwise). It returns the new user's device set;
+// its User() is the new user ID.
+func VerifyRegistrationGenesis(p RegistrationProof, nonce []byte, genesis Link) (DeviceSet, error) {
+	dev, err := VerifyRegistration(p, nonce)
+	if err != nil {
+		return DeviceSet{}, err
+	}
+	set, err := VerifyChain(genesis.UserID(), []Link{genesis})
+	if err != nil {
+		return DeviceSet{}, fmt.Errorf("e2ee: verify registration genesis: %w", err)
+	}
+	if !genesis.Device.Equal(dev) {
+		return DeviceSet{}, fmt.Errorf("e2ee: verify registration genesis: genesis names %s, proof is for %s: %w",
+			genesis.Device.ID(), p.ID, ErrDeviceIDMismatch)
+	}
+	return set, nil
+}

@@ -135,3 +135,29 @@ func BenchmarkVerifyRegistration(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "proofs/s")
 }
+
+func TestRegistrationGenesis(t *testing.T) {
+	k := fixedDeviceKeys(t, "alice phone")
+	nonce := bytes.Repeat([]byte{7}, 32)
+	g, _ := NewGenesis(k, testTime(0))
+	set, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !set.User().Equal(g.UserID()) || set.Len() != 1 {
+		t.Fatal("wrong set")
+	}
+	other, _ := NewGenesis(fixedDeviceKeys(t, "mallory"), testTime(0))
+	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, other); !errors.Is(err, ErrDeviceIDMismatch) {
+		t.Fatalf("genesis of another device: %v", err)
+	}
+	bad := g
+	bad.Sig = bytes.Clone(g.Sig)
+	bad.Sig[0] ^= 1
+	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, bad); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("bad genesis signature: %v", err)
+	}
+	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce[1:], g); !errors.Is(err, ErrNonceMismatch) {
+		t.Fatalf("wrong nonce: %v", err)
+	}
+}
