@@ -88,3 +88,17 @@ func FuzzCompareSafetyNumbers(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseRendezvousID(f *testing.F) {
+	rv := fixedLinkingCode(f).Rendezvous()
+	f.Add(rv.String())
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRendezvousID(s)
+		if err != nil {
+			return
+		}
+		if r.String() != s {
+			t.Fatalf("parsed %q prints as %q", s, r)
+		}
+	})
+}
