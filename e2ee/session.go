@@ -577,12 +577,20 @@ type ReceiverSessions struct {
 	m map[receiverSessionKey]*ReceiverSession
 }
 
-// Add stores r, replacing any session with the same sender and ID.
-func (rs *ReceiverSessions) Add(r *ReceiverSession) {
+// Add stores r and reports whether it did. If a state for the same sender
+// device and session is held already, it is kept and Add returns false: a
+// key bundle delivered again must not rewind a session to counter 0, which
+// would let its old messages be replayed.
+func (rs *ReceiverSessions) Add(r *ReceiverSession) bool {
+	k := receiverSessionKey{r.sender, r.id}
+	if _, ok := rs.m[k]; ok {
+		return false
+	}
 	if rs.m == nil {
 		rs.m = make(map[receiverSessionKey]*ReceiverSession)
 	}
-	rs.m[receiverSessionKey{r.sender, r.id}] = r
+	rs.m[k] = r
+	return true
 }
 
 // Lookup returns the session of sender with the given ID.

@@ -218,6 +218,17 @@ func TestSessionOutOfOrderAndReplay(t *testing.T) {
 			t.Fatalf("replay of %d: got %v, want ErrReplay", i, err)
 		}
 	}
+	// The key bundle delivered again does not rewind the session.
+	var rs ReceiverSessions
+	if !rs.Add(r) {
+		t.Fatal("first Add refused")
+	}
+	if rs.Add(mustOpen(t, b, alice.set, bob.keys[0])) {
+		t.Fatal("a replayed key bundle replaced the session state")
+	}
+	if _, _, err := rs.Decrypt(msgs[0]); !errors.Is(err, ErrReplay) {
+		t.Fatalf("replay after the bundle came again: got %v, want ErrReplay", err)
+	}
 }
 
 func TestSessionWindow(t *testing.T) {
