@@ -289,16 +289,26 @@ func (n *Node) Health() map[string]error {
 }
 
 // WaitRoutingTable blocks until the DHT routing table holds at least want
-// peers or ctx ends.
+// peers or ctx ends, refreshing the table while it waits so that peers that
+// joined after this node are found without waiting for the periodic refresh.
 func (n *Node) WaitRoutingTable(ctx context.Context, want int) error {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
 	for n.host.RoutingTableSize() < want {
-		select {
-		case <-ctx.Done():
+		rctx, cancel := context.WithTimeout(ctx, routingRefreshWait)
+		err := n.host.RefreshRoutingTable(rctx)
+		cancel()
+		if ctx.Err() != nil {
 			return fmt.Errorf("routing table has %d peers, want %d: %w", n.host.RoutingTableSize(), want, ctx.Err())
-		case <-t.C:
+		}
+		if err != nil {
+			// A refresh fails while no peer is reachable yet; try again.
+			select {
+			case <-ctx.Done():
+			case <-time.After(routingRefreshWait / 10):
+			}
 		}
 	}
 	return nil
 }
+
+// routingRefreshWait bounds one refresh in WaitRoutingTable.
+const routingRefreshWait = 2 * time.Second

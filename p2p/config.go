@@ -46,7 +46,8 @@ type ResourceConfig struct {
 // TCP and QUIC on 127.0.0.1 port 4001, no bootstrap peers.
 func DefaultConfig() Config {
 	return Config{
-		Listen: []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"},
+		Listen:    []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"},
+		Bootstrap: []string{},
 		ConnManager: ConnManagerConfig{
 			LowWater:    100,
 			HighWater:   400,

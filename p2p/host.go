@@ -262,6 +262,17 @@ func (h *Host) Peers() int { return len(h.host.Network().Peers()) }
 // RoutingTableSize is the number of peers in the DHT's routing table.
 func (h *Host) RoutingTableSize() int { return h.dht.RoutingTable().Size() }
 
+// RefreshRoutingTable runs a DHT routing table refresh (a lookup per
+// bucket) and waits for it to finish.
+func (h *Host) RefreshRoutingTable(ctx context.Context) error {
+	select {
+	case err := <-h.dht.RefreshRoutingTable():
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // RoutingTablePeers lists the peers in the DHT's routing table.
 func (h *Host) RoutingTablePeers() []peer.ID { return h.dht.RoutingTable().ListPeers() }
 
