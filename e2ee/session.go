@@ -797,6 +797,9 @@ func UnmarshalReceiverSession(data []byte) (*ReceiverSession, error) {
 	if r.signing, err = ParseSigningPublic(w.Signing); err != nil {
 		return bad("signing key")
 	}
+	if w.Skipped == nil {
+		return bad("skipped keys: not an array") // null would decode like []
+	}
 	if len(w.Skipped) > MaxSkippedMessageKeys {
 		return bad("too many skipped keys")
 	}
