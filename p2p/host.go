@@ -151,7 +151,10 @@ func New(cfg Config, identity crypto.PrivKey, opts ...Option) (*Host, error) {
 		h.Close()
 		return nil, fmt.Errorf("p2p: dht: %w", err)
 	}
-	ps, err := pubsub.NewGossipSub(ctx, h)
+	// Flood publishing sends a node's own messages to every peer in the
+	// topic rather than only its mesh: Volo's topics carry few, small
+	// announcements, and this delivers them even before the mesh forms.
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
 	if err != nil {
 		cancel()
 		kad.Close()
