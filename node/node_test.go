@@ -134,7 +134,6 @@ func TestStartFailsOnPortInUse(t *testing.T) {
 	})
 }
 
-
 func TestNewRefusesBadConfig(t *testing.T) {
 	cfg := testnet.Config(t.TempDir())
 	cfg.Log.Level = "chatty"

@@ -38,7 +38,7 @@ type proc struct {
 	done   chan struct{}
 }
 
-func startNode(t *testing.T, args ...string) *proc {
+func startNode(t testing.TB, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "VOLO_NODE_MAIN=1")
@@ -62,7 +62,7 @@ func startNode(t *testing.T, args ...string) *proc {
 }
 
 // apiURL reads the node's stdout until it prints its API URL.
-func (p *proc) apiURL(t *testing.T) string {
+func (p *proc) apiURL(t testing.TB) string {
 	t.Helper()
 	found := make(chan string, 1)
 	go func() {
@@ -92,7 +92,7 @@ func (p *proc) apiURL(t *testing.T) string {
 }
 
 // wait waits for the process to exit and returns its stderr.
-func (p *proc) wait(t *testing.T) string {
+func (p *proc) wait(t testing.TB) string {
 	t.Helper()
 	exited := make(chan error, 1)
 	go func() { <-p.done; exited <- p.cmd.Wait() }()
