@@ -485,7 +485,8 @@ func DecodeChain(user UserID, encoded [][]byte) (DeviceSet, []Link, error) {
 }
 
 func verifyGenesis(user UserID, l Link) (DeviceSet, error) {
-	if err := checkShape(l); err != nil {
+	id, err := checkShape(l)
+	if err != nil {
 		return DeviceSet{}, err
 	}
 	if l.Kind != LinkGenesis {
@@ -494,7 +495,6 @@ func verifyGenesis(user UserID, l Link) (DeviceSet, error) {
 	if l.Seq != 1 {
 		return DeviceSet{}, fmt.Errorf("genesis has seq %d, want 1: %w", l.Seq, ErrChainOrder)
 	}
-	id := l.ID()
 	if !id.c.Equals(user.c) {
 		return DeviceSet{}, fmt.Errorf("genesis hashes to %s, want %s: %w", id, user, ErrUserIDMismatch)
 	}
@@ -514,11 +514,20 @@ func verifyGenesis(user UserID, l Link) (DeviceSet, error) {
 	}, nil
 }
 
-// checkShape checks what DecodeLink checks, for links built in memory.
-func checkShape(l Link) error {
-	if len(l.Encode()) > MaxLinkSize {
-		return fmt.Errorf("encoded link over %d bytes: %w", MaxLinkSize, ErrChainLimit)
+// checkShape checks what DecodeLink checks, for links built in memory, and
+// returns the link's ID.
+func checkShape(l Link) (LinkID, error) {
+	enc := l.Encode()
+	if len(enc) > MaxLinkSize {
+		return LinkID{}, fmt.Errorf("encoded link over %d bytes: %w", MaxLinkSize, ErrChainLimit)
 	}
+	if err := checkFields(l); err != nil {
+		return LinkID{}, err
+	}
+	return LinkID{sumCID(enc)}, nil
+}
+
+func checkFields(l Link) error {
 	if l.Time.UnixMilli() < 0 || !l.Time.Equal(time.UnixMilli(l.Time.UnixMilli())) {
 		return fmt.Errorf("time %v not a non-negative whole millisecond: %w", l.Time, ErrMalformed)
 	}
@@ -560,7 +569,8 @@ func (s DeviceSet) Apply(l Link) (DeviceSet, error) {
 }
 
 func (s DeviceSet) apply(l Link) (DeviceSet, error) {
-	if err := checkShape(l); err != nil {
+	linkID, err := checkShape(l)
+	if err != nil {
 		return DeviceSet{}, err
 	}
 	head := s.Head()
@@ -590,7 +600,7 @@ func (s DeviceSet) apply(l Link) (DeviceSet, error) {
 		return DeviceSet{}, err
 	}
 	n := DeviceSet{user: s.user, active: maps.Clone(s.active), revoked: s.revoked,
-		links: append(slices.Clip(s.links), l.ID()), last: l.Time}
+		links: append(slices.Clip(s.links), linkID), last: l.Time}
 	switch l.Kind {
 	case LinkAddDevice:
 		id := l.Device.ID()
