@@ -340,6 +340,12 @@ func TestMessageForgedByMember(t *testing.T) {
 	if r.next != 0 || len(r.skipped) != 0 {
 		t.Fatal("a refused message changed the receiver state")
 	}
+	// A receiver holding the wrong session key.
+	wrong := *r
+	wrong.chainKey[0] ^= 1
+	if _, err := decryptWith(&wrong, mustEncrypt(t, s, alice.keys[0], "x")); !errors.Is(err, ErrTampered) {
+		t.Fatalf("wrong session key: got %v, want ErrTampered", err)
+	}
 }
 
 // TestForwardSecrecy serializes a receiver after message n and shows that
