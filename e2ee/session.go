@@ -313,13 +313,50 @@ func (m *Message) headerBytes() []byte {
 }
 
 // signedBytes is what the sender signs: the message encoding without Sig.
-func (m *Message) signedBytes() []byte {
-	return marshalCBOR(messageWire{Header: m.headerBytes(), Ciphertext: m.Ciphertext})
-}
+func (m *Message) signedBytes() []byte { return encodeMessage(m.headerBytes(), m.Ciphertext, nil) }
 
 // Encode returns the canonical encoding {1: header, 2: ciphertext, 3: sig}.
-func (m *Message) Encode() []byte {
-	return marshalCBOR(messageWire{Header: m.headerBytes(), Ciphertext: m.Ciphertext, Sig: m.Sig})
+func (m *Message) Encode() []byte { return encodeMessage(m.headerBytes(), m.Ciphertext, m.Sig) }
+
+// encodeMessage writes the canonical encoding of messageWire by hand (the
+// message path is hot): a map of 2 or 3 pairs with keys 1, 2[, 3], the
+// header already encoded, and byte strings with shortest-form lengths.
+// DecodeMessage checks that what it accepts re-encodes to the same bytes.
+func encodeMessage(header, ct, sig []byte) []byte {
+	b := make([]byte, 0, len(header)+len(ct)+len(sig)+16)
+	if len(sig) > 0 {
+		b = append(b, 0xa3)
+	} else {
+		b = append(b, 0xa2)
+	}
+	b = append(b, 0x01)
+	b = append(b, header...)
+	b = append(b, 0x02)
+	b = appendCBORBytes(b, ct)
+	if len(sig) > 0 {
+		b = append(b, 0x03)
+		b = appendCBORBytes(b, sig)
+	}
+	return b
+}
+
+// appendCBORBytes appends v as a CBOR byte string (major type 2) with the
+// shortest length form.
+func appendCBORBytes(b, v []byte) []byte {
+	n := uint64(len(v))
+	switch {
+	case n < 24:
+		b = append(b, 0x40|byte(n))
+	case n <= math.MaxUint8:
+		b = append(b, 0x58, byte(n))
+	case n <= math.MaxUint16:
+		b = binary.BigEndian.AppendUint16(append(b, 0x59), uint16(n))
+	case n <= math.MaxUint32:
+		b = binary.BigEndian.AppendUint32(append(b, 0x5a), uint32(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, 0x5b), n)
+	}
+	return append(b, v...)
 }
 
 // DecodeMessage decodes a message and checks its shape (sizes, canonical

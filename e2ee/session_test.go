@@ -178,6 +178,23 @@ func TestSessionRoundTrip(t *testing.T) {
 	}
 }
 
+// TestEncodeMessageMatchesCBOR checks the hand-written message encoding
+// against the CBOR library for every length form of the ciphertext.
+func TestEncodeMessageMatchesCBOR(t *testing.T) {
+	h := MessageHeader{Conversation: ConversationID{1}, Session: SessionID{2}, SenderUser: newMsgUser(t, "alice", 1).id(), Counter: 7}
+	h.Sender = fixedDeviceKeys(t, "alice/0").ID()
+	hb := h.encode()
+	for _, n := range []int{0, 1, 23, 24, 255, 256, 65535, 65536} {
+		ct := make([]byte, n)
+		for _, sig := range [][]byte{nil, make([]byte, SignatureSize)} {
+			want := marshalCBOR(messageWire{Header: hb, Ciphertext: ct, Sig: sig})
+			if got := encodeMessage(hb, ct, sig); !bytes.Equal(got, want) {
+				t.Fatalf("ciphertext of %d bytes, sig %d: encodings differ", n, len(sig))
+			}
+		}
+	}
+}
+
 func TestEncryptRejects(t *testing.T) {
 	alice, bob := newMsgUser(t, "alice", 1), newMsgUser(t, "bob", 1)
 	s, _ := directSession(t, alice, bob, testTime(0))
