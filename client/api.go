@@ -1,0 +1,315 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// Limits and timings of talking to a node (docs/api.md).
+const (
+	// MaxResponseSize bounds a response body the client reads: a chain of
+	// e2ee.MaxChainLinks links of e2ee.MaxLinkSize bytes in base64 fits.
+	MaxResponseSize = 4 << 20
+	// LongPollTimeout bounds one long-poll request; the node answers
+	// within 25 s.
+	LongPollTimeout = 40 * time.Second
+	// RequestTimeout bounds every other request.
+	RequestTimeout = 30 * time.Second
+	// PollInterval is the pause before polling again after a long poll
+	// ended without news, and between chain fetches while waiting for a
+	// change.
+	PollInterval = 500 * time.Millisecond
+)
+
+// Error codes of the node API that callers branch on.
+const (
+	CodeBadNonce          = "bad_nonce"
+	CodeBadTicket         = "bad_ticket"
+	CodeAlreadyRegistered = "already_registered"
+	CodeUserNotFound      = "user_not_found"
+	CodeStaleChain        = "stale_chain"
+	CodeInvalidLink       = "invalid_link"
+	CodeUnknownProvider   = "unknown_provider"
+	CodeMailboxFull       = "mailbox_full"
+)
+
+// APIError is an error answer of a node: its HTTP status and the code and
+// message of its JSON error body.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("node answered %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// IsCode reports whether err is an APIError with the given code.
+func IsCode(err error, code string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == code
+}
+
+// API talks to one node's client API. It never sends anything secret:
+// only public keys, signatures and ciphertext.
+type API struct {
+	base *url.URL
+	hc   *http.Client
+}
+
+// NewAPI returns a client of the node at base (for example
+// "http://127.0.0.1:8080"), using hc (http.DefaultClient if nil).
+func NewAPI(base string, hc *http.Client) (*API, error) {
+	u, err := ParseNodeURL(base)
+	if err != nil {
+		return nil, err
+	}
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &API{base: u, hc: hc}, nil
+}
+
+// ParseNodeURL checks that s is an http or https URL without query or
+// fragment and returns it without a trailing slash.
+func ParseNodeURL(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(s, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("client: node URL %q: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("client: node URL %q: want http(s)://host[:port][/path]", s)
+	}
+	return u, nil
+}
+
+// URL returns the node's base URL.
+func (a *API) URL() string { return a.base.String() }
+
+func (a *API) endpoint(path string, query url.Values) string {
+	u := *a.base
+	u.Path = strings.TrimRight(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	return u.String()
+}
+
+// do sends one request and decodes a JSON answer into out when the status
+// is one of ok. Any other status is an *APIError. It returns the status.
+func (a *API) do(ctx context.Context, timeout time.Duration, method, path string, query url.Values, contentType string, body []byte, out any, ok ...int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.endpoint(path, query), rd)
+	if err != nil {
+		return 0, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize+1))
+	if err != nil {
+		return resp.StatusCode, fmt.Errorf("client: %s %s: read answer: %w", method, path, err)
+	}
+	if len(data) > MaxResponseSize {
+		return resp.StatusCode, fmt.Errorf("client: %s %s: answer larger than %d bytes", method, path, MaxResponseSize)
+	}
+	for _, s := range ok {
+		if resp.StatusCode == s {
+			if out != nil {
+				if err := json.Unmarshal(data, out); err != nil {
+					return resp.StatusCode, fmt.Errorf("client: %s %s: bad answer: %w", method, path, err)
+				}
+			}
+			return resp.StatusCode, nil
+		}
+	}
+	var eb struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	ae := &APIError{Status: resp.StatusCode}
+	if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+		ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
+	} else {
+		ae.Code = "http_" + strconv.Itoa(resp.StatusCode)
+		ae.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
+	}
+	return resp.StatusCode, fmt.Errorf("client: %s %s: %w", method, path, ae)
+}
+
+// Provider is an OpenID Connect provider a node accepts registrations from.
+type Provider struct {
+	Name   string `json:"name"`
+	Issuer string `json:"issuer"`
+}
+
+// Providers is the answer of GET /v1/auth/providers.
+type Providers struct {
+	Providers        []Provider `json:"providers"`
+	OpenRegistration bool       `json:"open_registration"`
+}
+
+// Providers lists the node's OAuth providers and whether it registers
+// without one.
+func (a *API) Providers(ctx context.Context) (Providers, error) {
+	var p Providers
+	_, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/auth/providers", nil, "", nil, &p, http.StatusOK)
+	return p, err
+}
+
+// Nonce asks the node for a registration nonce.
+func (a *API) Nonce(ctx context.Context) ([]byte, error) {
+	var out struct {
+		Nonce []byte `json:"nonce"`
+	}
+	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/auth/nonce", nil, "", nil, &out, http.StatusOK); err != nil {
+		return nil, err
+	}
+	if len(out.Nonce) < e2ee.MinRegistrationNonceSize || len(out.Nonce) > e2ee.MaxRegistrationNonceSize {
+		return nil, fmt.Errorf("client: node gave a nonce of %d bytes", len(out.Nonce))
+	}
+	return out.Nonce, nil
+}
+
+// LoginURL is the address the person's browser opens to log in with
+// provider; loginID is the secret the client then polls with.
+func (a *API) LoginURL(provider, loginID string) string {
+	return a.endpoint("/v1/auth/oidc/"+url.PathEscape(provider)+"/start", url.Values{"login": {loginID}})
+}
+
+// WaitTicket long-polls for the registration ticket of loginID until the
+// login completes or ctx ends.
+func (a *API) WaitTicket(ctx context.Context, loginID string) (string, error) {
+	for {
+		var out struct {
+			Ticket string `json:"ticket"`
+		}
+		status, err := a.do(ctx, LongPollTimeout, http.MethodGet, "/v1/auth/tickets/"+url.PathEscape(loginID), nil, "", nil, &out, http.StatusOK, http.StatusAccepted)
+		if err != nil {
+			return "", err
+		}
+		if status == http.StatusOK {
+			if out.Ticket == "" {
+				return "", errors.New("client: node answered an empty ticket")
+			}
+			return out.Ticket, nil
+		}
+		if err := sleep(ctx, PollInterval); err != nil {
+			return "", fmt.Errorf("client: waiting for the login: %w", err)
+		}
+	}
+}
+
+// Register submits a genesis link and registration proof (and the ticket of
+// an OAuth login, or "" on a node with open registration). It returns the
+// user ID the node answered.
+func (a *API) Register(ctx context.Context, genesis, proof []byte, ticket string) (e2ee.UserID, error) {
+	body, err := json.Marshal(struct {
+		Genesis []byte `json:"genesis"`
+		Proof   []byte `json:"proof"`
+		Ticket  string `json:"ticket,omitempty"`
+	}{genesis, proof, ticket})
+	if err != nil {
+		return e2ee.UserID{}, fmt.Errorf("client: encode registration: %w", err)
+	}
+	var out struct {
+		UserID string `json:"user_id"`
+	}
+	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/users", nil, "application/json", body, &out, http.StatusCreated); err != nil {
+		return e2ee.UserID{}, err
+	}
+	id, err := e2ee.ParseUserID(out.UserID)
+	if err != nil {
+		return e2ee.UserID{}, fmt.Errorf("client: node answered user ID %q: %w", out.UserID, err)
+	}
+	return id, nil
+}
+
+// Chain fetches the encoded links of a user's chain. The caller verifies
+// them (e2ee.DecodeChain); the node is not trusted.
+func (a *API) Chain(ctx context.Context, user e2ee.UserID) ([][]byte, error) {
+	var out struct {
+		Links [][]byte `json:"links"`
+	}
+	if _, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/users/"+user.String(), nil, "", nil, &out, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return out.Links, nil
+}
+
+// AppendLink submits one add-device or revoke-device link.
+func (a *API) AppendLink(ctx context.Context, user e2ee.UserID, link []byte) error {
+	body, err := json.Marshal(struct {
+		Link []byte `json:"link"`
+	}{link})
+	if err != nil {
+		return fmt.Errorf("client: encode link: %w", err)
+	}
+	_, err = a.do(ctx, RequestTimeout, http.MethodPost, "/v1/users/"+user.String()+"/links", nil, "application/json", body, nil, http.StatusOK)
+	return err
+}
+
+// RendezvousMessage is one sealed linking message of a mailbox.
+type RendezvousMessage struct {
+	Seq  int64  `json:"seq"`
+	Data []byte `json:"data"`
+}
+
+// PostRendezvous puts one sealed linking message into the mailbox rid and
+// returns its sequence number there.
+func (a *API) PostRendezvous(ctx context.Context, rid e2ee.RendezvousID, msg []byte) (int64, error) {
+	var out struct {
+		Seq int64 `json:"seq"`
+	}
+	_, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/rendezvous/"+rid.String(), nil, "application/octet-stream", msg, &out, http.StatusCreated)
+	return out.Seq, err
+}
+
+// GetRendezvous long-polls the mailbox rid for the messages after seq
+// (after < 0: all of them). The answer may be empty.
+func (a *API) GetRendezvous(ctx context.Context, rid e2ee.RendezvousID, after int64) ([]RendezvousMessage, error) {
+	q := url.Values{}
+	if after >= 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	var out struct {
+		Messages []RendezvousMessage `json:"messages"`
+	}
+	_, err := a.do(ctx, LongPollTimeout, http.MethodGet, "/v1/rendezvous/"+rid.String(), q, "", nil, &out, http.StatusOK)
+	return out.Messages, err
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

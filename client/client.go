@@ -1,0 +1,415 @@
+// Package client is Volo's client SDK: it talks to a node's API and keeps a
+// device's keys (encrypted with a passphrase) and public state in a home directory.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// Version is the client software's version; release builds set it with
+// -ldflags "-X github.com/volo-chat/volo/client.Version=…".
+var Version = "0.1.0-dev"
+
+const (
+	// LoginIDSize is the number of random bytes of an OAuth login ID (256
+	// bits; docs/api.md asks for at least 128).
+	LoginIDSize = 32
+	// LoginTimeout bounds the wait for the person to log in with the
+	// provider; the node's login state lives 10 minutes (docs/api.md).
+	LoginTimeout = 10 * time.Minute
+)
+
+// Errors of client operations. Errors of the node are *APIError; errors of
+// verification wrap the e2ee sentinels.
+var (
+	// ErrUnknownProvider: the node has no OAuth provider of that name.
+	ErrUnknownProvider = errors.New("client: unknown OAuth provider")
+	// ErrProviderRequired: the node does not register without an OAuth login.
+	ErrProviderRequired = errors.New("client: this node registers only through an OAuth provider")
+	// ErrNodeMisbehaved: the node answered something a correct node never
+	// does (another user ID than the genesis link's, a chain that does not
+	// hold the link it accepted, ...).
+	ErrNodeMisbehaved = errors.New("client: the node answered inconsistently")
+	// ErrChainRollback: the node served an older chain than this device verified before.
+	ErrChainRollback = errors.New("client: node served an older chain than the one verified before")
+	// ErrChainForked: the node served a chain that contradicts the one verified before.
+	ErrChainForked = errors.New("client: node served a chain that contradicts the one verified before")
+	// ErrDeviceRevoked: this device was revoked from its user's chain.
+	ErrDeviceRevoked = errors.New("client: this device has been revoked")
+	// ErrUnknownDevice: the device is not an active device of the user.
+	ErrUnknownDevice = errors.New("client: no such active device")
+	// ErrBadLinkReply: the existing device sent a link that does not add
+	// exactly this device at the head it signed its request for.
+	ErrBadLinkReply = errors.New("client: linking reply does not add this device at the agreed head")
+)
+
+// Options configure a Client.
+type Options struct {
+	// Home is the home directory (required).
+	Home string
+	// Node is the base URL of the node's API (required).
+	Node string
+	// HTTPClient sends every request (http.DefaultClient if nil).
+	HTTPClient *http.Client
+	// KDF is the Argon2id cost of encrypting new device keys
+	// (e2ee.DefaultBackupParams if zero).
+	KDF e2ee.BackupParams
+	// Rand is the source of keys, linking codes and login IDs
+	// (crypto/rand if nil).
+	Rand io.Reader
+	// Now is the clock of new links (time.Now if nil).
+	Now func() time.Time
+}
+
+// Client is one device: its home and the node it talks to.
+type Client struct {
+	home *Home
+	api  *API
+	hc   *http.Client
+	rand io.Reader
+	now  func() time.Time
+}
+
+// New opens the home directory and prepares to talk to the node. It does
+// not read the keys (operations that sign take the passphrase).
+func New(opts Options) (*Client, error) {
+	home, err := OpenHome(opts.Home, opts.KDF)
+	if err != nil {
+		return nil, err
+	}
+	api, err := NewAPI(opts.Node, opts.HTTPClient)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{home: home, api: api, hc: opts.HTTPClient, rand: opts.Rand, now: opts.Now}
+	if c.rand == nil {
+		c.rand = rand.Reader
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+// Home returns the client's home directory.
+func (c *Client) Home() *Home { return c.home }
+
+// API returns the client of the node.
+func (c *Client) API() *API { return c.api }
+
+// Identity names a device and its user.
+type Identity struct {
+	User   e2ee.UserID
+	Device e2ee.DeviceID
+	Node   string
+}
+
+// Device is one active device of a verified chain.
+type Device struct {
+	ID e2ee.DeviceID
+	// SigningKey and MessagingKey are fingerprints of the public keys
+	// (e2ee.SigningPublic.String and e2ee.MessagingPublic.String).
+	SigningKey   string
+	MessagingKey string
+	// Added is the time of the link that named the device (as its signer stated it).
+	Added time.Time
+	// Self marks the device of this client.
+	Self bool
+}
+
+// UserInfo is a user's verified chain, summarised.
+type UserInfo struct {
+	User    e2ee.UserID
+	Version uint64
+	Devices []Device
+	// Revoked lists the devices the chain revoked.
+	Revoked []e2ee.DeviceID
+}
+
+// Register creates a new user with this (new) device as its first device
+// and saves the device in the home, its keys encrypted with passphrase.
+// With provider "" the node must allow open registration; otherwise the
+// client picks a login ID, calls openBrowser with the node's login URL and
+// waits for the node to hand out the registration ticket.
+func (c *Client) Register(ctx context.Context, provider string, openBrowser func(url string) error, passphrase []byte) (Identity, error) {
+	if len(passphrase) == 0 {
+		return Identity{}, ErrEmptyPassphrase
+	}
+	if has, err := c.home.HasDevice(); err != nil {
+		return Identity{}, err
+	} else if has {
+		return Identity{}, fmt.Errorf("%w: %s", ErrHomeInUse, c.home.Dir())
+	}
+	provs, err := c.api.Providers(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	var ticket string
+	if provider == "" {
+		if !provs.OpenRegistration {
+			return Identity{}, fmt.Errorf("%w (providers: %s)", ErrProviderRequired, providerNames(provs))
+		}
+	} else {
+		if !slices.ContainsFunc(provs.Providers, func(p Provider) bool { return p.Name == provider }) {
+			return Identity{}, fmt.Errorf("%w %q (the node offers: %s)", ErrUnknownProvider, provider, providerNames(provs))
+		}
+		if openBrowser == nil {
+			return Identity{}, errors.New("client: register with a provider needs a way to open the login page")
+		}
+		idBytes := make([]byte, LoginIDSize)
+		if _, err := io.ReadFull(c.rand, idBytes); err != nil {
+			return Identity{}, fmt.Errorf("client: login ID: %w", err)
+		}
+		loginID := base64.RawURLEncoding.EncodeToString(idBytes)
+		if err := openBrowser(c.api.LoginURL(provider, loginID)); err != nil {
+			return Identity{}, fmt.Errorf("client: open the login page: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, LoginTimeout)
+		ticket, err = c.api.WaitTicket(wctx, loginID)
+		cancel()
+		if err != nil {
+			return Identity{}, err
+		}
+	}
+
+	keys, err := e2ee.GenerateDeviceKeys(c.rand)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: device keys: %w", err)
+	}
+	nonce, err := c.api.Nonce(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	proof := e2ee.SignRegistration(keys, nonce)
+	genesis, err := e2ee.NewGenesis(keys, c.now())
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: genesis link: %w", err)
+	}
+	user, err := c.api.Register(ctx, genesis.Encode(), proof.Encode(), ticket)
+	if err != nil {
+		return Identity{}, err
+	}
+	if !user.Equal(genesis.UserID()) {
+		return Identity{}, fmt.Errorf("%w: registered user %s, the genesis link is %s", ErrNodeMisbehaved, user, genesis.UserID())
+	}
+	id := Identity{User: user, Device: keys.ID(), Node: c.api.URL()}
+	st := State{User: user.String(), Device: id.Device.String(), Node: id.Node, Chain: [][]byte{genesis.Encode()}}
+	if err := c.home.Create(keys, passphrase, st); err != nil {
+		return Identity{}, err
+	}
+	return id, nil
+}
+
+func providerNames(p Providers) string {
+	if len(p.Providers) == 0 {
+		return "none"
+	}
+	s := ""
+	for i, pr := range p.Providers {
+		if i > 0 {
+			s += ", "
+		}
+		s += pr.Name
+	}
+	return s
+}
+
+// Whoami returns the identity saved in the home; it needs neither the
+// passphrase nor the node.
+func (c *Client) Whoami() (Identity, State, error) {
+	st, err := c.home.State()
+	if err != nil {
+		return Identity{}, State{}, err
+	}
+	id, err := identityOf(st)
+	return id, st, err
+}
+
+func identityOf(st State) (Identity, error) {
+	user, err := e2ee.ParseUserID(st.User)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %s: user: %w", ErrCorruptHome, StateFile, err)
+	}
+	dev, err := e2ee.ParseDeviceID(st.Device)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %s: device: %w", ErrCorruptHome, StateFile, err)
+	}
+	return Identity{User: user, Device: dev, Node: st.Node}, nil
+}
+
+// Lookup fetches a user's chain from the node, verifies it from the user ID
+// alone and returns its devices. For this client's own user the chain must
+// also extend the one verified before (ErrChainRollback, ErrChainForked).
+func (c *Client) Lookup(ctx context.Context, user e2ee.UserID) (UserInfo, error) {
+	set, links, err := c.fetchChain(ctx, c.api, user)
+	if err != nil {
+		return UserInfo{}, err
+	}
+	var self e2ee.DeviceID
+	if st, err := c.home.State(); err == nil && st.User == user.String() {
+		if _, err := c.acceptOwnChain(st, set, links); err != nil {
+			return UserInfo{}, err
+		}
+		self, _ = e2ee.ParseDeviceID(st.Device)
+	}
+	return summarise(set, links, self), nil
+}
+
+// Devices returns the verified devices of this client's own user, fetched
+// from the node and checked against the chain verified before.
+func (c *Client) Devices(ctx context.Context) (UserInfo, error) {
+	st, err := c.home.State()
+	if err != nil {
+		return UserInfo{}, err
+	}
+	id, err := identityOf(st)
+	if err != nil {
+		return UserInfo{}, err
+	}
+	return c.Lookup(ctx, id.User)
+}
+
+// fetchChain gets and verifies the chain of user from api.
+func (c *Client) fetchChain(ctx context.Context, api *API, user e2ee.UserID) (e2ee.DeviceSet, []e2ee.Link, error) {
+	encoded, err := api.Chain(ctx, user)
+	if err != nil {
+		return e2ee.DeviceSet{}, nil, err
+	}
+	set, links, err := e2ee.DecodeChain(user, encoded)
+	if err != nil {
+		return e2ee.DeviceSet{}, nil, fmt.Errorf("client: chain of %s from %s does not verify: %w", user, api.URL(), err)
+	}
+	return set, links, nil
+}
+
+// savedChain verifies the chain saved in st.
+func savedChain(st State) (e2ee.DeviceSet, []e2ee.Link, error) {
+	id, err := identityOf(st)
+	if err != nil {
+		return e2ee.DeviceSet{}, nil, err
+	}
+	set, links, err := e2ee.DecodeChain(id.User, st.Chain)
+	if err != nil {
+		return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: %s: saved chain: %w", ErrCorruptHome, StateFile, err)
+	}
+	return set, links, nil
+}
+
+// acceptOwnChain checks that the verified chain fetched extends (or equals)
+// the one saved, and saves it. It returns the saved state.
+func (c *Client) acceptOwnChain(st State, set e2ee.DeviceSet, links []e2ee.Link) (State, error) {
+	known, _, err := savedChain(st)
+	if err != nil {
+		return st, err
+	}
+	switch r := e2ee.Relate(known, set); r {
+	case e2ee.ChainSame:
+		return st, nil
+	case e2ee.ChainExtends:
+		st.Chain = encodeLinks(links)
+		return st, c.home.SaveState(st)
+	case e2ee.ChainRollback:
+		return st, fmt.Errorf("%w: version %d, verified before: %d", ErrChainRollback, set.Version(), known.Version())
+	default:
+		return st, fmt.Errorf("%w (%s at version %d)", ErrChainForked, r, set.Version())
+	}
+}
+
+func encodeLinks(links []e2ee.Link) [][]byte {
+	out := make([][]byte, len(links))
+	for i, l := range links {
+		out[i] = l.Encode()
+	}
+	return out
+}
+
+func summarise(set e2ee.DeviceSet, links []e2ee.Link, self e2ee.DeviceID) UserInfo {
+	added := map[e2ee.DeviceID]time.Time{}
+	var revoked []e2ee.DeviceID
+	for _, l := range links {
+		switch l.Kind {
+		case e2ee.LinkGenesis, e2ee.LinkAddDevice:
+			added[l.Device.ID()] = l.Time
+		case e2ee.LinkRevokeDevice:
+			revoked = append(revoked, l.Revoked)
+		}
+	}
+	info := UserInfo{User: set.User(), Version: set.Version(), Revoked: revoked}
+	for _, d := range set.Devices() {
+		id := d.ID()
+		info.Devices = append(info.Devices, Device{
+			ID:           id,
+			SigningKey:   d.Signing.String(),
+			MessagingKey: d.Messaging.String(),
+			Added:        added[id],
+			Self:         !self.IsZero() && id.Equal(self),
+		})
+	}
+	return info
+}
+
+// ownChain loads the keys and the freshest verified chain of this device's
+// user (checked against the saved one), and checks the device is active.
+func (c *Client) ownChain(ctx context.Context, passphrase []byte) (e2ee.DeviceKeys, State, e2ee.DeviceSet, error) {
+	st, err := c.home.State()
+	if err != nil {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+	}
+	keys, err := c.home.Keys(passphrase)
+	if err != nil {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+	}
+	id, err := identityOf(st)
+	if err != nil {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+	}
+	set, links, err := c.fetchChain(ctx, c.api, id.User)
+	if err != nil {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+	}
+	if st, err = c.acceptOwnChain(st, set, links); err != nil {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+	}
+	if _, ok := set.Lookup(id.Device); !ok {
+		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, fmt.Errorf("%w: %s", ErrDeviceRevoked, id.Device)
+	}
+	return keys, st, set, nil
+}
+
+// Revoke removes another device of this user from the chain, signed by this
+// device. It returns the new chain's version.
+func (c *Client) Revoke(ctx context.Context, target e2ee.DeviceID, passphrase []byte) (uint64, error) {
+	keys, st, set, err := c.ownChain(ctx, passphrase)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := set.Lookup(target); !ok {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, target)
+	}
+	link, err := e2ee.NewRevokeDevice(set, keys, target, c.now())
+	if err != nil {
+		return 0, fmt.Errorf("client: revoke %s: %w", target, err)
+	}
+	next, err := set.Apply(link)
+	if err != nil {
+		return 0, fmt.Errorf("client: revoke %s: %w", target, err)
+	}
+	if err := c.api.AppendLink(ctx, set.User(), link.Encode()); err != nil {
+		return 0, err
+	}
+	st.Chain = append(st.Chain, link.Encode())
+	if err := c.home.SaveState(st); err != nil {
+		return 0, err
+	}
+	return next.Version(), nil
+}

@@ -1,0 +1,253 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// LinkTimeout bounds a whole linking exchange: the node deletes a
+// rendezvous mailbox 10 minutes after its first message (docs/api.md).
+const LinkTimeout = 10 * time.Minute
+
+// ErrChainMoved: the user's chain changed after the linking code was shown;
+// the existing device must show a new code.
+var ErrChainMoved = errors.New("client: the chain changed during linking (show a new code)")
+
+// mailbox is one side's view of a linking rendezvous: it seals what it
+// sends, skips what it posted itself and opens the peer's messages in order.
+type mailbox struct {
+	api     *API
+	sess    *e2ee.LinkingSession
+	rid     e2ee.RendezvousID
+	after   int64
+	posted  map[int64]bool
+	pending []RendezvousMessage
+}
+
+func newMailbox(api *API, code e2ee.LinkingCode, role e2ee.LinkingRole) (*mailbox, error) {
+	sess, err := e2ee.NewLinkingSession(code, role)
+	if err != nil {
+		return nil, fmt.Errorf("client: linking: %w", err)
+	}
+	return &mailbox{api: api, sess: sess, rid: sess.Rendezvous(), after: -1, posted: map[int64]bool{}}, nil
+}
+
+func (m *mailbox) send(ctx context.Context, plaintext []byte) error {
+	sealed, err := m.sess.Seal(plaintext)
+	if err != nil {
+		return fmt.Errorf("client: linking: %w", err)
+	}
+	seq, err := m.api.PostRendezvous(ctx, m.rid, sealed)
+	if err != nil {
+		return err
+	}
+	m.posted[seq] = true
+	return nil
+}
+
+// recv waits for the peer's next message. A message that does not open
+// (another code's key S, a replay, a reflection, tampering) ends the
+// exchange with an error: it never comes from the peer.
+func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
+	for {
+		for len(m.pending) > 0 {
+			msg := m.pending[0]
+			m.pending = m.pending[1:]
+			if m.posted[msg.Seq] {
+				continue
+			}
+			pt, err := m.sess.Open(msg.Data)
+			if err != nil {
+				return nil, fmt.Errorf("client: linking message %d in the rendezvous refused: %w", msg.Seq, err)
+			}
+			return pt, nil
+		}
+		msgs, err := m.api.GetRendezvous(ctx, m.rid, m.after)
+		if err != nil {
+			return nil, err
+		}
+		for _, msg := range msgs {
+			if msg.Seq > m.after {
+				m.after = msg.Seq
+				m.pending = append(m.pending, msg)
+			}
+		}
+		if len(m.pending) == 0 {
+			if err := sleep(ctx, PollInterval); err != nil {
+				return nil, fmt.Errorf("client: waiting for the other device: %w", err)
+			}
+		}
+	}
+}
+
+// LinkShow runs the existing device's side of adding a new device: it makes
+// a linking code naming this client's node, hands it to show (to display as
+// a QR code and as text), sends the chain head through the rendezvous,
+// verifies the new device's signed request, signs the add-device link and
+// sends it back, then waits until the node's chain holds the new device.
+// It returns the new device's ID.
+func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee.LinkingCode) error) (e2ee.DeviceID, error) {
+	keys, st, set, err := c.ownChain(ctx, passphrase)
+	if err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	code, err := e2ee.NewLinkingCode(c.rand)
+	if err != nil {
+		return e2ee.DeviceID{}, fmt.Errorf("client: linking code: %w", err)
+	}
+	code.Node = c.api.URL()
+	mb, err := newMailbox(c.api, code, e2ee.LinkingExistingDevice)
+	if err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	if err := show(code); err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	if err := mb.send(ctx, set.Head().Encode()); err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	data, err := mb.recv(ctx)
+	if err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	req, err := e2ee.DecodeAddDeviceRequest(data)
+	if err != nil {
+		return e2ee.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
+	}
+	link, err := e2ee.NewAddDevice(set, keys, req, c.now())
+	if err != nil {
+		return e2ee.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
+	}
+	if err := mb.send(ctx, link.Encode()); err != nil {
+		return e2ee.DeviceID{}, err
+	}
+	newID := req.Device.ID()
+	for {
+		set, links, err := c.fetchChain(ctx, c.api, set.User())
+		if err != nil {
+			return e2ee.DeviceID{}, err
+		}
+		if st, err = c.acceptOwnChain(st, set, links); err != nil {
+			return e2ee.DeviceID{}, err
+		}
+		if _, ok := set.Lookup(newID); ok {
+			return newID, nil
+		}
+		if err := sleep(ctx, PollInterval); err != nil {
+			return e2ee.DeviceID{}, fmt.Errorf("client: waiting for the new device %s in the chain: %w", newID, err)
+		}
+	}
+}
+
+// LinkJoin runs the new device's side: this client's home must be empty.
+// It reads the linking code (text or QR form), talks to the rendezvous of
+// the node the code names (or this client's node), generates the device's
+// keys, sends its signed request, checks that the link it gets back adds
+// exactly this device right after the head it signed for, submits the link
+// to this client's node and saves the device in the home.
+func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byte) (Identity, error) {
+	if len(passphrase) == 0 {
+		return Identity{}, ErrEmptyPassphrase
+	}
+	if has, err := c.home.HasDevice(); err != nil {
+		return Identity{}, err
+	} else if has {
+		return Identity{}, fmt.Errorf("%w: %s (link join needs an empty home)", ErrHomeInUse, c.home.Dir())
+	}
+	code, err := e2ee.ParseLinkingCode(codeText)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: linking code: %w", err)
+	}
+	rv := c.api
+	if code.Node != "" {
+		if rv, err = NewAPI(code.Node, c.hc); err != nil {
+			return Identity{}, fmt.Errorf("client: the linking code's node: %w", err)
+		}
+	}
+	mb, err := newMailbox(rv, code, e2ee.LinkingNewDevice)
+	if err != nil {
+		return Identity{}, err
+	}
+	data, err := mb.recv(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	head, err := e2ee.DecodeChainHead(data)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: chain head: %w", err)
+	}
+	keys, err := e2ee.GenerateDeviceKeys(c.rand)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: device keys: %w", err)
+	}
+	req, err := e2ee.NewAddDeviceRequest(head, keys)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: add-device request: %w", err)
+	}
+	if err := mb.send(ctx, req.Encode()); err != nil {
+		return Identity{}, err
+	}
+	if data, err = mb.recv(ctx); err != nil {
+		return Identity{}, err
+	}
+	link, err := e2ee.DecodeLink(data)
+	if err != nil {
+		return Identity{}, fmt.Errorf("client: add-device link: %w", err)
+	}
+	if link.Kind != e2ee.LinkAddDevice || link.Seq != head.Version+1 || !link.Prev.Equal(head.Link) || !link.Device.Equal(keys.Public()) {
+		return Identity{}, fmt.Errorf("%w: got %s link %d", ErrBadLinkReply, link.Kind, link.Seq)
+	}
+	set, links, err := c.chainAtHead(ctx, head)
+	if err != nil {
+		return Identity{}, err
+	}
+	if _, err := set.Apply(link); err != nil {
+		return Identity{}, fmt.Errorf("client: add-device link: %w", err)
+	}
+	if err := c.api.AppendLink(ctx, head.User, link.Encode()); err != nil {
+		return Identity{}, err
+	}
+	id := Identity{User: head.User, Device: keys.ID(), Node: c.api.URL()}
+	st := State{User: id.User.String(), Device: id.Device.String(), Node: id.Node, Chain: append(encodeLinks(links), link.Encode())}
+	if err := c.home.Create(keys, passphrase, st); err != nil {
+		return Identity{}, err
+	}
+	return id, nil
+}
+
+// chainAtHead fetches the verified chain of head.User from this client's
+// node, waiting while the node has not caught up with head yet (the
+// existing device may use another node), and checks it ends at head.
+func (c *Client) chainAtHead(ctx context.Context, head e2ee.ChainHead) (e2ee.DeviceSet, []e2ee.Link, error) {
+	for {
+		set, links, err := c.fetchChain(ctx, c.api, head.User)
+		switch {
+		case err != nil && !IsCode(err, CodeUserNotFound):
+			return e2ee.DeviceSet{}, nil, err
+		case err == nil && set.Version() > head.Version:
+			return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: the code was shown at version %d, the chain is at %d", ErrChainMoved, head.Version, set.Version())
+		case err == nil && set.Version() == head.Version:
+			if h := set.Head(); !h.Link.Equal(head.Link) {
+				return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: the node's link %d is %s, the other device's is %s", ErrChainForked, head.Version, h.Link, head.Link)
+			}
+			return set, links, nil
+		}
+		if err := sleep(ctx, PollInterval); err != nil {
+			return e2ee.DeviceSet{}, nil, fmt.Errorf("client: waiting for %s to reach version %d of %s: %w", c.api.URL(), head.Version, head.User, err)
+		}
+	}
+}
+
+// LinkingCodeNode returns the node address a linking code names ("" if it
+// names none, as the typed text form never does).
+func LinkingCodeNode(codeText string) (string, error) {
+	code, err := e2ee.ParseLinkingCode(codeText)
+	if err != nil {
+		return "", fmt.Errorf("client: linking code: %w", err)
+	}
+	return code.Node, nil
+}
