@@ -84,6 +84,7 @@ interactive prompt.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
@@ -275,6 +276,7 @@ func (r *runner) linkCmd() *cobra.Command {
 already registered, then "volo link join CODE" on the new device (with an
 empty home), giving it the code the first one shows.`,
 		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	show := &cobra.Command{
 		Use:   "show",
