@@ -2,8 +2,8 @@ package client
 
 import (
 	"bytes"
-	"crypto/rand"
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
