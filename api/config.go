@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -15,6 +16,10 @@ type Config struct {
 	Listen string `toml:"listen"`
 	// ShutdownTimeout bounds how long Stop waits for requests in flight.
 	ShutdownTimeout config.Duration `toml:"shutdown_timeout"`
+	// PublicURL is the base URL (scheme://host[:port], no path) at which
+	// browsers and clients reach this API, for OAuth redirect URLs; empty
+	// means the URL the server listens on.
+	PublicURL string `toml:"public_url"`
 }
 
 // DefaultConfig listens on 127.0.0.1:8080.
@@ -30,6 +35,12 @@ func (c Config) Validate() error {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("api.listen: bad port %q in %q", port, c.Listen)
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			return fmt.Errorf("api.public_url: %q is not scheme://host[:port]", c.PublicURL)
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("api.shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)

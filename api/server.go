@@ -1,5 +1,5 @@
 // Package api is a node's client-facing HTTP server: health, node
-// information and metrics now, the clients' endpoints as they are built.
+// information, metrics and the key registry's endpoints (docs/api.md).
 package api
 
 import (
@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/volo-chat/volo/keyregistry"
 )
 
 // Limits of the HTTP server.
@@ -51,12 +55,17 @@ type Server struct {
 	ln      net.Listener
 	done    chan error
 
+	keys *keyregistry.Service
+
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
 
+// Option configures what New mounts besides the node endpoints.
+type Option func(*Server)
+
 // New builds the server; Start listens. Its metrics are registered on reg.
-func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *slog.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -74,6 +83,9 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}, []string{"route"}),
 	}
+	for _, o := range opts {
+		o(s)
+	}
 	for _, c := range []prometheus.Collector{s.requests, s.duration} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("api: register metrics: %w", err)
@@ -83,6 +95,9 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	s.route(mux, "/healthz", http.MethodGet, s.healthz)
 	s.route(mux, "/v1/node", http.MethodGet, s.node)
 	s.route(mux, "/metrics", http.MethodGet, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+	if s.keys != nil {
+		s.mountRegistry(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s", r.URL.Path))
 	})
@@ -99,15 +114,30 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 // route serves path for one method, answers others with 405, and counts
 // and times every request under the route's name.
 func (s *Server) route(mux *http.ServeMux, path, method string, h http.HandlerFunc) {
+	s.routes(mux, path, map[string]http.HandlerFunc{method: h})
+}
+
+// routes is route for a path served by several methods. path may hold
+// ServeMux wildcards ("/v1/users/{user_id}"); it is the route's name.
+func (s *Server) routes(mux *http.ServeMux, path string, hs map[string]http.HandlerFunc) {
+	var allow []string
+	for m := range hs {
+		allow = append(allow, m)
+	}
+	sort.Strings(allow)
 	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-		if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+		h, ok := hs[r.Method]
+		if !ok && r.Method == http.MethodHead {
+			h, ok = hs[http.MethodGet]
+		}
+		if ok {
 			h(rec, r)
 		} else {
-			rec.Header().Set("Allow", method)
+			rec.Header().Set("Allow", strings.Join(allow, ", "))
 			WriteError(rec, http.StatusMethodNotAllowed, "method_not_allowed",
-				fmt.Sprintf("%s %s: use %s", r.Method, path, method))
+				fmt.Sprintf("%s %s: use %s", r.Method, path, strings.Join(allow, " or ")))
 		}
 		s.requests.WithLabelValues(path, strconv.Itoa(rec.code)).Inc()
 		s.duration.WithLabelValues(path).Observe(time.Since(start).Seconds())

@@ -10,6 +10,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
 )
 
@@ -26,6 +27,8 @@ type Config struct {
 	P2P p2p.Config `toml:"p2p"`
 	// Store is the node's badger database.
 	Store StoreConfig `toml:"store"`
+	// Registry is the key registry: registration, OAuth providers, chains.
+	Registry keyregistry.Config `toml:"registry"`
 }
 
 // LogConfig is the [log] section.
@@ -46,11 +49,12 @@ type StoreConfig struct {
 // API on 127.0.0.1:8080, libp2p on 127.0.0.1:4001 (TCP and QUIC).
 func DefaultConfig() Config {
 	return Config{
-		DataDir: "./volo-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		API:     api.DefaultConfig(),
-		P2P:     p2p.DefaultConfig(),
-		Store:   StoreConfig{SyncWrites: true},
+		DataDir:  "./volo-data",
+		Log:      LogConfig{Level: "info", Format: "text"},
+		API:      api.DefaultConfig(),
+		P2P:      p2p.DefaultConfig(),
+		Store:    StoreConfig{SyncWrites: true},
+		Registry: keyregistry.DefaultConfig(),
 	}
 }
 
@@ -105,7 +109,10 @@ func (c Config) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		return err
 	}
-	return c.P2P.Validate()
+	if err := c.P2P.Validate(); err != nil {
+		return err
+	}
+	return c.Registry.Validate()
 }
 
 // ParseLogLevel parses debug, info, warn or error.

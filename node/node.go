@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
 )
@@ -38,8 +39,9 @@ const (
 // Key prefixes of the node's database, one per owner. No prefix may be a
 // prefix of another.
 const (
-	prefixNode = "node/"
-	prefixDHT  = "dht/"
+	prefixNode     = "node/"
+	prefixDHT      = "dht/"
+	prefixRegistry = "registry/"
 )
 
 // keyRunning is present in the store while the node runs: finding it at
@@ -61,6 +63,7 @@ type Node struct {
 	meta     *store.Prefixed
 	host     *p2p.Host
 	api      *api.Server
+	keys     *keyregistry.Service
 	registry *prometheus.Registry
 
 	// services in start order.
@@ -125,7 +128,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 }
 
 // build constructs the services in start order: the libp2p host (with the
-// DHT and gossipsub), then the API server that clients reach it through.
+// DHT and gossipsub), the key registry, then the API server that clients
+// reach them through.
 func (n *Node) build(key crypto.PrivKey) error {
 	host, err := p2p.New(n.cfg.P2P, key,
 		p2p.WithDatastore(n.db.Prefix(prefixDHT).Datastore()),
@@ -142,7 +146,22 @@ func (n *Node) build(key crypto.PrivKey) error {
 		host.Stop()
 		return err
 	}
-	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"))
+	regView := n.db.Prefix(prefixRegistry)
+	anchors, err := keyregistry.NewStoreQueue(regView)
+	if err != nil {
+		host.Stop()
+		return err
+	}
+	keys, err := keyregistry.New(n.cfg.Registry, host, regView, anchors,
+		n.log.With("service", "registry"), n.registry, n.PublicURL)
+	if err != nil {
+		host.Stop()
+		return err
+	}
+	n.keys = keys
+	n.services = append(n.services, namedService{"registry", keys})
+
+	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"), api.WithRegistry(keys))
 	if err != nil {
 		host.Stop()
 		return err
@@ -257,6 +276,18 @@ func (n *Node) Store() *store.DB { return n.db }
 
 // APIURL is the base URL of the node's API (valid after Start).
 func (n *Node) APIURL() string { return n.api.URL() }
+
+// PublicURL is the base URL clients and browsers reach the API at:
+// api.public_url, or the URL the API listens on when that is empty.
+func (n *Node) PublicURL() string {
+	if n.cfg.API.PublicURL != "" {
+		return n.cfg.API.PublicURL
+	}
+	return n.api.URL()
+}
+
+// KeyRegistry returns the node's key registry.
+func (n *Node) KeyRegistry() *keyregistry.Service { return n.keys }
 
 // Registry is the node's Prometheus registry, served at /metrics.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }

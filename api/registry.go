@@ -1,0 +1,342 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/keyregistry"
+)
+
+// Body limits of the registry endpoints (docs/api.md).
+const (
+	// MaxRegistryBodySize bounds the JSON bodies of POST /v1/users and
+	// POST /v1/users/{user_id}/links.
+	MaxRegistryBodySize = 16 << 10
+)
+
+// WithRegistry mounts the key registry's endpoints.
+func WithRegistry(k *keyregistry.Service) Option { return func(s *Server) { s.keys = k } }
+
+func (s *Server) mountRegistry(mux *http.ServeMux) {
+	s.route(mux, "/v1/auth/nonce", http.MethodPost, s.nonce)
+	s.route(mux, "/v1/auth/providers", http.MethodGet, s.providers)
+	s.route(mux, "/v1/auth/oidc/{provider}/start", http.MethodGet, s.oidcStart)
+	s.route(mux, "/v1/auth/oidc/{provider}/callback", http.MethodGet, s.oidcCallback)
+	s.route(mux, "/v1/auth/tickets/{login_id}", http.MethodGet, s.ticket)
+	s.route(mux, "/v1/users", http.MethodPost, s.register)
+	s.route(mux, "/v1/users/{user_id}", http.MethodGet, s.lookup)
+	s.route(mux, "/v1/users/{user_id}/links", http.MethodPost, s.appendLink)
+	s.routes(mux, "/v1/rendezvous/{rid}", map[string]http.HandlerFunc{
+		http.MethodPost: s.rendezvousPost,
+		http.MethodGet:  s.rendezvousGet,
+	})
+}
+
+// registryError maps the registry's errors to the status and code of
+// docs/api.md.
+func registryError(err error) (int, string) {
+	for _, m := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{keyregistry.ErrTooManyNonces, http.StatusTooManyRequests, "too_many_nonces"},
+		{keyregistry.ErrBadNonce, http.StatusUnauthorized, "bad_nonce"},
+		{keyregistry.ErrBadTicket, http.StatusUnauthorized, "bad_ticket"},
+		{keyregistry.ErrInvalidProof, http.StatusUnprocessableEntity, "invalid_proof"},
+		{keyregistry.ErrInvalidLink, http.StatusUnprocessableEntity, "invalid_link"},
+		{keyregistry.ErrStaleChain, http.StatusConflict, "stale_chain"},
+		{keyregistry.ErrAlreadyRegistered, http.StatusConflict, "already_registered"},
+		{keyregistry.ErrUserNotFound, http.StatusNotFound, "user_not_found"},
+		{keyregistry.ErrUnknownProvider, http.StatusNotFound, "unknown_provider"},
+		{keyregistry.ErrBadLoginID, http.StatusBadRequest, "bad_login_id"},
+		{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, "too_many_logins"},
+		{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, "provider_unavailable"},
+		{keyregistry.ErrBadState, http.StatusBadRequest, "bad_state"},
+		{keyregistry.ErrOIDCExchange, http.StatusBadRequest, "oidc_exchange_failed"},
+		{keyregistry.ErrBadIDToken, http.StatusBadRequest, "bad_id_token"},
+		{keyregistry.ErrMailboxFull, http.StatusTooManyRequests, "mailbox_full"},
+		{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, "too_many_mailboxes"},
+		{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
+		{keyregistry.ErrEmptyMessage, http.StatusBadRequest, "bad_request"},
+	} {
+		if errors.Is(err, m.err) {
+			return m.status, m.code
+		}
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+func (s *Server) writeRegistryError(w http.ResponseWriter, err error) {
+	status, code := registryError(err)
+	if status == http.StatusInternalServerError {
+		s.log.Error("registry request failed", "err", err)
+		WriteError(w, status, code, "internal error")
+		return
+	}
+	WriteError(w, status, code, err.Error())
+}
+
+// readJSON decodes a JSON body of at most limit bytes into v, writing the
+// error response itself when it fails.
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("data after the JSON value")
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", limit))
+		return false
+	case err != nil:
+		WriteError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// clientIP is the address nonces are counted against.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// NonceResponse is the body of POST /v1/auth/nonce.
+type NonceResponse struct {
+	Nonce     []byte    `json:"nonce"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) nonce(w http.ResponseWriter, r *http.Request) {
+	n, exp, err := s.keys.Nonce(clientIP(r))
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, NonceResponse{Nonce: n, ExpiresAt: exp.UTC().Truncate(time.Second)})
+}
+
+// ProvidersResponse is the body of GET /v1/auth/providers.
+type ProvidersResponse struct {
+	Providers        []keyregistry.ProviderInfo `json:"providers"`
+	OpenRegistration bool                       `json:"open_registration"`
+}
+
+func (s *Server) providers(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, ProvidersResponse{Providers: s.keys.Providers(), OpenRegistration: s.keys.OpenRegistration()})
+}
+
+func (s *Server) oidcStart(w http.ResponseWriter, r *http.Request) {
+	u, err := s.keys.StartLogin(r.Context(), r.PathValue("provider"), r.URL.Query().Get("login"))
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, u, http.StatusFound)
+}
+
+var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Volo</title></head>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
+`))
+
+func writeLoginPage(w http.ResponseWriter, status int, title, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = loginPage.Execute(w, struct{ Title, Message string }{title, msg})
+}
+
+func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		writeLoginPage(w, http.StatusBadRequest, "Sign-in failed", "The provider said: "+e+" "+q.Get("error_description"))
+		return
+	}
+	err := s.keys.FinishLogin(r.Context(), r.PathValue("provider"), q.Get("code"), q.Get("state"))
+	if err != nil {
+		status, code := registryError(err)
+		if status == http.StatusInternalServerError {
+			s.log.Error("OIDC callback failed", "err", err)
+		}
+		writeLoginPage(w, max(status, http.StatusBadRequest), "Sign-in failed", code+": "+err.Error())
+		return
+	}
+	writeLoginPage(w, http.StatusOK, "Signed in", "You are signed in. Return to Volo to finish registering.")
+}
+
+// TicketResponse is the body of GET /v1/auth/tickets/{login_id} once the
+// login completed.
+type TicketResponse struct {
+	Ticket    string    `json:"ticket"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
+	t, exp, ok, err := s.keys.PollTicket(r.Context(), r.PathValue("login_id"))
+	switch {
+	case err != nil:
+		s.writeRegistryError(w, err)
+	case !ok:
+		WriteJSON(w, http.StatusAccepted, map[string]string{"status": "pending"})
+	default:
+		WriteJSON(w, http.StatusOK, TicketResponse{Ticket: t, ExpiresAt: exp.UTC().Truncate(time.Second)})
+	}
+}
+
+// RegisterRequest is the body of POST /v1/users.
+type RegisterRequest struct {
+	Genesis []byte `json:"genesis"`
+	Proof   []byte `json:"proof"`
+	Ticket  string `json:"ticket,omitempty"`
+}
+
+// ChainVersion is the answer to a change of a chain.
+type ChainVersion struct {
+	UserID  string `json:"user_id"`
+	Version uint64 `json:"version"`
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	var req RegisterRequest
+	if !readJSON(w, r, MaxRegistryBodySize, &req) {
+		return
+	}
+	c, err := s.keys.Register(r.Context(), req.Genesis, req.Proof, req.Ticket)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusCreated, ChainVersion{UserID: c.Set.User().String(), Version: c.Version()})
+}
+
+// UserResponse is the body of GET /v1/users/{user_id}.
+type UserResponse struct {
+	UserID  string   `json:"user_id"`
+	Version uint64   `json:"version"`
+	Links   [][]byte `json:"links"`
+}
+
+func userID(w http.ResponseWriter, r *http.Request) (e2ee.UserID, bool) {
+	id, err := e2ee.ParseUserID(r.PathValue("user_id"))
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_user_id", err.Error())
+		return e2ee.UserID{}, false
+	}
+	return id, true
+}
+
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r)
+	if !ok {
+		return
+	}
+	c, err := s.keys.Lookup(r.Context(), id)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links})
+}
+
+// AppendLinkRequest is the body of POST /v1/users/{user_id}/links.
+type AppendLinkRequest struct {
+	Link []byte `json:"link"`
+}
+
+func (s *Server) appendLink(w http.ResponseWriter, r *http.Request) {
+	id, ok := userID(w, r)
+	if !ok {
+		return
+	}
+	var req AppendLinkRequest
+	if !readJSON(w, r, MaxRegistryBodySize, &req) {
+		return
+	}
+	c, err := s.keys.AppendLink(r.Context(), id, req.Link)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, ChainVersion{UserID: id.String(), Version: c.Version()})
+}
+
+func rendezvousID(w http.ResponseWriter, r *http.Request) (e2ee.RendezvousID, bool) {
+	rid, err := e2ee.ParseRendezvousID(r.PathValue("rid"))
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_rendezvous_id", err.Error())
+		return rid, false
+	}
+	return rid, true
+}
+
+func (s *Server) rendezvousPost(w http.ResponseWriter, r *http.Request) {
+	rid, ok := rendezvousID(w, r)
+	if !ok {
+		return
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, keyregistry.MaxMailboxMessageSize))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("message over %d bytes", keyregistry.MaxMailboxMessageSize))
+		return
+	case err != nil:
+		WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	seq, err := s.keys.PostMessage(rid, data)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusCreated, map[string]uint64{"seq": seq})
+}
+
+// MailboxResponse is the body of GET /v1/rendezvous/{rid}.
+type MailboxResponse struct {
+	Messages []MailboxMessage `json:"messages"`
+}
+
+// MailboxMessage is one message of MailboxResponse.
+type MailboxMessage struct {
+	Seq  uint64 `json:"seq"`
+	Data []byte `json:"data"`
+}
+
+func (s *Server) rendezvousGet(w http.ResponseWriter, r *http.Request) {
+	rid, ok := rendezvousID(w, r)
+	if !ok {
+		return
+	}
+	after := int64(-1)
+	if a := r.URL.Query().Get("after"); a != "" {
+		n, err := strconv.ParseUint(a, 10, 32)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("after=%q is not a sequence number", a))
+			return
+		}
+		after = int64(n)
+	}
+	msgs := s.keys.WaitMessages(r.Context(), rid, after)
+	out := MailboxResponse{Messages: make([]MailboxMessage, len(msgs))}
+	for i, m := range msgs {
+		out.Messages[i] = MailboxMessage{Seq: m.Seq, Data: m.Data}
+	}
+	WriteJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,93 @@
+package keyregistry
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/volo-chat/volo/internal/config"
+	"github.com/volo-chat/volo/p2p"
+)
+
+// Config is the [registry] section of a node's configuration.
+type Config struct {
+	// OpenRegistration lets clients register without an OAuth ticket. For
+	// development only: the node logs a warning at start-up.
+	OpenRegistration bool `toml:"open_registration"`
+	// NonceTTL is how long a registration nonce stays valid.
+	NonceTTL config.Duration `toml:"nonce_ttl"`
+	// MaxNoncesPerClient bounds the unexpired nonces of one client IP.
+	MaxNoncesPerClient int `toml:"max_nonces_per_client"`
+	// MaxNonces bounds the unexpired nonces of all clients together.
+	MaxNonces int `toml:"max_nonces"`
+	// RepublishInterval is how often every chain in the store is put in the
+	// DHT again; well inside p2p.RecordLifetime.
+	RepublishInterval config.Duration `toml:"republish_interval"`
+	// OIDC lists the OpenID Connect providers accounts can register with.
+	OIDC []OIDCProvider `toml:"oidc"`
+}
+
+// OIDCProvider is one [[registry.oidc]] entry.
+type OIDCProvider struct {
+	// Name names the provider in URLs (/v1/auth/oidc/{name}/start).
+	Name string `toml:"name"`
+	// Issuer is the provider's issuer URL; discovery reads
+	// Issuer + "/.well-known/openid-configuration".
+	Issuer string `toml:"issuer"`
+	// ClientID and ClientSecret are this node's OAuth client credentials.
+	ClientID     string `toml:"client_id"`
+	ClientSecret string `toml:"client_secret"`
+	// Scopes asked for; "openid" is always included.
+	Scopes []string `toml:"scopes"`
+}
+
+// DefaultConfig is the development registry: open registration, no OAuth
+// provider.
+func DefaultConfig() Config {
+	return Config{
+		OpenRegistration:   true,
+		NonceTTL:           config.Duration(5 * time.Minute),
+		MaxNoncesPerClient: 16,
+		MaxNonces:          65536,
+		RepublishInterval:  config.Duration(12 * time.Hour),
+	}
+}
+
+var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	if c.NonceTTL <= 0 {
+		return fmt.Errorf("registry.nonce_ttl: must be positive, got %s", c.NonceTTL)
+	}
+	if c.MaxNoncesPerClient <= 0 {
+		return fmt.Errorf("registry.max_nonces_per_client: must be positive, got %d", c.MaxNoncesPerClient)
+	}
+	if c.MaxNonces < c.MaxNoncesPerClient {
+		return fmt.Errorf("registry.max_nonces: %d is less than max_nonces_per_client %d", c.MaxNonces, c.MaxNoncesPerClient)
+	}
+	if c.RepublishInterval <= 0 || c.RepublishInterval.Std() > p2p.RecordLifetime/2 {
+		return fmt.Errorf("registry.republish_interval: %s is not in (0, %s]", c.RepublishInterval, p2p.RecordLifetime/2)
+	}
+	var names []string
+	for i, p := range c.OIDC {
+		field := fmt.Sprintf("registry.oidc[%d]", i)
+		if !providerName.MatchString(p.Name) {
+			return fmt.Errorf("%s.name: %q is not 1-32 characters of [a-z0-9_-]", field, p.Name)
+		}
+		if slices.Contains(names, p.Name) {
+			return fmt.Errorf("%s.name: %q appears twice", field, p.Name)
+		}
+		names = append(names, p.Name)
+		u, err := url.Parse(p.Issuer)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("%s.issuer: %q is not an http(s) URL", field, p.Issuer)
+		}
+		if p.ClientID == "" {
+			return fmt.Errorf("%s.client_id: must not be empty", field)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+package keyregistry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/fxamacker/cbor/v2"
+	record "github.com/libp2p/go-libp2p-record"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// Namespace is the DHT namespace of user chains: the record of user U is
+// stored under "/volo-user/" + U.String().
+const Namespace = "volo-user"
+
+// MaxRecordSize bounds an encoded Record: a chain of e2ee.MaxChainLinks links
+// of e2ee.MaxLinkSize bytes each, with their CBOR headers, plus the user ID.
+// Larger input is refused before it is parsed.
+const MaxRecordSize = 1 + (1 + 2 + 36) + (1 + 3) + e2ee.MaxChainLinks*(3+e2ee.MaxLinkSize)
+
+// ErrBadRecord reports a record that does not decode or whose chain does
+// not verify against the user ID it is stored under.
+var ErrBadRecord = errors.New("keyregistry: bad user record")
+
+// ErrRecordTooLarge reports a record over MaxRecordSize.
+var ErrRecordTooLarge = errors.New("keyregistry: user record too large")
+
+// Record is the value of a user's DHT record and of its gossip
+// announcement: the user ID and the chain's links, genesis first, each in
+// its canonical encoding. Encoded as deterministic CBOR {1: user ID (bstr
+// 36), 2: [+ link (bstr)]}.
+type Record struct {
+	User  e2ee.UserID `cbor:"1,keyasint"`
+	Links [][]byte    `cbor:"2,keyasint"`
+}
+
+var (
+	recEnc cbor.EncMode
+	recDec cbor.DecMode
+)
+
+func init() {
+	var err error
+	if recEnc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	recDec, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   e2ee.MaxNestedLevels,
+		MaxArrayElements:  e2ee.MaxChainLinks,
+		MaxMapPairs:       16,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// RecordKey is the DHT key of user's chain.
+func RecordKey(user e2ee.UserID) string { return "/" + Namespace + "/" + user.String() }
+
+// Encode returns the canonical encoding of r.
+func (r Record) Encode() []byte {
+	b, err := recEnc.Marshal(r)
+	if err != nil {
+		// Only a UserID or a byte slice can be in r: both always encode.
+		panic(fmt.Sprintf("keyregistry: encode record: %v", err))
+	}
+	return b
+}
+
+// Chain is a verified user chain: the device set and the encoded links it
+// was verified from.
+type Chain struct {
+	Set   e2ee.DeviceSet
+	Links [][]byte
+}
+
+// Record returns the chain as a record.
+func (c Chain) Record() Record { return Record{User: c.Set.User(), Links: c.Links} }
+
+// Version is the sequence number of the chain's last link.
+func (c Chain) Version() uint64 { return c.Set.Version() }
+
+// DecodeRecord decodes a record, checks that it is canonical, and verifies
+// its chain (e2ee.DecodeChain) against its own user ID. A zero want accepts
+// any user; otherwise the record must be want's.
+func DecodeRecord(data []byte, want e2ee.UserID) (Chain, error) {
+	if len(data) > MaxRecordSize {
+		return Chain{}, fmt.Errorf("%w: %d bytes, limit %d", ErrRecordTooLarge, len(data), MaxRecordSize)
+	}
+	var r Record
+	if err := recDec.Unmarshal(data, &r); err != nil {
+		return Chain{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
+	}
+	if r.User.IsZero() {
+		return Chain{}, fmt.Errorf("%w: no user ID", ErrBadRecord)
+	}
+	if !bytes.Equal(r.Encode(), data) {
+		return Chain{}, fmt.Errorf("%w: not canonical", ErrBadRecord)
+	}
+	if !want.IsZero() && !r.User.Equal(want) {
+		return Chain{}, fmt.Errorf("%w: record of %s, want %s", ErrBadRecord, r.User, want)
+	}
+	set, _, err := e2ee.DecodeChain(r.User, r.Links)
+	if err != nil {
+		return Chain{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	return Chain{Set: set, Links: r.Links}, nil
+}
+
+// userFromKey parses the user ID out of a "/volo-user/<id>" key.
+func userFromKey(key string) (e2ee.UserID, error) {
+	ns, rest, err := record.SplitKey(key)
+	if err != nil {
+		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %v", ErrBadRecord, key, err)
+	}
+	if ns != Namespace || strings.Contains(rest, "/") {
+		return e2ee.UserID{}, fmt.Errorf("%w: key %q is not /%s/<user ID>", ErrBadRecord, key, Namespace)
+	}
+	id, err := e2ee.ParseUserID(rest)
+	if err != nil {
+		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %w", ErrBadRecord, key, err)
+	}
+	return id, nil
+}
+
+// Validator is the DHT record validator of the volo-user namespace. Every
+// node registers it, so no node stores, serves or forwards a chain that
+// does not verify from the user ID in its key.
+type Validator struct{}
+
+var _ record.Validator = Validator{}
+
+// Validate implements record.Validator: the value is a canonical record
+// whose chain verifies against the user ID in key.
+func (Validator) Validate(key string, value []byte) error {
+	user, err := userFromKey(key)
+	if err != nil {
+		return err
+	}
+	_, err = DecodeRecord(value, user)
+	return err
+}
+
+// Select implements record.Validator. It picks the longest valid chain;
+// among valid chains of the same length (a fork), the one whose last link
+// ID is smallest bytewise, then the first given. Invalid values are never
+// selected; if none is valid, Select fails.
+func (Validator) Select(key string, values [][]byte) (int, error) {
+	user, err := userFromKey(key)
+	if err != nil {
+		return 0, err
+	}
+	best, bestHead := -1, e2ee.ChainHead{}
+	for i, v := range values {
+		c, err := DecodeRecord(v, user)
+		if err != nil {
+			continue
+		}
+		h := c.Set.Head()
+		if best < 0 || better(h, bestHead) {
+			best, bestHead = i, h
+		}
+	}
+	if best < 0 {
+		return 0, fmt.Errorf("%w: none of %d values of %s is valid", ErrBadRecord, len(values), key)
+	}
+	return best, nil
+}
+
+// better reports whether head a wins over head b: a longer chain, or at
+// equal length the bytewise smaller last link ID.
+func better(a, b e2ee.ChainHead) bool {
+	if a.Version != b.Version {
+		return a.Version > b.Version
+	}
+	return bytes.Compare(a.Link.Bytes(), b.Link.Bytes()) < 0
+}
