@@ -250,3 +250,84 @@ func TestParseNodeURL(t *testing.T) {
 		}
 	}
 }
+
+// addDevice signs, with keys, a link adding d to the chain of set.
+func addDevice(t *testing.T, set e2ee.DeviceSet, keys, d e2ee.DeviceKeys) (e2ee.DeviceSet, []byte) {
+	t.Helper()
+	req, err := e2ee.NewAddDeviceRequest(set.Head(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := e2ee.NewAddDevice(set, keys, req, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := set.Apply(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next, l.Encode()
+}
+
+// The client keeps the chain it verified last and refuses a node that
+// serves an older one or one that contradicts it; a longer one is saved.
+func TestOwnChainRollbackAndFork(t *testing.T) {
+	keys, _ := testDevice(t)
+	d2, _ := testDevice(t)
+	d3, _ := testDevice(t)
+	g, err := e2ee.NewGenesis(keys, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := g.UserID()
+	set1, err := e2ee.VerifyChain(user, []e2ee.Link{g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := [][]byte{g.Encode()}
+	set2, l2 := addDevice(t, set1, keys, d2)
+	v2 := append(append([][]byte{}, v1...), l2)
+	_, l2fork := addDevice(t, set1, keys, d3)
+	fork := append(append([][]byte{}, v1...), l2fork)
+	_, l3 := addDevice(t, set2, keys, d3)
+	v3 := append(append([][]byte{}, v2...), l3)
+
+	h := newTestHome(t)
+	if err := h.Create(keys, []byte("p"), State{User: user.String(), Device: keys.ID().String(), Chain: v2}); err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{home: h}
+	accept := func(chain [][]byte) error {
+		set, links, err := e2ee.DecodeChain(user, chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := h.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.acceptOwnChain(st, set, links)
+		return err
+	}
+	if err := accept(v1); !errors.Is(err, ErrChainRollback) {
+		t.Fatalf("older chain: %v, want ErrChainRollback", err)
+	}
+	if err := accept(fork); !errors.Is(err, ErrChainForked) {
+		t.Fatalf("forked chain: %v, want ErrChainForked", err)
+	}
+	if st, _ := h.State(); len(st.Chain) != 2 || !bytes.Equal(st.Chain[1], v2[1]) {
+		t.Fatal("a refused chain replaced the saved one")
+	}
+	if err := accept(v2); err != nil {
+		t.Fatalf("same chain: %v", err)
+	}
+	if err := accept(v3); err != nil {
+		t.Fatalf("longer chain: %v", err)
+	}
+	if st, _ := h.State(); len(st.Chain) != 3 {
+		t.Fatalf("saved chain has %d links after an extension, want 3", len(st.Chain))
+	}
+	if err := accept(v2); !errors.Is(err, ErrChainRollback) {
+		t.Fatalf("back to v2 after v3: %v, want ErrChainRollback", err)
+	}
+}
