@@ -1,0 +1,473 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/node"
+	"github.com/volo-chat/volo/p2p"
+)
+
+// call sends a JSON request (body nil: none) and decodes a 2xx answer into
+// out; it returns the status and, for errors, the error code.
+func call(t testing.TB, method, url string, body, out any) (int, string) {
+	t.Helper()
+	var r io.Reader
+	if b, ok := body.([]byte); ok {
+		r = bytes.NewReader(b)
+	} else if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, r)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error api.Error `json:"error"`
+		}
+		if err := json.Unmarshal(data, &e); err != nil || e.Error.Code == "" {
+			t.Fatalf("%s %s: %d with a body that is not a JSON error: %s", method, url, resp.StatusCode, data)
+		}
+		return resp.StatusCode, e.Error.Code
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			t.Fatalf("%s %s: %v in %s", method, url, err, data)
+		}
+	}
+	return resp.StatusCode, ""
+}
+
+func newKeys(t testing.TB) e2ee.DeviceKeys {
+	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// registration builds the body of POST /v1/users for keys with a fresh
+// nonce from node url.
+func registration(t testing.TB, url string, keys e2ee.DeviceKeys, ticket string) (api.RegisterRequest, e2ee.Link) {
+	t.Helper()
+	var n api.NonceResponse
+	if st, code := call(t, "POST", url+"/v1/auth/nonce", nil, &n); st != 200 {
+		t.Fatalf("nonce: %d %s", st, code)
+	}
+	g, err := e2ee.NewGenesis(keys, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := e2ee.SignRegistration(keys, n.Nonce)
+	return api.RegisterRequest{Genesis: g.Encode(), Proof: p.Encode(), Ticket: ticket}, g
+}
+
+// chainAt reads user's chain from node url and verifies it.
+func chainAt(t testing.TB, url string, user e2ee.UserID) (e2ee.DeviceSet, int, string) {
+	t.Helper()
+	var u api.UserResponse
+	st, code := call(t, "GET", url+"/v1/users/"+user.String(), nil, &u)
+	if st != 200 {
+		return e2ee.DeviceSet{}, st, code
+	}
+	set, _, err := e2ee.DecodeChain(user, u.Links)
+	if err != nil {
+		t.Fatalf("chain from %s does not verify: %v", url, err)
+	}
+	if set.Version() != u.Version {
+		t.Fatalf("version %d claimed, chain has %d", u.Version, set.Version())
+	}
+	return set, st, ""
+}
+
+// waitVersion polls every node until each serves user's chain at version
+// want (gossip is asynchronous), failing after a generous deadline.
+func waitVersion(t *testing.T, nw *testnet.Network, user e2ee.UserID, want uint64) []e2ee.DeviceSet {
+	t.Helper()
+	sets := make([]e2ee.DeviceSet, len(nw.Nodes))
+	deadline := time.Now().Add(time.Minute)
+	for i, n := range nw.Nodes {
+		for {
+			set, st, _ := chainAt(t, n.APIURL(), user)
+			if st == 200 && set.Version() == want {
+				sets[i] = set
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: chain of %s not at version %d (status %d, version %d)", i, user, want, st, set.Version())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return sets
+}
+
+func loginID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// browserLogin runs the browser side of the OIDC login at node url: start,
+// the provider's authorize endpoint, the callback; it returns the final
+// status and page.
+func browserLogin(t testing.TB, url, provider, login string) (int, string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.Get(url + "/v1/auth/oidc/" + provider + "/start?login=" + login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(page)
+}
+
+func oidcNetwork(t *testing.T, n int, issuers ...*mockoidc.MockOIDC) *testnet.Network {
+	t.Helper()
+	return testnet.New(t, n, testnet.Configure(func(i int, cfg *node.Config) {
+		cfg.Registry.OpenRegistration = false
+		for j, m := range issuers {
+			c := m.Config()
+			cfg.Registry.OIDC = append(cfg.Registry.OIDC, keyregistry.OIDCProvider{
+				Name: fmt.Sprintf("mock%d", j), Issuer: c.Issuer, ClientID: c.ClientID, ClientSecret: c.ClientSecret,
+				Scopes: []string{"email"},
+			})
+		}
+	}))
+}
+
+func runMockOIDC(t *testing.T) *mockoidc.MockOIDC {
+	t.Helper()
+	m, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	return m
+}
+
+// TestRegistryThreeNodes is the key registry end to end: OAuth login and
+// registration on node 0, a second device through node 1, lookups from
+// node 2, a revocation seen everywhere, and the rejections in between.
+func TestRegistryThreeNodes(t *testing.T) {
+	issuer := runMockOIDC(t)
+	nw := oidcNetwork(t, 3, issuer)
+	a, b, c := nw.Nodes[0].APIURL(), nw.Nodes[1].APIURL(), nw.Nodes[2].APIURL()
+
+	var provs api.ProvidersResponse
+	call(t, "GET", a+"/v1/auth/providers", nil, &provs)
+	if provs.OpenRegistration || len(provs.Providers) != 1 || provs.Providers[0].Issuer != issuer.Issuer() {
+		t.Fatalf("providers = %+v", provs)
+	}
+
+	// The client waits for its ticket (long poll) while the browser logs in.
+	issuer.QueueUser(&mockoidc.MockUser{Subject: "alice-sub", Email: "alice@example.org"})
+	login := loginID()
+	type ticketResult struct {
+		status int
+		t      api.TicketResponse
+	}
+	polled := make(chan ticketResult, 1)
+	go func() {
+		for {
+			var tr api.TicketResponse
+			st, _ := call(t, "GET", a+"/v1/auth/tickets/"+login, nil, &tr)
+			if st != http.StatusAccepted {
+				polled <- ticketResult{st, tr}
+				return
+			}
+		}
+	}()
+	if st, page := browserLogin(t, a, "mock0", login); st != 200 || !strings.Contains(page, "Signed in") {
+		t.Fatalf("browser login: %d %s", st, page)
+	}
+	res := <-polled
+	if res.status != 200 || res.t.Ticket == "" {
+		t.Fatalf("ticket poll: %+v", res)
+	}
+	// Handed out once: the next poll waits again.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	req, _ := http.NewRequestWithContext(ctx, "GET", a+"/v1/auth/tickets/"+login, nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("ticket handed out twice")
+		}
+	}
+	cancel()
+
+	phone := newKeys(t)
+	reg, genesis := registration(t, a, phone, res.t.Ticket)
+	user := genesis.UserID()
+
+	t.Run("registration needs a ticket", func(t *testing.T) {
+		noTicket, _ := registration(t, a, phone, "")
+		if st, code := call(t, "POST", a+"/v1/users", noTicket, nil); st != 401 || code != "bad_ticket" {
+			t.Fatalf("got %d %s, want 401 bad_ticket", st, code)
+		}
+		forged, _ := registration(t, a, phone, "not-a-ticket")
+		if st, code := call(t, "POST", a+"/v1/users", forged, nil); st != 401 || code != "bad_ticket" {
+			t.Fatalf("got %d %s, want 401 bad_ticket", st, code)
+		}
+		if _, st, code := chainAt(t, a, user); st != 404 || code != "user_not_found" {
+			t.Fatalf("user exists after refused registrations: %d %s", st, code)
+		}
+	})
+
+	var created api.ChainVersion
+	if st, code := call(t, "POST", a+"/v1/users", reg, &created); st != 201 {
+		t.Fatalf("register: %d %s", st, code)
+	}
+	if created.UserID != user.String() || created.Version != 1 {
+		t.Fatalf("register answered %+v, want %s version 1", created, user)
+	}
+
+	t.Run("replayed nonce", func(t *testing.T) {
+		if st, code := call(t, "POST", a+"/v1/users", reg, nil); st != 401 || code != "bad_nonce" {
+			t.Fatalf("replay: %d %s, want 401 bad_nonce", st, code)
+		}
+	})
+	t.Run("one user per account", func(t *testing.T) {
+		// The used ticket is gone; a new login with the same account gets
+		// a ticket, but the account already has a user.
+		issuer.QueueUser(&mockoidc.MockUser{Subject: "alice-sub"})
+		l := loginID()
+		if st, _ := browserLogin(t, a, "mock0", l); st != 200 {
+			t.Fatal("second login failed")
+		}
+		var tr api.TicketResponse
+		call(t, "GET", a+"/v1/auth/tickets/"+l, nil, &tr)
+		other := newKeys(t)
+		r2, g2 := registration(t, a, other, tr.Ticket)
+		if st, code := call(t, "POST", a+"/v1/users", r2, nil); st != 409 || code != "already_registered" {
+			t.Fatalf("second user for one account: %d %s", st, code)
+		}
+		if _, st, _ := chainAt(t, a, g2.UserID()); st != 404 {
+			t.Fatalf("refused user is served: %d", st)
+		}
+		// The old ticket is used up.
+		r3, _ := registration(t, a, other, res.t.Ticket)
+		if st, code := call(t, "POST", a+"/v1/users", r3, nil); st != 401 || code != "bad_ticket" {
+			t.Fatalf("used ticket: %d %s", st, code)
+		}
+	})
+
+	// Node 1 learns the chain (gossip or DHT) and adds the laptop.
+	sets := waitVersion(t, nw, user, 1)
+	laptop := newKeys(t)
+	addReq, err := e2ee.NewAddDeviceRequest(sets[1].Head(), laptop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add, err := e2ee.NewAddDevice(sets[1], phone, addReq, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("link signed by a device not in the chain", func(t *testing.T) {
+		mallory := newKeys(t)
+		forged := add
+		forged.Signer = mallory.ID()
+		forged.Sig = nil
+		forged.Sig = mallory.Signing.Sign(e2ee.DomainLink, forged.Encode())
+		st, code := call(t, "POST", b+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: forged.Encode()}, nil)
+		if st != 422 || code != "invalid_link" {
+			t.Fatalf("forged link: %d %s, want 422 invalid_link", st, code)
+		}
+		if set, _, _ := chainAt(t, b, user); set.Version() != 1 {
+			t.Fatalf("chain changed to version %d", set.Version())
+		}
+	})
+
+	var v api.ChainVersion
+	if st, code := call(t, "POST", b+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: add.Encode()}, &v); st != 200 || v.Version != 2 {
+		t.Fatalf("add device on node 1: %d %s %+v", st, code, v)
+	}
+	sets = waitVersion(t, nw, user, 2)
+	if _, ok := sets[2].Lookup(laptop.ID()); !ok || sets[2].Len() != 2 {
+		t.Fatalf("node 2 sees devices %v, want phone and laptop", sets[2].DeviceIDs())
+	}
+
+	t.Run("link for an old version is stale", func(t *testing.T) {
+		// A revoke signed against version 1 (the set before the laptop).
+		old, _, _ := e2ee.DecodeChain(user, [][]byte{genesis.Encode()})
+		tablet := newKeys(t)
+		r, _ := e2ee.NewAddDeviceRequest(old.Head(), tablet)
+		stale, err := e2ee.NewAddDevice(old, phone, r, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, code := call(t, "POST", c+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: stale.Encode()}, nil)
+		if st != 409 || code != "stale_chain" {
+			t.Fatalf("stale link: %d %s, want 409 stale_chain", st, code)
+		}
+		if set, _, _ := chainAt(t, c, user); set.Version() != 2 {
+			t.Fatalf("chain changed to version %d", set.Version())
+		}
+	})
+
+	// The laptop revokes the phone, through node 0.
+	revoke, err := e2ee.NewRevokeDevice(sets[0], laptop, phone.ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, code := call(t, "POST", a+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: revoke.Encode()}, &v); st != 200 || v.Version != 3 {
+		t.Fatalf("revoke: %d %s %+v", st, code, v)
+	}
+	sets = waitVersion(t, nw, user, 3)
+	for i, s := range sets {
+		if !s.Revoked(phone.ID()) || s.Len() != 1 {
+			t.Errorf("node %d: phone not revoked: %v", i, s.DeviceIDs())
+		}
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for i, n := range nw.Nodes {
+		v, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(user))
+		if err != nil {
+			t.Fatalf("node %d: DHT get: %v", i, err)
+		}
+		if ch, err := keyregistry.DecodeRecord(v, user); err != nil || ch.Version() != 3 {
+			t.Fatalf("node %d: DHT has version %d (%v), want 3", i, ch.Version(), err)
+		}
+	}
+
+	t.Run("rolled-back record in the DHT does not replace the newer one", func(t *testing.T) {
+		old := keyregistry.Record{User: user, Links: [][]byte{genesis.Encode(), add.Encode()}}.Encode()
+		if err := nw.Nodes[1].Host().DHT().PutValue(ctx, keyregistry.RecordKey(user), old); err == nil {
+			t.Log("the DHT took the put of the older record; it must still select the newer one")
+		}
+		rawPut(t, ctx, nw, keyregistry.RecordKey(user), old)
+		for i, n := range nw.Nodes {
+			v, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(user))
+			if err != nil {
+				t.Fatalf("node %d: %v", i, err)
+			}
+			ch, _ := keyregistry.DecodeRecord(v, user)
+			if ch.Version() != 3 {
+				t.Errorf("node %d: DHT serves version %d after a rollback put, want 3", i, ch.Version())
+			}
+			if set, _, _ := chainAt(t, n.APIURL(), user); set.Version() != 3 {
+				t.Errorf("node %d: API serves version %d, want 3", i, set.Version())
+			}
+		}
+	})
+
+	t.Run("forged records from a raw client are refused by every node", func(t *testing.T) {
+		// A chain of another user stored under alice's key, alice's chain
+		// with a tampered link, a record over the size limit, and garbage.
+		eve := newKeys(t)
+		eg, _ := e2ee.NewGenesis(eve, time.Now())
+		mallory := newKeys(t)
+		forgedAdd := add
+		forgedAdd.Signer = mallory.ID()
+		forgedAdd.Sig = nil
+		forgedAdd.Sig = mallory.Signing.Sign(e2ee.DomainLink, forgedAdd.Encode())
+		victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
+		vid := victim.UserID()
+		big := keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), make([]byte, keyregistry.MaxRecordSize)}}.Encode()
+		cases := map[string][]byte{
+			"other user's chain":  keyregistry.Record{User: vid, Links: [][]byte{eg.Encode()}}.Encode(),
+			"forged link":         keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), forgedAdd.Encode()}}.Encode(),
+			"over the size limit": big,
+		}
+		for name, val := range cases {
+			if _, err := keyregistry.DecodeRecord(val, vid); err == nil {
+				t.Fatalf("%s: decodes", name)
+			}
+			rawPut(t, ctx, nw, keyregistry.RecordKey(vid), val)
+			for i, n := range nw.Nodes {
+				got, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(vid))
+				if err == nil {
+					t.Errorf("%s: node %d serves the forged record (%d bytes)", name, i, len(got))
+				} else if !errors.Is(err, routing.ErrNotFound) {
+					t.Errorf("%s: node %d: %v, want not found", name, i, err)
+				}
+				if _, st, code := chainAt(t, n.APIURL(), vid); st != 404 {
+					t.Errorf("%s: node %d API: %d %s, want 404", name, i, st, code)
+				}
+			}
+		}
+		// Control: the raw client does reach the nodes with a valid record.
+		rawPut(t, ctx, nw, keyregistry.RecordKey(vid), keyregistry.Record{User: vid, Links: [][]byte{victim.Encode()}}.Encode())
+		for i, n := range nw.Nodes {
+			if _, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(vid)); err != nil {
+				t.Errorf("control: node %d: %v", i, err)
+			}
+		}
+	})
+
+	t.Run("rejections are counted", func(t *testing.T) {
+		resp, err := http.Get(a + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		m, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{`volo_registry_rejections_total{reason="bad_nonce"} 1`, `volo_registry_registrations_total 1`} {
+			if !strings.Contains(string(m), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+}
+
+// rawPut stores value under key on every node of nw from a bare libp2p
+// host whose DHT accepts anything, bypassing the sender-side check.
+func rawPut(t *testing.T, ctx context.Context, nw *testnet.Network, key string, value []byte) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.NoListenAddrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	client, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(p2p.DHTProtocolPrefix),
+		dht.Validator(record.NamespacedValidator{keyregistry.Namespace: acceptAll{}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	for i, n := range nw.Nodes {
+		if err := h.Connect(ctx, peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
+			t.Fatalf("raw client: connect node %d: %v", i, err)
+		}
+	}
+	<-client.RefreshRoutingTable()
+	if err := client.PutValue(ctx, key, value); err != nil {
+		t.Logf("raw put %s: %v", key, err)
+	}
+}
+
+type acceptAll struct{}
+
+func (acceptAll) Validate(string, []byte) error        { return nil }
+func (acceptAll) Select(string, [][]byte) (int, error) { return 0, nil }
