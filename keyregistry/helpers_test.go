@@ -1,0 +1,100 @@
+package keyregistry
+
+import (
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/p2p"
+	"github.com/volo-chat/volo/store"
+)
+
+// newTestService builds a registry on a real libp2p host (loopback) and a
+// real badger store in a temporary directory, started, stopped at the end.
+func newTestService(t *testing.T, cfg Config, opts ...Option) (*Service, *store.DB) {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := p2p.DefaultConfig()
+	pc.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	pc.Resources.MaxMemoryMB = 256
+	host, err := p2p.New(pc, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := db.Prefix("registry/")
+	q, err := NewStoreQueue(view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, host, view, q, slog.New(slog.DiscardHandler), prometheus.NewRegistry(),
+		func() string { return "http://127.0.0.1:1" }, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		host.Stop()
+		db.Close()
+	})
+	return s, db
+}
+
+func testKeys(t testing.TB) e2ee.DeviceKeys {
+	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// testChain builds a verified chain: genesis by keys[0], then each further
+// key added by the one before it.
+func testChain(t testing.TB, keys ...e2ee.DeviceKeys) Chain {
+	t.Helper()
+	g, err := e2ee.NewGenesis(keys[0], time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := [][]byte{g.Encode()}
+	set, err := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < len(keys); i++ {
+		req, err := e2ee.NewAddDeviceRequest(set.Head(), keys[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := e2ee.NewAddDevice(set, keys[i-1], req, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if set, err = set.Apply(l); err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l.Encode())
+	}
+	return Chain{Set: set, Links: links}
+}
+
+func netListen() (net.Listener, error)           { return net.Listen("tcp", "127.0.0.1:0") }
+func listenOn(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
