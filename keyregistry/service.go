@@ -681,32 +681,32 @@ func (s *Service) Republish(ctx context.Context) (int, error) {
 }
 
 func (s *Service) republishLoop() {
-	t := time.NewTicker(s.cfg.RepublishInterval.Std())
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			n, _ := s.Republish(s.ctx)
-			s.log.Info("republished chains", "count", n)
-		}
-	}
+	every(s.ctx, s.cfg.RepublishInterval.Std(), func() {
+		n, _ := s.Republish(s.ctx)
+		s.log.Info("republished chains", "count", n)
+	})
 }
 
 func (s *Service) sweepLoop() {
-	t := time.NewTicker(SweepInterval)
+	every(s.ctx, SweepInterval, func() {
+		s.nonces.Len()
+		s.rendezvous.Len()
+		s.logins.mu.Lock()
+		s.logins.sweep(time.Now())
+		s.logins.mu.Unlock()
+	})
+}
+
+// every runs fn each interval, first one interval from now, until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.nonces.Len()
-			s.rendezvous.Len()
-			s.logins.mu.Lock()
-			s.logins.sweep(time.Now())
-			s.logins.mu.Unlock()
+			fn()
 		}
 	}
 }
