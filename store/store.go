@@ -124,6 +124,19 @@ func (p *Prefixed) Delete(k []byte) error {
 	return p.db.Update(func(txn *badger.Txn) error { return txn.Delete(p.Key(k)) })
 }
 
+// Update runs fn in a read-write transaction of the whole database, for
+// writes that must commit together; keys must be built with Key. With
+// SyncWrites the commit is durable when Update returns: batching many
+// writes into one Update costs one fsync.
+func (p *Prefixed) Update(fn func(txn *badger.Txn) error) error { return p.db.Update(fn) }
+
+// NewTransaction starts a transaction of the whole database, for writers
+// that manage commits themselves (group commit); keys must be built with Key.
+func (p *Prefixed) NewTransaction(update bool) *badger.Txn { return p.db.NewTransaction(update) }
+
+// View runs fn in a read-only transaction; keys must be built with Key.
+func (p *Prefixed) View(fn func(txn *badger.Txn) error) error { return p.db.View(fn) }
+
 // Iterate calls fn for every key under sub (relative to the view's prefix),
 // in key order, with the key stripped of the view's prefix. The slices are
 // only valid during the call. Iteration stops at the first error fn returns.

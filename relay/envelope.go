@@ -1,0 +1,163 @@
+// Package relay holds encrypted envelopes for devices: per-device mailboxes
+// in the node's store, kept on the relays closest to each mailbox.
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// Envelope limits.
+const (
+	// MaxCiphertextSize bounds the opaque payload of one envelope: an e2ee
+	// message of the largest size with room for the sealing around it.
+	MaxCiphertextSize = e2ee.MaxMessageSize + 4<<10
+	// MaxEnvelopeSize bounds one encoded envelope.
+	MaxEnvelopeSize = MaxCiphertextSize + 128
+	// EnvelopeIDSize is the size of an envelope ID.
+	EnvelopeIDSize = 16
+	// DefaultTTL is how long an envelope waits for its device unless the
+	// sender asks for less.
+	DefaultTTL = 30 * 24 * time.Hour
+	// MaxTTL is the longest TTL a relay accepts.
+	MaxTTL = DefaultTTL
+)
+
+// Errors of envelopes and mailboxes.
+var (
+	// ErrBadEnvelope reports an envelope that does not decode or breaks a limit.
+	ErrBadEnvelope = errors.New("relay: bad envelope")
+	// ErrMailboxFull reports a mailbox at its cap; the sender is told.
+	ErrMailboxFull = errors.New("relay: mailbox full")
+	// ErrExpired reports an envelope whose TTL has passed.
+	ErrExpired = errors.New("relay: envelope expired")
+)
+
+// EnvelopeID names an envelope: random, chosen by the sender, the key
+// relays deduplicate on.
+type EnvelopeID [EnvelopeIDSize]byte
+
+// NewEnvelopeID returns a random envelope ID.
+func NewEnvelopeID() EnvelopeID {
+	var id EnvelopeID
+	rand.Read(id[:])
+	return id
+}
+
+// String returns the ID in hex.
+func (id EnvelopeID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// Envelope is one ciphertext addressed to one device. The sender's identity
+// is inside the ciphertext; a relay sees only the recipient device.
+type Envelope struct {
+	To         e2ee.DeviceID
+	ID         EnvelopeID
+	Time       time.Time     // when the sender made it (millisecond precision)
+	TTL        time.Duration // how long it may wait (second precision)
+	Ciphertext []byte
+}
+
+// Expiry is when the envelope stops waiting.
+func (e Envelope) Expiry() time.Time { return e.Time.Add(e.TTL) }
+
+// wireEnvelope is the CBOR form: a map with small integer keys.
+type wireEnvelope struct {
+	To         e2ee.DeviceID `cbor:"1,keyasint"`
+	ID         []byte        `cbor:"2,keyasint"`
+	Time       uint64        `cbor:"3,keyasint"` // ms since the Unix epoch
+	TTL        uint64        `cbor:"4,keyasint"` // seconds
+	Ciphertext []byte        `cbor:"5,keyasint"`
+}
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   4,
+		MaxArrayElements:  16,
+		MaxMapPairs:       16,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// Check reports whether e is within the limits: a device, a non-zero ID,
+// a TTL in (0, MaxTTL], a payload of at most MaxCiphertextSize.
+func (e Envelope) Check() error {
+	switch {
+	case e.To.IsZero():
+		return fmt.Errorf("%w: no recipient device", ErrBadEnvelope)
+	case e.ID == EnvelopeID{}:
+		return fmt.Errorf("%w: zero envelope ID", ErrBadEnvelope)
+	case e.TTL <= 0 || e.TTL > MaxTTL:
+		return fmt.Errorf("%w: TTL %s not in (0, %s]", ErrBadEnvelope, e.TTL, MaxTTL)
+	case len(e.Ciphertext) == 0 || len(e.Ciphertext) > MaxCiphertextSize:
+		return fmt.Errorf("%w: ciphertext of %d bytes (1 to %d)", ErrBadEnvelope, len(e.Ciphertext), MaxCiphertextSize)
+	}
+	return nil
+}
+
+// Encode returns the envelope's canonical CBOR encoding.
+func (e Envelope) Encode() ([]byte, error) {
+	if err := e.Check(); err != nil {
+		return nil, err
+	}
+	return encMode.Marshal(wireEnvelope{
+		To:         e.To,
+		ID:         e.ID[:],
+		Time:       uint64(e.Time.UnixMilli()),
+		TTL:        uint64(e.TTL / time.Second),
+		Ciphertext: e.Ciphertext,
+	})
+}
+
+// DecodeEnvelope decodes and checks an envelope. Only the canonical
+// encoding is accepted.
+func DecodeEnvelope(b []byte) (Envelope, error) {
+	if len(b) > MaxEnvelopeSize {
+		return Envelope{}, fmt.Errorf("%w: %d bytes, limit %d", ErrBadEnvelope, len(b), MaxEnvelopeSize)
+	}
+	var w wireEnvelope
+	if err := decMode.Unmarshal(b, &w); err != nil {
+		return Envelope{}, fmt.Errorf("%w: %v", ErrBadEnvelope, err)
+	}
+	if len(w.ID) != EnvelopeIDSize {
+		return Envelope{}, fmt.Errorf("%w: envelope ID of %d bytes", ErrBadEnvelope, len(w.ID))
+	}
+	if w.Time > 1<<53 || w.TTL > uint64(MaxTTL/time.Second) {
+		return Envelope{}, fmt.Errorf("%w: time or TTL out of range", ErrBadEnvelope)
+	}
+	e := Envelope{
+		To:         w.To,
+		Time:       time.UnixMilli(int64(w.Time)).UTC(),
+		TTL:        time.Duration(w.TTL) * time.Second,
+		Ciphertext: w.Ciphertext,
+	}
+	copy(e.ID[:], w.ID)
+	if err := e.Check(); err != nil {
+		return Envelope{}, err
+	}
+	if again, _ := e.Encode(); !bytes.Equal(again, b) {
+		return Envelope{}, fmt.Errorf("%w: not canonical CBOR", ErrBadEnvelope)
+	}
+	return e, nil
+}
