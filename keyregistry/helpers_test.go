@@ -17,7 +17,7 @@ import (
 
 // newTestService builds a registry on a real libp2p host (loopback) and a
 // real badger store in a temporary directory, started, stopped at the end.
-func newTestService(t *testing.T, cfg Config, opts ...Option) (*Service, *store.DB) {
+func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.DB) {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {

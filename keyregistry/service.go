@@ -605,7 +605,7 @@ func (s *Service) publish(ctx context.Context, c Chain) {
 // validateGossip is the topic validator: only records whose chain verifies
 // are delivered or forwarded. The verified chain rides along to readGossip.
 func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	c, err := DecodeRecord(msg.GetData(), e2ee.UserID{})
+	c, err := decodeAnnouncement(msg.GetData())
 	if err != nil {
 		s.reject("bad_gossip")
 		s.log.Debug("refused a gossiped chain", "from", msg.GetFrom().String(), "err", err)
@@ -614,6 +614,10 @@ func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Messa
 	msg.ValidatorData = c
 	return pubsub.ValidationAccept
 }
+
+// decodeAnnouncement decodes and verifies one message of the gossip topic:
+// a Record of any user.
+func decodeAnnouncement(data []byte) (Chain, error) { return DecodeRecord(data, e2ee.UserID{}) }
 
 // readGossip keeps the announced chains that are new to the node or extend
 // its copy; rollbacks and forks are ignored with a log line.
