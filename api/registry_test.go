@@ -471,3 +471,84 @@ type acceptAll struct{}
 
 func (acceptAll) Validate(string, []byte) error        { return nil }
 func (acceptAll) Select(string, [][]byte) (int, error) { return 0, nil }
+
+func TestRendezvousHTTP(t *testing.T) {
+	nw := testnet.New(t, 1)
+	a := nw.Nodes[0].APIURL()
+	code, err := e2ee.NewLinkingCode(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := a + "/v1/rendezvous/" + code.Rendezvous().String()
+
+	// The new device waits before anything is posted; the old one posts.
+	got := make(chan api.MailboxResponse, 1)
+	go func() {
+		var m api.MailboxResponse
+		call(t, "GET", box, nil, &m)
+		got <- m
+	}()
+	var seq map[string]uint64
+	if st, c := call(t, "POST", box, []byte("sealed offer"), &seq); st != 201 || seq["seq"] != 0 {
+		t.Fatalf("post: %d %s %v", st, c, seq)
+	}
+	if m := <-got; len(m.Messages) != 1 || string(m.Messages[0].Data) != "sealed offer" {
+		t.Fatalf("long poll got %+v", m)
+	}
+	for i := 1; i < keyregistry.MaxMailboxMessages; i++ {
+		if st, c := call(t, "POST", box, []byte{byte(i)}, &seq); st != 201 || seq["seq"] != uint64(i) {
+			t.Fatalf("post %d: %d %s", i, st, c)
+		}
+	}
+	if st, c := call(t, "POST", box, []byte("one more"), nil); st != 429 || c != "mailbox_full" {
+		t.Fatalf("17th message: %d %s", st, c)
+	}
+	if st, c := call(t, "POST", a+"/v1/rendezvous/"+strings.Repeat("a", 52), make([]byte, keyregistry.MaxMailboxMessageSize+1), nil); st != 413 || c != "too_large" {
+		t.Fatalf("large message: %d %s", st, c)
+	}
+	if st, c := call(t, "POST", a+"/v1/rendezvous/nope", []byte("x"), nil); st != 400 || c != "bad_rendezvous_id" {
+		t.Fatalf("bad id: %d %s", st, c)
+	}
+	var m api.MailboxResponse
+	call(t, "GET", box+"?after=14", nil, &m)
+	if len(m.Messages) != 1 || m.Messages[0].Seq != 15 {
+		t.Fatalf("after=14: %+v", m)
+	}
+	if st, c := call(t, "GET", box+"?after=-1", nil, nil); st != 400 || c != "bad_request" {
+		t.Fatalf("after=-1: %d %s", st, c)
+	}
+	if st, c := call(t, "DELETE", box, nil, nil); st != 405 || c != "method_not_allowed" {
+		t.Fatalf("DELETE: %d %s", st, c)
+	}
+}
+
+func TestNonceLimitHTTP(t *testing.T) {
+	nw := testnet.New(t, 1)
+	a := nw.Nodes[0].APIURL()
+	max := nw.Nodes[0].Config().Registry.MaxNoncesPerClient
+	for i := range max {
+		var n api.NonceResponse
+		if st, c := call(t, "POST", a+"/v1/auth/nonce", nil, &n); st != 200 || len(n.Nonce) != keyregistry.NonceSize {
+			t.Fatalf("nonce %d: %d %s", i, st, c)
+		}
+		if d := time.Until(n.ExpiresAt); d <= 0 || d > nw.Nodes[0].Config().Registry.NonceTTL.Std() {
+			t.Fatalf("expires in %v", d)
+		}
+	}
+	if st, c := call(t, "POST", a+"/v1/auth/nonce", nil, nil); st != 429 || c != "too_many_nonces" {
+		t.Fatalf("one too many: %d %s", st, c)
+	}
+	if st, c := call(t, "GET", a+"/v1/users/not-a-user", nil, nil); st != 400 || c != "bad_user_id" {
+		t.Fatalf("bad user ID: %d %s", st, c)
+	}
+	if st, c := call(t, "GET", a+"/v1/auth/oidc/nope/start?login="+loginID(), nil, nil); st != 404 || c != "unknown_provider" {
+		t.Fatalf("unknown provider: %d %s", st, c)
+	}
+	if st, c := call(t, "GET", a+"/v1/auth/tickets/short", nil, nil); st != 400 || c != "bad_login_id" {
+		t.Fatalf("bad login ID: %d %s", st, c)
+	}
+	big := append([]byte(`{"ticket":"`), bytes.Repeat([]byte("a"), api.MaxRegistryBodySize)...)
+	if st, c := call(t, "POST", a+"/v1/users", big, nil); st != 413 || c != "too_large" {
+		t.Fatalf("large body: %d %s", st, c)
+	}
+}
