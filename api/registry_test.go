@@ -11,12 +11,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -550,5 +552,63 @@ func TestNonceLimitHTTP(t *testing.T) {
 	big := append([]byte(`{"ticket":"`), bytes.Repeat([]byte("a"), api.MaxRegistryBodySize)...)
 	if st, c := call(t, "POST", a+"/v1/users", big, nil); st != 413 || c != "too_large" {
 		t.Fatalf("large body: %d %s", st, c)
+	}
+}
+
+// TestForgedGossipIsRefused: a raw gossipsub peer announces a forged chain
+// and then a valid one; the nodes keep the valid one only, and the forged
+// one is counted as refused by the topic validator.
+func TestForgedGossipIsRefused(t *testing.T) {
+	nw := testnet.New(t, 2)
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ps, err := pubsub.NewGossipSub(t.Context(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(keyregistry.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n0 := nw.Nodes[0]
+	if err := h.Connect(t.Context(), peer.AddrInfo{ID: n0.PeerID(), Addrs: n0.Host().Libp2p().Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	for !slices.Contains(topic.ListPeers(), n0.PeerID()) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
+	eve, _ := e2ee.NewGenesis(newKeys(t), time.Now())
+	forged := keyregistry.Record{User: victim.UserID(), Links: [][]byte{eve.Encode()}}.Encode()
+	if err := topic.Publish(t.Context(), forged); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := e2ee.NewGenesis(newKeys(t), time.Now())
+	if err := topic.Publish(t.Context(), keyregistry.Record{User: good.UserID(), Links: [][]byte{good.Encode()}}.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	// The valid announcement reaches both nodes (node 1 through node 0).
+	for i, n := range nw.Nodes {
+		for {
+			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st == 200 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, st, code := chainAt(t, n.APIURL(), victim.UserID()); st != 404 {
+			t.Errorf("node %d serves the forged chain: %d %s", i, st, code)
+		}
+	}
+	resp, err := http.Get(n0.APIURL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), `volo_registry_rejections_total{reason="bad_gossip"} 1`) {
+		t.Error("the forged announcement was not refused by node 0's validator")
 	}
 }
