@@ -593,7 +593,11 @@ func (s *Service) publish(ctx context.Context, c Chain) {
 	defer cancel()
 	if err := s.host.DHT().PutValue(pctx, RecordKey(c.Set.User()), rec); err != nil {
 		s.m.publishErrors.Inc()
-		s.log.Warn("DHT put of a chain failed; the republish will retry", "user", c.Set.User().String(), "version", c.Version(), "err", err)
+		level := slog.LevelWarn
+		if s.host.RoutingTableSize() == 0 {
+			level = slog.LevelDebug // a node alone has no one to put it on
+		}
+		s.log.Log(pctx, level, "DHT put of a chain failed; the republish will retry", "user", c.Set.User().String(), "version", c.Version(), "err", err)
 	}
 	if s.topic != nil {
 		if err := s.topic.Publish(pctx, rec); err != nil {
