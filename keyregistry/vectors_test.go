@@ -94,7 +94,7 @@ func TestRecordVectors(t *testing.T) {
 		t.Fatalf("vectors: %v", err)
 	}
 	v := vs[0]
-	if (v.UserID != want.UserID || v.Record != want.Record || v.Key != want.Key) {
+	if v.UserID != want.UserID || v.Record != want.Record || v.Key != want.Key {
 		t.Errorf("regenerated vector differs from the committed one: the format changed")
 	}
 	raw, _ := hex.DecodeString(v.Record)
