@@ -407,6 +407,11 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
+	// The user's lock too: a gossiped copy of the same user must not be
+	// written between the check and the write.
+	mu := s.lock(user)
+	mu.Lock()
+	defer mu.Unlock()
 	if ok, err := s.d.Has(ctx, chainKey(user)); err != nil {
 		return Chain{}, fmt.Errorf("keyregistry: store: %w", err)
 	} else if ok {
