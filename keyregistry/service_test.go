@@ -3,6 +3,7 @@ package keyregistry
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -224,18 +225,18 @@ func TestAnchorQueuePersists(t *testing.T) {
 func TestEvery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		calls := 0
+		var calls atomic.Int32
 		done := make(chan struct{})
-		go func() { every(ctx, 12*time.Hour, func() { calls++ }); close(done) }()
+		go func() { every(ctx, 12*time.Hour, func() { calls.Add(1) }); close(done) }()
 		time.Sleep(12*time.Hour - time.Second)
 		synctest.Wait()
-		if calls != 0 {
-			t.Fatalf("%d calls before the first interval", calls)
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("%d calls before the first interval", n)
 		}
 		time.Sleep(24*time.Hour + time.Second)
 		synctest.Wait()
-		if calls != 3 {
-			t.Fatalf("%d calls after 36h, want 3", calls)
+		if n := calls.Load(); n != 3 {
+			t.Fatalf("%d calls after 36h, want 3", n)
 		}
 		cancel()
 		<-done
