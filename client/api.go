@@ -144,20 +144,28 @@ func (a *API) do(ctx context.Context, timeout time.Duration, method, path string
 			return resp.StatusCode, nil
 		}
 	}
+	ae := parseError(resp.StatusCode, data)
+	return resp.StatusCode, fmt.Errorf("client: %s %s: %w", method, path, ae)
+}
+
+// maxErrorMessage bounds the message of an APIError taken from a body
+// that is not the node's JSON error form.
+const maxErrorMessage = 200
+
+// parseError reads a node's error answer: the JSON error body of
+// docs/api.md, or, from something else (a proxy's page), the status and
+// the start of the body.
+func parseError(status int, data []byte) *APIError {
 	var eb struct {
 		Error struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
-	ae := &APIError{Status: resp.StatusCode}
 	if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
-		ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
-	} else {
-		ae.Code = "http_" + strconv.Itoa(resp.StatusCode)
-		ae.Message = strings.TrimSpace(string(data[:min(len(data), 200)]))
+		return &APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
-	return resp.StatusCode, fmt.Errorf("client: %s %s: %w", method, path, ae)
+	return &APIError{Status: status, Code: "http_" + strconv.Itoa(status), Message: strings.ToValidUTF8(strings.TrimSpace(string(data[:min(len(data), maxErrorMessage)])), "?")}
 }
 
 // Provider is an OpenID Connect provider a node accepts registrations from.
