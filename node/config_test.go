@@ -71,6 +71,15 @@ func TestDecodeConfigErrorsNameTheField(t *testing.T) {
 		{"bad log format", "[log]\nformat = \"xml\"\n", []string{"log.format"}},
 		{"bad api listen", "[api]\nlisten = \"localhost\"\n", []string{"api.listen"}},
 		{"syntax error", "[api\n", []string{"line 1"}},
+		{"bad public url", "[api]\npublic_url = \"example.org/x\"\n", []string{"api.public_url"}},
+		{"zero nonce ttl", "[registry]\nnonce_ttl = \"0s\"\n", []string{"registry.nonce_ttl"}},
+		{"no nonces per client", "[registry]\nmax_nonces_per_client = 0\n", []string{"registry.max_nonces_per_client"}},
+		{"fewer nonces than per client", "[registry]\nmax_nonces = 4\n", []string{"registry.max_nonces"}},
+		{"republish past the record lifetime", "[registry]\nrepublish_interval = \"30h\"\n", []string{"registry.republish_interval"}},
+		{"bad provider name", "[[registry.oidc]]\nname = \"My IdP\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[0].name"}},
+		{"bad issuer", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[0].issuer"}},
+		{"no client id", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\n", []string{"registry.oidc[0].client_id"}},
+		{"duplicate provider", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[1].name", "twice"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
