@@ -504,6 +504,15 @@ func TestCanaryNoSecretReachesANode(t *testing.T) {
 			t.Errorf("request %d holds %v:\n%.300s", i, found, req)
 		}
 	}
+	// Positive control: the genesis link, which the registration sends in
+	// base64, is found by the same search.
+	st, err := a.Home().State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found := findIn(bytes.Join(sent, nil), map[string][]byte{"genesis": st.Chain[0]}); len(found) == 0 {
+		t.Error("positive control: the genesis link is not found in the requests, so the search proves nothing")
+	}
 
 	for _, nd := range nodes {
 		if err := nd.Stop(); err != nil {
