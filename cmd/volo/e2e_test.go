@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauth2-proxy/mockoidc"
+
 	"github.com/volo-chat/volo/client"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
 )
 
@@ -156,5 +161,65 @@ func TestCLIRegisterLinkRevoke(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(homeC, client.KeysFile)); !os.IsNotExist(err) {
 		t.Fatalf("lookup created keys in an empty home: %v", err)
+	}
+}
+
+// "volo register --provider" prints the login address and waits; a browser
+// (an HTTP client with a cookie jar) that opens it and follows the
+// redirects through a real OpenID Connect issuer completes the registration.
+func TestCLIRegisterWithProvider(t *testing.T) {
+	m, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Shutdown() })
+	oc := m.Config()
+	nw := testnet.New(t, 1, testnet.Configure(func(_ int, cfg *node.Config) {
+		cfg.Registry.OpenRegistration = false
+		cfg.Registry.OIDC = []keyregistry.OIDCProvider{{Name: "mock", Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret}}
+	}))
+	a := newCLI(t, filepath.Join(t.TempDir(), "a"), map[string]string{EnvNode: nw.Nodes[0].APIURL(), EnvPassphrase: "p"})
+	if _, err := a.run(t.Context(), "register"); !errors.Is(err, client.ErrProviderRequired) || !strings.Contains(err.Error(), "providers: mock") {
+		t.Fatalf("register without a provider: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	var out string
+	go func() {
+		var err error
+		out, err = a.run(ctx, "register", "--provider", "mock")
+		done <- err
+	}()
+	var login string
+	for login == "" {
+		select {
+		case line := <-a.stdout.lines:
+			if s := strings.TrimSpace(line); strings.HasPrefix(s, nw.Nodes[0].APIURL()+"/v1/auth/oidc/mock/start?login=") {
+				login = s
+			}
+		case err := <-done:
+			t.Fatalf("register ended before printing the login address: %v", err)
+		}
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Jar: jar}).Get(login)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login page: %s", resp.Status)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	user := field(t, userLine, out)
+	if who, err := a.run(t.Context(), "whoami"); err != nil || field(t, userLine, who) != user {
+		t.Fatalf("whoami: %v\n%s", err, who)
 	}
 }
