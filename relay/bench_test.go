@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/rand"
+	"github.com/volo-chat/volo/wire"
 	"testing"
 	"time"
 )
@@ -12,9 +13,9 @@ import (
 // 1000 mailboxes. Group commit lets one fsync serve every sender waiting.
 func BenchmarkDurablePut(b *testing.B) {
 	m, _ := openMailboxes(b, b.TempDir(), 1<<30, &clock{now: t0})
-	devs := make([]Envelope, 1000)
+	devs := make([]wire.Envelope, 1000)
 	for i := range devs {
-		devs[i] = env(testDevice(b), "", DefaultTTL)
+		devs[i] = env(testDevice(b), "", wire.DefaultTTL)
 	}
 	body := make([]byte, 1024)
 	rand.Read(body)
@@ -24,8 +25,8 @@ func BenchmarkDurablePut(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			e := Envelope{To: devs[i%len(devs)].To, ID: NewEnvelopeID(), Time: t0, TTL: DefaultTTL, Ciphertext: body}
-			res, err := m.Put(context.Background(), []Envelope{e})
+			e := wire.Envelope{To: devs[i%len(devs)].To, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body}
+			res, err := m.Put(context.Background(), []wire.Envelope{e})
 			if err != nil || res[0].Err != nil {
 				b.Errorf("put: %v %+v", err, res)
 				return
@@ -48,9 +49,9 @@ func BenchmarkDurablePutBatch(b *testing.B) {
 	n := 0
 	start := time.Now()
 	for b.Loop() {
-		envs := make([]Envelope, batch)
+		envs := make([]wire.Envelope, batch)
 		for i := range envs {
-			envs[i] = Envelope{To: dev, ID: NewEnvelopeID(), Time: t0, TTL: DefaultTTL, Ciphertext: body}
+			envs[i] = wire.Envelope{To: dev, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body}
 		}
 		if _, err := m.Put(context.Background(), envs); err != nil {
 			b.Fatal(err)

@@ -1,3 +1,5 @@
+// Package relay holds encrypted envelopes for devices that are not online:
+// per-device mailboxes in the node's store, on the relays closest to each.
 package relay
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/store"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Mailbox limits and defaults.
@@ -49,7 +52,7 @@ const (
 // Stored is an envelope in a mailbox with its place in it.
 type Stored struct {
 	Seq      uint64
-	Envelope Envelope
+	Envelope wire.Envelope
 }
 
 // PutResult is what happened to one envelope of a Put.
@@ -58,7 +61,7 @@ type PutResult struct {
 	Seq uint64
 	// Duplicate reports that the mailbox already held this envelope ID.
 	Duplicate bool
-	// Err is ErrMailboxFull, ErrExpired or ErrBadEnvelope; nil when stored.
+	// Err is wire.ErrMailboxFull, wire.ErrExpired or wire.ErrBadEnvelope; nil when stored.
 	Err error
 }
 
@@ -77,7 +80,7 @@ type Mailboxes struct {
 }
 
 type putReq struct {
-	envs []Envelope
+	envs []wire.Envelope
 	res  []PutResult
 	err  error
 	done chan struct{}
@@ -106,7 +109,7 @@ func (m *Mailboxes) Close() {
 
 // Put stores envelopes and returns once they are durably committed (with
 // the store's sync writes), with one result per envelope in order.
-func (m *Mailboxes) Put(ctx context.Context, envs []Envelope) ([]PutResult, error) {
+func (m *Mailboxes) Put(ctx context.Context, envs []wire.Envelope) ([]PutResult, error) {
 	r := &putReq{envs: envs, res: make([]PutResult, len(envs)), done: make(chan struct{})}
 	select {
 	case m.reqs <- r:
@@ -182,12 +185,12 @@ func (m *Mailboxes) commit(batch []*putReq) error {
 	return nil
 }
 
-func (m *Mailboxes) put(txn *badger.Txn, e Envelope, now time.Time) (PutResult, error) {
+func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutResult, error) {
 	if err := e.Check(); err != nil {
 		return PutResult{Err: err}, nil
 	}
 	if !e.Expiry().After(now) {
-		return PutResult{Err: ErrExpired}, nil
+		return PutResult{Err: wire.ErrExpired}, nil
 	}
 	dev := e.To.Bytes()
 	if item, err := txn.Get(m.key(pID, e.ID[:])); err == nil {
@@ -207,7 +210,7 @@ func (m *Mailboxes) put(txn *badger.Txn, e Envelope, now time.Time) (PutResult, 
 		return PutResult{}, err
 	}
 	if count >= uint64(m.cap) {
-		return PutResult{Err: ErrMailboxFull}, nil
+		return PutResult{Err: wire.ErrMailboxFull}, nil
 	}
 	seq, err := m.getUint(txn, m.key(pSeq, dev))
 	if err != nil {
@@ -249,10 +252,10 @@ func (m *Mailboxes) List(device e2ee.DeviceID, after uint64, limit int) ([]Store
 		for it.Seek(m.key(pMail, dev, u64(after+1))); it.Valid() && len(out) < limit; it.Next() {
 			item := it.Item()
 			seq := binary.BigEndian.Uint64(item.Key()[len(prefix):])
-			var e Envelope
+			var e wire.Envelope
 			err := item.Value(func(v []byte) error {
 				var err error
-				e, err = DecodeEnvelope(v)
+				e, err = wire.DecodeEnvelope(v)
 				return err
 			})
 			if err != nil {
@@ -281,7 +284,7 @@ func (m *Mailboxes) Count(device e2ee.DeviceID) (int, error) {
 // Ack deletes the envelopes ids from device's mailbox: the device has them.
 // IDs that are unknown, already deleted or addressed to another device are
 // ignored. It returns how many were deleted.
-func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []EnvelopeID) (int, error) {
+func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []wire.EnvelopeID) (int, error) {
 	dev := device.Bytes()
 	deleted := 0
 	err := m.view.Update(func(txn *badger.Txn) error {
@@ -356,7 +359,7 @@ func (m *Mailboxes) expireSome(now time.Time) (int, error) {
 			if err != nil {
 				return err
 			}
-			e, err := DecodeEnvelope(enc)
+			e, err := wire.DecodeEnvelope(enc)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/store"
+	"github.com/volo-chat/volo/wire"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -25,8 +26,8 @@ func testDevice(t testing.TB) e2ee.DeviceID {
 	return k.ID()
 }
 
-func env(to e2ee.DeviceID, body string, ttl time.Duration) Envelope {
-	return Envelope{To: to, ID: NewEnvelopeID(), Time: t0, TTL: ttl, Ciphertext: []byte(body)}
+func env(to e2ee.DeviceID, body string, ttl time.Duration) wire.Envelope {
+	return wire.Envelope{To: to, ID: wire.NewEnvelopeID(), Time: t0, TTL: ttl, Ciphertext: []byte(body)}
 }
 
 type clock struct {
@@ -61,7 +62,7 @@ func TestMailboxPutListAck(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 0, c)
 	alice, bob := testDevice(t), testDevice(t)
 	a1, a2, b1 := env(alice, "a1", time.Hour), env(alice, "a2", time.Hour), env(bob, "b1", time.Hour)
-	res, err := m.Put(t.Context(), []Envelope{a1, b1, a2})
+	res, err := m.Put(t.Context(), []wire.Envelope{a1, b1, a2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +80,10 @@ func TestMailboxPutListAck(t *testing.T) {
 		t.Errorf("bob: %s", bodies(got))
 	}
 	// An ack from the wrong device deletes nothing.
-	if n, err := m.Ack(bob, []EnvelopeID{a1.ID}); n != 0 || err != nil {
+	if n, err := m.Ack(bob, []wire.EnvelopeID{a1.ID}); n != 0 || err != nil {
 		t.Errorf("bob acked alice's envelope: %d %v", n, err)
 	}
-	if n, err := m.Ack(alice, []EnvelopeID{a1.ID, a1.ID, NewEnvelopeID()}); n != 1 || err != nil {
+	if n, err := m.Ack(alice, []wire.EnvelopeID{a1.ID, a1.ID, wire.NewEnvelopeID()}); n != 1 || err != nil {
 		t.Errorf("ack: %d %v", n, err)
 	}
 	if got, _ := m.List(alice, 0, 10); bodies(got) != "[2:a2]" {
@@ -92,7 +93,7 @@ func TestMailboxPutListAck(t *testing.T) {
 		t.Errorf("count %d", n)
 	}
 	// Sequence numbers are never reused after deletes.
-	res, _ = m.Put(t.Context(), []Envelope{env(alice, "a3", time.Hour)})
+	res, _ = m.Put(t.Context(), []wire.Envelope{env(alice, "a3", time.Hour)})
 	if res[0].Seq != 3 {
 		t.Errorf("seq after ack: %d", res[0].Seq)
 	}
@@ -102,8 +103,8 @@ func TestMailboxDeduplicates(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 0, &clock{now: t0})
 	dev := testDevice(t)
 	e := env(dev, "once", time.Hour)
-	m.Put(t.Context(), []Envelope{e})
-	res, err := m.Put(t.Context(), []Envelope{e, e})
+	m.Put(t.Context(), []wire.Envelope{e})
+	res, err := m.Put(t.Context(), []wire.Envelope{e, e})
 	if err != nil || !res[0].Duplicate || !res[1].Duplicate || res[0].Seq != 1 {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -115,7 +116,7 @@ func TestMailboxDeduplicates(t *testing.T) {
 func TestMailboxCap(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 3, &clock{now: t0})
 	dev, other := testDevice(t), testDevice(t)
-	var envs []Envelope
+	var envs []wire.Envelope
 	for i := range 5 {
 		envs = append(envs, env(dev, fmt.Sprint(i), time.Hour))
 	}
@@ -124,7 +125,7 @@ func TestMailboxCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range res {
-		if full := errors.Is(r.Err, ErrMailboxFull); full != (i >= 3) {
+		if full := errors.Is(r.Err, wire.ErrMailboxFull); full != (i >= 3) {
 			t.Errorf("envelope %d: %+v", i, r)
 		}
 	}
@@ -132,11 +133,11 @@ func TestMailboxCap(t *testing.T) {
 		t.Errorf("mailbox %s", bodies(got))
 	}
 	// Other mailboxes are not affected; acking makes room again.
-	if res, _ := m.Put(t.Context(), []Envelope{env(other, "x", time.Hour)}); res[0].Err != nil {
+	if res, _ := m.Put(t.Context(), []wire.Envelope{env(other, "x", time.Hour)}); res[0].Err != nil {
 		t.Errorf("other device: %v", res[0].Err)
 	}
-	m.Ack(dev, []EnvelopeID{envs[0].ID})
-	if res, _ := m.Put(t.Context(), []Envelope{envs[3]}); res[0].Err != nil || res[0].Seq != 4 {
+	m.Ack(dev, []wire.EnvelopeID{envs[0].ID})
+	if res, _ := m.Put(t.Context(), []wire.Envelope{envs[3]}); res[0].Err != nil || res[0].Seq != 4 {
 		t.Errorf("after ack: %+v", res[0])
 	}
 }
@@ -146,7 +147,7 @@ func TestMailboxExpiry(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 0, c)
 	dev := testDevice(t)
 	short, long := env(dev, "short", time.Minute), env(dev, "long", time.Hour)
-	m.Put(t.Context(), []Envelope{short, long})
+	m.Put(t.Context(), []wire.Envelope{short, long})
 
 	c.Set(t0.Add(2 * time.Minute))
 	// Reads hide what has expired even before the sweep runs.
@@ -160,12 +161,12 @@ func TestMailboxExpiry(t *testing.T) {
 		t.Errorf("count %d", n)
 	}
 	// An acked envelope's expiry entry is gone too: nothing to expire twice.
-	m.Ack(dev, []EnvelopeID{long.ID})
+	m.Ack(dev, []wire.EnvelopeID{long.ID})
 	if n, _ := m.Expire(t0.Add(2 * time.Hour)); n != 0 {
 		t.Errorf("expired %d after ack", n)
 	}
 	// An envelope that arrives already expired is refused.
-	if res, _ := m.Put(t.Context(), []Envelope{env(dev, "late", time.Minute)}); !errors.Is(res[0].Err, ErrExpired) {
+	if res, _ := m.Put(t.Context(), []wire.Envelope{env(dev, "late", time.Minute)}); !errors.Is(res[0].Err, wire.ErrExpired) {
 		t.Errorf("late envelope: %+v", res[0])
 	}
 }
@@ -174,7 +175,7 @@ func TestMailboxExpiresManyInBatches(t *testing.T) {
 	c := &clock{now: t0}
 	m, _ := openMailboxes(t, t.TempDir(), 5000, c)
 	dev := testDevice(t)
-	var envs []Envelope
+	var envs []wire.Envelope
 	for i := range 2500 {
 		envs = append(envs, env(dev, fmt.Sprint(i), time.Minute))
 	}
@@ -200,7 +201,7 @@ func TestMailboxConcurrentPutsAreGroupCommitted(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				res, err := m.Put(context.Background(), []Envelope{env(dev, fmt.Sprintf("%d-%d", w, i), time.Hour)})
+				res, err := m.Put(context.Background(), []wire.Envelope{env(dev, fmt.Sprintf("%d-%d", w, i), time.Hour)})
 				if err != nil || res[0].Err != nil {
 					t.Errorf("put: %v %+v", err, res)
 					return
@@ -233,7 +234,7 @@ func TestMailboxSurvivesReopen(t *testing.T) {
 	m := NewMailboxes(db.Prefix("relay/"), 0, c.Now)
 	dev := testDevice(t)
 	e := env(dev, "kept", time.Hour)
-	if _, err := m.Put(t.Context(), []Envelope{e}); err != nil {
+	if _, err := m.Put(t.Context(), []wire.Envelope{e}); err != nil {
 		t.Fatal(err)
 	}
 	m.Close()
@@ -244,66 +245,7 @@ func TestMailboxSurvivesReopen(t *testing.T) {
 	if err != nil || len(got) != 1 || !bytes.Equal(got[0].Envelope.Ciphertext, []byte("kept")) || got[0].Envelope.ID != e.ID {
 		t.Fatalf("after reopen: %s %v", bodies(got), err)
 	}
-	if res, _ := m2.Put(t.Context(), []Envelope{e}); !res[0].Duplicate {
+	if res, _ := m2.Put(t.Context(), []wire.Envelope{e}); !res[0].Duplicate {
 		t.Error("dedup index lost across reopen")
 	}
-}
-
-func TestEnvelopeRoundTripAndLimits(t *testing.T) {
-	dev := testDevice(t)
-	e := env(dev, "payload", DefaultTTL)
-	b, err := e.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := DecodeEnvelope(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.To != e.To || got.ID != e.ID || !got.Time.Equal(e.Time) || got.TTL != e.TTL || string(got.Ciphertext) != "payload" {
-		t.Errorf("round trip: %+v", got)
-	}
-	bad := []Envelope{
-		{ID: e.ID, Time: t0, TTL: time.Hour, Ciphertext: []byte("x")},
-		{To: dev, Time: t0, TTL: time.Hour, Ciphertext: []byte("x")},
-		{To: dev, ID: e.ID, Time: t0, TTL: 0, Ciphertext: []byte("x")},
-		{To: dev, ID: e.ID, Time: t0, TTL: MaxTTL + time.Second, Ciphertext: []byte("x")},
-		{To: dev, ID: e.ID, Time: t0, TTL: time.Hour},
-		{To: dev, ID: e.ID, Time: t0, TTL: time.Hour, Ciphertext: make([]byte, MaxCiphertextSize+1)},
-	}
-	for i, e := range bad {
-		if _, err := e.Encode(); !errors.Is(err, ErrBadEnvelope) {
-			t.Errorf("bad envelope %d: %v", i, err)
-		}
-	}
-	for i := range b {
-		tampered := bytes.Clone(b)
-		tampered[i] ^= 0x01
-		if d, err := DecodeEnvelope(tampered); err == nil {
-			if d.To == e.To && d.ID == e.ID && d.TTL == e.TTL && d.Time.Equal(e.Time) && string(d.Ciphertext) == "payload" {
-				t.Errorf("byte %d flipped and decoded to the same envelope", i)
-			}
-		}
-	}
-	if _, err := DecodeEnvelope(append(b, 0)); err == nil {
-		t.Error("trailing byte accepted")
-	}
-}
-
-func FuzzDecodeEnvelope(f *testing.F) {
-	dev, _ := e2ee.GenerateDeviceKeys(rand.Reader)
-	e := Envelope{To: dev.ID(), ID: EnvelopeID{1}, Time: t0, TTL: time.Hour, Ciphertext: []byte("fuzz")}
-	b, _ := e.Encode()
-	f.Add(b)
-	f.Add([]byte{0xa0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		e, err := DecodeEnvelope(data)
-		if err != nil {
-			return
-		}
-		again, err := e.Encode()
-		if err != nil || !bytes.Equal(again, data) {
-			t.Fatalf("decoded envelope does not re-encode to its input: %v", err)
-		}
-	})
 }

@@ -1,6 +1,4 @@
-// Package relay holds encrypted envelopes for devices: per-device mailboxes
-// in the node's store, kept on the relays closest to each mailbox.
-package relay
+package wire
 
 import (
 	"bytes"
@@ -33,11 +31,11 @@ const (
 // Errors of envelopes and mailboxes.
 var (
 	// ErrBadEnvelope reports an envelope that does not decode or breaks a limit.
-	ErrBadEnvelope = errors.New("relay: bad envelope")
+	ErrBadEnvelope = errors.New("wire: bad envelope")
 	// ErrMailboxFull reports a mailbox at its cap; the sender is told.
-	ErrMailboxFull = errors.New("relay: mailbox full")
+	ErrMailboxFull = errors.New("wire: mailbox full")
 	// ErrExpired reports an envelope whose TTL has passed.
-	ErrExpired = errors.New("relay: envelope expired")
+	ErrExpired = errors.New("wire: envelope expired")
 )
 
 // EnvelopeID names an envelope: random, chosen by the sender, the key
@@ -77,8 +75,9 @@ type wireEnvelope struct {
 }
 
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode      cbor.EncMode
+	decMode      cbor.DecMode
+	frameDecMode cbor.DecMode
 )
 
 func init() {
@@ -94,6 +93,19 @@ func init() {
 		MaxNestedLevels:   4,
 		MaxArrayElements:  16,
 		MaxMapPairs:       16,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	frameDecMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   4,
+		MaxArrayElements:  MaxAckBatch,
+		MaxMapPairs:       16,
+		UTF8:              cbor.UTF8RejectInvalid,
 	}.DecMode()
 	if err != nil {
 		panic(err)
