@@ -28,6 +28,11 @@ const (
 	// txnSoftLimit is the size at which a group commit starts a new
 	// transaction, well below badger's limit for one transaction.
 	txnSoftLimit = 4 << 20
+	// maxQueuedOps bounds the writes waiting for the committer.
+	maxQueuedOps = 1024
+	// maxCachedDevices bounds the devices whose counters the committer
+	// keeps in memory; past it the cache starts again empty.
+	maxCachedDevices = 1 << 16
 	// envelopeWriteOverhead estimates the index entries and key bytes one
 	// stored envelope adds to a transaction.
 	envelopeWriteOverhead = 512
@@ -66,25 +71,65 @@ type PutResult struct {
 }
 
 // Mailboxes is the relay's pending store: an ordered mailbox per device,
-// deduplicated by envelope ID, capped, expiring without scanning. Writes
-// from concurrent callers are group-committed: those that arrive while a
-// commit runs share the next one, so durability costs one fsync per batch.
+// deduplicated by envelope ID, capped, expiring without scanning.
+//
+// Every write (puts, acks, expiry, handover deletes) goes through one
+// committer goroutine, so writes never conflict and the committer keeps
+// each device's count and last sequence number in memory. Writes that
+// arrive while a commit runs share the next one: durability costs one
+// fsync per batch, not per envelope.
 type Mailboxes struct {
-	view *store.Prefixed
-	cap  int
-	now  func() time.Time
+	view   *store.Prefixed
+	prefix []byte // view.Key(nil)
+	cap    int
+	now    func() time.Time
+	maxTTL time.Duration
 
-	reqs chan *putReq
+	ops  chan *op
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	// Owned by the committer goroutine.
+	devs  map[string]*devState
+	dirty []string // devices in devs whose counters changed since the last flush
+
+	watchMu  sync.Mutex
+	watchers map[string]map[chan struct{}]struct{}
 }
 
-type putReq struct {
+// devState is the committer's copy of a device's count and last sequence.
+type devState struct {
+	count, seq uint64
+	dirty      bool
+}
+
+type opKind uint8
+
+const (
+	opPut opKind = iota
+	opAck
+	opDeleteAt
+)
+
+// op is one write waiting for the committer.
+type op struct {
+	kind opKind
+	// opPut
 	envs []wire.Envelope
 	res  []PutResult
-	err  error
-	done chan struct{}
+	// opAck
+	dev []byte
+	ids []wire.EnvelopeID
+	// opDeleteAt
+	at []location
+	// results
+	deleted int
+	err     error
+	done    chan struct{}
 }
+
+// location is where an envelope is stored: its device, seq and expiry.
+type location struct{ dev, seq, exp []byte }
 
 // NewMailboxes opens the mailboxes in view. capacity is the cap per device
 // (0 means DefaultMailboxCap); now is the clock (nil means time.Now).
@@ -95,7 +140,11 @@ func NewMailboxes(view *store.Prefixed, capacity int, now func() time.Time) *Mai
 	if now == nil {
 		now = time.Now
 	}
-	m := &Mailboxes{view: view, cap: capacity, now: now, reqs: make(chan *putReq), stop: make(chan struct{})}
+	m := &Mailboxes{
+		view: view, prefix: view.Key(nil), cap: capacity, now: now, maxTTL: wire.MaxTTL,
+		ops: make(chan *op, maxQueuedOps), stop: make(chan struct{}),
+		devs: make(map[string]*devState), watchers: make(map[string]map[chan struct{}]struct{}),
+	}
 	m.wg.Add(1)
 	go m.commitLoop()
 	return m
@@ -107,77 +156,174 @@ func (m *Mailboxes) Close() {
 	m.wg.Wait()
 }
 
+// submit hands o to the committer and waits until it is committed.
+func (m *Mailboxes) submit(ctx context.Context, o *op) error {
+	o.done = make(chan struct{})
+	select {
+	case <-m.stop:
+		return ErrStopped
+	default:
+	}
+	select {
+	case m.ops <- o:
+	case <-m.stop:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-o.done: // a commit in progress is not abandoned half-way
+		return o.err
+	case <-m.stop:
+		// Close waits for the committer, which finishes o or drops it.
+		m.wg.Wait()
+		select {
+		case <-o.done:
+			return o.err
+		default:
+			return ErrStopped
+		}
+	}
+}
+
 // Put stores envelopes and returns once they are durably committed (with
 // the store's sync writes), with one result per envelope in order.
 func (m *Mailboxes) Put(ctx context.Context, envs []wire.Envelope) ([]PutResult, error) {
-	r := &putReq{envs: envs, res: make([]PutResult, len(envs)), done: make(chan struct{})}
-	select {
-	case m.reqs <- r:
-	case <-m.stop:
-		return nil, errors.New("relay: mailboxes closed")
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	o := &op{kind: opPut, envs: envs, res: make([]PutResult, len(envs))}
+	if err := m.submit(ctx, o); err != nil {
+		return nil, err
 	}
-	<-r.done // a commit in progress is not abandoned half-way
-	return r.res, r.err
+	return o.res, nil
+}
+
+// Ack deletes the envelopes ids from device's mailbox: the device has them.
+// IDs that are unknown, already deleted or addressed to another device are
+// ignored. It returns how many were deleted.
+func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []wire.EnvelopeID) (int, error) {
+	o := &op{kind: opAck, dev: device.Bytes(), ids: ids}
+	if err := m.submit(context.Background(), o); err != nil {
+		return 0, err
+	}
+	return o.deleted, nil
 }
 
 func (m *Mailboxes) commitLoop() {
 	defer m.wg.Done()
 	for {
-		var batch []*putReq
+		var batch []*op
 		select {
-		case r := <-m.reqs:
-			batch = append(batch, r)
+		case o := <-m.ops:
+			batch = append(batch, o)
 		case <-m.stop:
 			return
 		}
-		n := len(batch[0].envs)
+		n := len(batch[0].envs) + len(batch[0].ids) + len(batch[0].at)
 	drain:
 		for n < maxCommitBatch {
 			select {
-			case r := <-m.reqs:
-				batch = append(batch, r)
-				n += len(r.envs)
+			case o := <-m.ops:
+				batch = append(batch, o)
+				n += len(o.envs) + len(o.ids) + len(o.at)
 			default:
 				break drain
 			}
 		}
-		err := m.commit(batch)
-		for _, r := range batch {
-			if err != nil {
-				r.err = err
+		if err := m.commit(batch); err != nil {
+			// The batch may be partly committed: forget the cached
+			// counters and read them again from the store.
+			clear(m.devs)
+			m.dirty = m.dirty[:0]
+			for _, o := range batch {
+				o.err = err
 			}
-			close(r.done)
+		} else if len(m.devs) > maxCachedDevices {
+			clear(m.devs)
 		}
+		var woken map[string]bool
+		for _, o := range batch {
+			if o.kind == opPut && o.err == nil {
+				for i, r := range o.res {
+					if r.Err == nil && !r.Duplicate {
+						if woken == nil {
+							woken = make(map[string]bool)
+						}
+						woken[string(o.envs[i].To.Bytes())] = true
+					}
+				}
+			}
+			close(o.done)
+		}
+		m.wake(woken)
 	}
 }
 
-// commit writes a batch, in one transaction unless it outgrows
+// commit applies a batch, in one transaction unless it outgrows
 // txnSoftLimit. A failed batch may be partly committed; senders retry, and
 // envelope IDs make the retry idempotent.
-func (m *Mailboxes) commit(batch []*putReq) error {
+func (m *Mailboxes) commit(batch []*op) error {
 	now := m.now()
 	txn := m.view.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	pending := 0
-	for _, r := range batch {
-		for i, e := range r.envs {
-			size := len(e.Ciphertext) + envelopeWriteOverhead
-			if pending > 0 && pending+size > txnSoftLimit {
-				if err := txn.Commit(); err != nil {
-					return fmt.Errorf("relay: commit: %w", err)
-				}
-				txn = m.view.NewTransaction(true)
-				pending = 0
+	// room commits the transaction so far when size more bytes would
+	// outgrow it.
+	room := func(size int) error {
+		if pending > 0 && pending+size > txnSoftLimit {
+			if err := m.flushCounters(txn); err != nil {
+				return err
 			}
-			res, err := m.put(txn, e, now)
-			if err != nil {
-				return fmt.Errorf("relay: store envelope %s: %w", e.ID, err)
+			if err := txn.Commit(); err != nil {
+				return fmt.Errorf("relay: commit: %w", err)
 			}
-			r.res[i] = res
-			pending += size
+			txn = m.view.NewTransaction(true)
+			pending = 0
 		}
+		pending += size
+		return nil
+	}
+	for _, o := range batch {
+		switch o.kind {
+		case opPut:
+			for i, e := range o.envs {
+				if err := room(len(e.Ciphertext) + envelopeWriteOverhead); err != nil {
+					return err
+				}
+				res, err := m.put(txn, e, now)
+				if err != nil {
+					return fmt.Errorf("relay: store envelope %s: %w", e.ID, err)
+				}
+				o.res[i] = res
+			}
+		case opAck:
+			for _, id := range o.ids {
+				if err := room(envelopeWriteOverhead); err != nil {
+					return err
+				}
+				ok, err := m.ackOne(txn, o.dev, id)
+				if err != nil {
+					return fmt.Errorf("relay: ack %s: %w", id, err)
+				}
+				if ok {
+					o.deleted++
+				}
+			}
+		case opDeleteAt:
+			for _, l := range o.at {
+				if err := room(envelopeWriteOverhead); err != nil {
+					return err
+				}
+				ok, err := m.deleteAt(txn, l)
+				if err != nil {
+					return fmt.Errorf("relay: delete: %w", err)
+				}
+				if ok {
+					o.deleted++
+				}
+			}
+		}
+	}
+	if err := m.flushCounters(txn); err != nil {
+		return err
 	}
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("relay: commit: %w", err)
@@ -185,15 +331,59 @@ func (m *Mailboxes) commit(batch []*putReq) error {
 	return nil
 }
 
+// state returns the committer's counters of dev, reading them on first use.
+func (m *Mailboxes) state(txn *badger.Txn, dev []byte) (*devState, error) {
+	if s, ok := m.devs[string(dev)]; ok {
+		return s, nil
+	}
+	count, err := m.getUint(txn, m.key(pCount, dev))
+	if err != nil {
+		return nil, err
+	}
+	seq, err := m.getUint(txn, m.key(pSeq, dev))
+	if err != nil {
+		return nil, err
+	}
+	s := &devState{count: count, seq: seq}
+	m.devs[string(dev)] = s
+	return s, nil
+}
+
+// flushCounters writes the counters changed since the last flush.
+func (m *Mailboxes) flushCounters(txn *badger.Txn) error {
+	for _, dev := range m.dirty {
+		s := m.devs[dev]
+		var err error
+		if s.count == 0 {
+			err = txn.Delete(m.key(pCount, []byte(dev)))
+		} else {
+			err = txn.Set(m.key(pCount, []byte(dev)), u64(s.count))
+		}
+		if err == nil {
+			err = txn.Set(m.key(pSeq, []byte(dev)), u64(s.seq))
+		}
+		if err != nil {
+			return fmt.Errorf("relay: counters: %w", err)
+		}
+		s.dirty = false
+	}
+	m.dirty = m.dirty[:0]
+	return nil
+}
+
 func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutResult, error) {
 	if err := e.Check(); err != nil {
 		return PutResult{Err: err}, nil
+	}
+	if e.TTL > m.maxTTL {
+		return PutResult{Err: fmt.Errorf("%w: TTL %s above this relay's %s", wire.ErrBadEnvelope, e.TTL, m.maxTTL)}, nil
 	}
 	if !e.Expiry().After(now) {
 		return PutResult{Err: wire.ErrExpired}, nil
 	}
 	dev := e.To.Bytes()
-	if item, err := txn.Get(m.key(pID, e.ID[:])); err == nil {
+	idKey := m.key(pID, e.ID[:])
+	if item, err := txn.Get(idKey); err == nil {
 		var seq uint64
 		err := item.Value(func(v []byte) error {
 			if len(v) >= len(dev)+8 {
@@ -205,36 +395,78 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	} else if !errors.Is(err, badger.ErrKeyNotFound) {
 		return PutResult{}, err
 	}
-	count, err := m.getUint(txn, m.key(pCount, dev))
+	s, err := m.state(txn, dev)
 	if err != nil {
 		return PutResult{}, err
 	}
-	if count >= uint64(m.cap) {
+	if s.count >= uint64(m.cap) {
 		return PutResult{Err: wire.ErrMailboxFull}, nil
 	}
-	seq, err := m.getUint(txn, m.key(pSeq, dev))
-	if err != nil {
-		return PutResult{}, err
-	}
-	seq++
 	enc, err := e.Encode()
 	if err != nil {
 		return PutResult{Err: err}, nil
 	}
-	exp := uint64(e.Expiry().UnixMilli())
-	writes := []struct{ k, v []byte }{
-		{m.key(pMail, dev, u64(seq)), enc},
-		{m.key(pID, e.ID[:]), cat(dev, u64(seq), u64(exp))},
-		{m.key(pExpiry, u64(exp), dev, u64(seq)), nil},
-		{m.key(pCount, dev), u64(count + 1)},
-		{m.key(pSeq, dev), u64(seq)},
+	seq := s.seq + 1
+	var seqB, expB [8]byte
+	binary.BigEndian.PutUint64(seqB[:], seq)
+	binary.BigEndian.PutUint64(expB[:], uint64(e.Expiry().UnixMilli()))
+	if err := txn.Set(m.key(pMail, dev, seqB[:]), enc); err != nil {
+		return PutResult{}, err
 	}
-	for _, w := range writes {
-		if err := txn.Set(w.k, w.v); err != nil {
-			return PutResult{}, err
-		}
+	if err := txn.Set(idKey, cat(dev, seqB[:], expB[:])); err != nil {
+		return PutResult{}, err
 	}
+	if err := txn.Set(m.key(pExpiry, expB[:], dev, seqB[:]), nil); err != nil {
+		return PutResult{}, err
+	}
+	s.seq, s.count = seq, s.count+1
+	m.markDirty(dev, s)
 	return PutResult{Seq: seq}, nil
+}
+
+// ackOne deletes envelope id if it is in dev's mailbox.
+func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, id wire.EnvelopeID) (bool, error) {
+	item, err := txn.Get(m.key(pID, id[:]))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return false, err
+	}
+	if len(v) != len(dev)+16 || string(v[:len(dev)]) != string(dev) {
+		return false, nil
+	}
+	return true, m.delete(txn, dev, id[:], v[len(dev):len(dev)+8], v[len(dev)+8:])
+}
+
+// deleteAt deletes the envelope at l if it is still there.
+func (m *Mailboxes) deleteAt(txn *badger.Txn, l location) (bool, error) {
+	item, err := txn.Get(m.key(pMail, l.dev, l.seq))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var id wire.EnvelopeID
+	var exp [8]byte
+	err = item.Value(func(v []byte) error {
+		e, err := wire.DecodeEnvelope(v)
+		if err != nil {
+			return err
+		}
+		id = e.ID
+		binary.BigEndian.PutUint64(exp[:], uint64(e.Expiry().UnixMilli()))
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return true, m.delete(txn, l.dev, id[:], l.seq, exp[:])
 }
 
 // List returns up to limit envelopes of device with Seq > after, oldest
@@ -281,38 +513,6 @@ func (m *Mailboxes) Count(device e2ee.DeviceID) (int, error) {
 	return int(n), err
 }
 
-// Ack deletes the envelopes ids from device's mailbox: the device has them.
-// IDs that are unknown, already deleted or addressed to another device are
-// ignored. It returns how many were deleted.
-func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []wire.EnvelopeID) (int, error) {
-	dev := device.Bytes()
-	deleted := 0
-	err := m.view.Update(func(txn *badger.Txn) error {
-		for _, id := range ids {
-			item, err := txn.Get(m.key(pID, id[:]))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			v, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			if len(v) != len(dev)+16 || string(v[:len(dev)]) != string(dev) {
-				continue
-			}
-			if err := m.delete(txn, dev, id[:], v[len(dev):len(dev)+8], v[len(dev)+8:]); err != nil {
-				return err
-			}
-			deleted++
-		}
-		return nil
-	})
-	return deleted, err
-}
-
 // Expire deletes every envelope whose expiry is not after now, walking the
 // expiry index only up to now. It returns how many were deleted.
 func (m *Mailboxes) Expire(now time.Time) (int, error) {
@@ -327,8 +527,7 @@ func (m *Mailboxes) Expire(now time.Time) (int, error) {
 }
 
 func (m *Mailboxes) expireSome(now time.Time) (int, error) {
-	type victim struct{ dev, seq, exp []byte }
-	var vs []victim
+	var at []location
 	prefix := m.key(pExpiry)
 	limit := uint64(now.UnixMilli())
 	err := m.view.View(func(txn *badger.Txn) error {
@@ -337,59 +536,111 @@ func (m *Mailboxes) expireSome(now time.Time) (int, error) {
 		opts.PrefetchValues = false
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(vs) < expireBatch; it.Next() {
+		for it.Rewind(); it.Valid() && len(at) < expireBatch; it.Next() {
 			k := it.Item().KeyCopy(nil)[len(prefix):]
 			if len(k) < 16 || binary.BigEndian.Uint64(k[:8]) > limit {
 				break
 			}
-			vs = append(vs, victim{exp: k[:8], dev: k[8 : len(k)-8], seq: k[len(k)-8:]})
+			at = append(at, location{exp: k[:8], dev: k[8 : len(k)-8], seq: k[len(k)-8:]})
 		}
 		return nil
 	})
-	if err != nil || len(vs) == 0 {
+	if err != nil || len(at) == 0 {
 		return 0, err
 	}
-	err = m.view.Update(func(txn *badger.Txn) error {
-		for _, v := range vs {
-			item, err := txn.Get(m.key(pMail, v.dev, v.seq))
-			if err != nil {
-				return err
-			}
-			enc, err := item.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			e, err := wire.DecodeEnvelope(enc)
-			if err != nil {
-				return err
-			}
-			if err := m.delete(txn, v.dev, e.ID[:], v.seq, v.exp); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	o := &op{kind: opDeleteAt, at: at}
+	if err := m.submit(context.Background(), o); err != nil {
 		return 0, fmt.Errorf("relay: expire: %w", err)
 	}
-	return len(vs), nil
+	// Entries the committer found gone (acked meanwhile) still leave the
+	// index, so the next round moves on.
+	return len(at), nil
 }
 
-// delete removes one envelope and its index entries, and decrements the count.
+// delete removes one envelope and its index entries, and decrements the
+// device's count. It runs in the committer.
 func (m *Mailboxes) delete(txn *badger.Txn, dev, id, seq, exp []byte) error {
 	for _, k := range [][]byte{m.key(pMail, dev, seq), m.key(pID, id), m.key(pExpiry, exp, dev, seq)} {
 		if err := txn.Delete(k); err != nil {
 			return err
 		}
 	}
-	count, err := m.getUint(txn, m.key(pCount, dev))
+	s, err := m.state(txn, dev)
 	if err != nil {
 		return err
 	}
-	if count <= 1 {
-		return txn.Delete(m.key(pCount, dev))
+	if s.count > 0 {
+		s.count--
 	}
-	return txn.Set(m.key(pCount, dev), u64(count-1))
+	m.markDirty(dev, s)
+	return nil
+}
+
+func (m *Mailboxes) markDirty(dev []byte, s *devState) {
+	if !s.dirty {
+		s.dirty = true
+		m.dirty = append(m.dirty, string(dev))
+	}
+}
+
+// Devices calls fn with every device whose mailbox holds envelopes and
+// its count, in device order, until fn returns false.
+func (m *Mailboxes) Devices(fn func(device e2ee.DeviceID, count int) bool) error {
+	stop := errors.New("stop")
+	err := m.view.Iterate([]byte(pCount), false, func(k, v []byte) error {
+		dev, err := e2ee.DeviceIDFromBytes(k[len(pCount):])
+		if err != nil || len(v) != 8 {
+			return fmt.Errorf("relay: corrupt count entry %x", k)
+		}
+		if !fn(dev, int(binary.BigEndian.Uint64(v))) {
+			return stop
+		}
+		return nil
+	})
+	if errors.Is(err, stop) {
+		return nil
+	}
+	return err
+}
+
+// watch returns a channel that receives a value after envelopes are
+// stored in device's mailbox, and the function that stops the watch.
+func (m *Mailboxes) watch(device e2ee.DeviceID) (<-chan struct{}, func()) {
+	key := string(device.Bytes())
+	ch := make(chan struct{}, 1)
+	m.watchMu.Lock()
+	if m.watchers[key] == nil {
+		m.watchers[key] = make(map[chan struct{}]struct{})
+	}
+	m.watchers[key][ch] = struct{}{}
+	m.watchMu.Unlock()
+	return ch, func() {
+		m.watchMu.Lock()
+		delete(m.watchers[key], ch)
+		if len(m.watchers[key]) == 0 {
+			delete(m.watchers, key)
+		}
+		m.watchMu.Unlock()
+	}
+}
+
+func (m *Mailboxes) wake(devs map[string]bool) {
+	if len(devs) == 0 {
+		return
+	}
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	if len(m.watchers) == 0 {
+		return
+	}
+	for d := range devs {
+		for ch := range m.watchers[d] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 func (m *Mailboxes) getUint(txn *badger.Txn, k []byte) (uint64, error) {
@@ -412,13 +663,26 @@ func (m *Mailboxes) getUint(txn *badger.Txn, k []byte) (uint64, error) {
 }
 
 func (m *Mailboxes) key(prefix string, parts ...[]byte) []byte {
-	return m.view.Key(cat(append([][]byte{[]byte(prefix)}, parts...)...))
+	n := len(m.prefix) + len(prefix)
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 0, n)
+	k = append(append(k, m.prefix...), prefix...)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
 }
 
 func u64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
 func cat(parts ...[]byte) []byte {
-	var out []byte
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n)
 	for _, p := range parts {
 		out = append(out, p...)
 	}
