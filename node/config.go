@@ -12,6 +12,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
+	"github.com/volo-chat/volo/relay"
 )
 
 // Config is everything a node is built from. configs/*.toml decode straight
@@ -29,6 +30,8 @@ type Config struct {
 	Store StoreConfig `toml:"store"`
 	// Registry is the key registry: registration, OAuth providers, chains.
 	Registry keyregistry.Config `toml:"registry"`
+	// Relay is the relay: mailboxes on the closest nodes, placement, expiry.
+	Relay relay.Config `toml:"relay"`
 }
 
 // LogConfig is the [log] section.
@@ -55,6 +58,7 @@ func DefaultConfig() Config {
 		P2P:      p2p.DefaultConfig(),
 		Store:    StoreConfig{SyncWrites: true},
 		Registry: keyregistry.DefaultConfig(),
+		Relay:    relay.DefaultConfig(),
 	}
 }
 
@@ -112,7 +116,10 @@ func (c Config) Validate() error {
 	if err := c.P2P.Validate(); err != nil {
 		return err
 	}
-	return c.Registry.Validate()
+	if err := c.Registry.Validate(); err != nil {
+		return err
+	}
+	return c.Relay.Validate()
 }
 
 // ParseLogLevel parses debug, info, warn or error.

@@ -21,6 +21,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
+	"github.com/volo-chat/volo/relay"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -42,6 +43,7 @@ const (
 	prefixNode     = "node/"
 	prefixDHT      = "dht/"
 	prefixRegistry = "registry/"
+	prefixRelay    = "relay/"
 )
 
 // keyRunning is present in the store while the node runs: finding it at
@@ -64,6 +66,7 @@ type Node struct {
 	host     *p2p.Host
 	api      *api.Server
 	keys     *keyregistry.Service
+	relay    *relay.Service
 	registry *prometheus.Registry
 
 	// services in start order.
@@ -128,8 +131,8 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 }
 
 // build constructs the services in start order: the libp2p host (with the
-// DHT and gossipsub), the key registry, then the API server that clients
-// reach them through.
+// DHT and gossipsub), the key registry, the relay, then the API server that
+// clients reach them through.
 func (n *Node) build(key crypto.PrivKey) error {
 	host, err := p2p.New(n.cfg.P2P, key,
 		p2p.WithDatastore(n.db.Prefix(prefixDHT).Datastore()),
@@ -160,6 +163,15 @@ func (n *Node) build(key crypto.PrivKey) error {
 	}
 	n.keys = keys
 	n.services = append(n.services, namedService{"registry", keys})
+
+	rel, err := relay.NewService(n.cfg.Relay, host, n.db.Prefix(prefixRelay),
+		n.log.With("service", "relay"), n.registry)
+	if err != nil {
+		host.Stop()
+		return err
+	}
+	n.relay = rel
+	n.services = append(n.services, namedService{"relay", rel})
 
 	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"), api.WithRegistry(keys))
 	if err != nil {
@@ -288,6 +300,9 @@ func (n *Node) PublicURL() string {
 
 // KeyRegistry returns the node's key registry.
 func (n *Node) KeyRegistry() *keyregistry.Service { return n.keys }
+
+// Relay returns the node's relay service.
+func (n *Node) Relay() *relay.Service { return n.relay }
 
 // Registry is the node's Prometheus registry, served at /metrics.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }

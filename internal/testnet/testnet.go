@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,11 @@ const settleTimeout = 2 * time.Minute
 // Network is a set of running nodes; node 0 is the bootstrap peer of the others.
 type Network struct {
 	t     testing.TB
+	s     settings
 	Nodes []*node.Node
+	// Configs are the configurations the nodes were last built from.
+	Configs []node.Config
+	crashed map[int]bool
 }
 
 // Option changes how New builds the network.
@@ -66,52 +71,135 @@ func New(t testing.TB, n int, opts ...Option) *Network {
 	for _, o := range opts {
 		o(&s)
 	}
-	nw := &Network{t: t}
-	for i := range n {
-		cfg := Config(t.TempDir())
-		if i > 0 {
-			for _, a := range nw.Nodes[0].Host().FullAddrs() {
-				cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
-			}
+	nw := &Network{t: t, s: s, crashed: make(map[int]bool)}
+	for range n {
+		nw.start(-1, Config(t.TempDir()), true)
+	}
+	nw.settle(settleTimeout)
+	return nw
+}
+
+// start builds and starts a node from cfg (bootstrapped from node 0 when
+// boot is set and it is not node 0): as node i, or as a new node when i is
+// -1. It returns the node's index.
+func (nw *Network) start(i int, cfg node.Config, boot bool) int {
+	t := nw.t
+	t.Helper()
+	idx := i
+	if idx < 0 {
+		idx = len(nw.Nodes)
+	}
+	if boot && idx > 0 {
+		for _, a := range nw.Nodes[0].Host().FullAddrs() {
+			cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
 		}
-		if s.configure != nil {
-			s.configure(i, &cfg)
-		}
-		log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: s.logLevel})).With("node", i)
-		nd, err := node.New(cfg, log)
-		if err != nil {
-			t.Fatalf("testnet: node %d: %v", i, err)
-		}
-		if s.beforeStart != nil {
-			s.beforeStart(i, nd)
-		}
-		if err := nd.Start(t.Context()); err != nil {
-			nd.Stop()
-			t.Fatalf("testnet: start node %d: %v", i, err)
-		}
+	}
+	if nw.s.configure != nil && i < 0 {
+		nw.s.configure(idx, &cfg)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: nw.s.logLevel})).With("node", idx)
+	nd, err := node.New(cfg, log)
+	if err != nil {
+		t.Fatalf("testnet: node %d: %v", idx, err)
+	}
+	if nw.s.beforeStart != nil {
+		nw.s.beforeStart(idx, nd)
+	}
+	if err := nd.Start(t.Context()); err != nil {
+		nd.Stop()
+		t.Fatalf("testnet: start node %d: %v", idx, err)
+	}
+	if i < 0 {
 		nw.Nodes = append(nw.Nodes, nd)
+		nw.Configs = append(nw.Configs, cfg)
 		// Registered after the node's TempDir, so it runs before the
 		// directory is removed; cleanups run in reverse, so nodes stop in
 		// reverse start order.
-		t.Cleanup(func() { nw.Stop(i) })
+		t.Cleanup(func() { nw.Stop(idx) })
+	} else {
+		nw.Nodes[i], nw.Configs[i] = nd, cfg
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
+	return idx
+}
+
+// settle waits until every running node's routing table holds every other
+// running node (up to the DHT bucket size).
+func (nw *Network) settle(timeout time.Duration) {
+	nw.t.Helper()
+	ctx, cancel := context.WithTimeout(nw.t.Context(), timeout)
 	defer cancel()
-	want := min(n-1, bucketSize)
+	want := min(len(nw.Nodes)-1-len(nw.crashed), bucketSize)
 	for i, nd := range nw.Nodes {
+		if nw.crashed[i] {
+			continue
+		}
 		if err := nd.WaitRoutingTable(ctx, want); err != nil {
-			t.Fatalf("testnet: node %d: %v", i, err)
+			nw.t.Fatalf("testnet: node %d: %v", i, err)
 		}
 	}
-	return nw
+}
+
+// Add starts one more node, bootstrapped from node 0, waits until the
+// routing tables hold it, and returns its index.
+func (nw *Network) Add() int {
+	nw.t.Helper()
+	i := nw.start(-1, Config(nw.t.TempDir()), true)
+	nw.settle(settleTimeout)
+	return i
+}
+
+// Restart stops node i gracefully (if it runs) and starts it again on the
+// same data directory, libp2p and API ports, bootstrapped from every other
+// running node.
+func (nw *Network) Restart(i int) {
+	nw.t.Helper()
+	old := nw.Nodes[i]
+	cfg := nw.Configs[i]
+	cfg.P2P.Listen = nil
+	for _, a := range old.Host().Libp2p().Network().ListenAddresses() {
+		cfg.P2P.Listen = append(cfg.P2P.Listen, a.String())
+	}
+	cfg.API.Listen = strings.TrimPrefix(old.APIURL(), "http://")
+	nw.Stop(i)
+	cfg.P2P.Bootstrap = nil
+	for j, nd := range nw.Nodes {
+		if j == i || nw.crashed[j] {
+			continue
+		}
+		for _, a := range nd.Host().FullAddrs() {
+			cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
+		}
+	}
+	nw.start(i, cfg, false)
+}
+
+// Settle waits until the routing tables of the running nodes are full
+// again, after restarts or crashes.
+func (nw *Network) Settle() { nw.t.Helper(); nw.settle(settleTimeout) }
+
+// HardStop crashes node i as the network sees it: its libp2p host closes
+// at once, with no service stopped, nothing flushed and its database left
+// open (it is released when the test ends). Other nodes see its
+// connections drop, as after kill -9.
+func (nw *Network) HardStop(i int) {
+	nw.t.Helper()
+	nw.crashed[i] = true
+	if err := nw.Nodes[i].Host().Libp2p().Close(); err != nil {
+		nw.t.Fatalf("testnet: hard stop node %d: %v", i, err)
+	}
 }
 
 // bucketSize is the DHT's k: a routing table is "full" for a small network
 // once it holds this many peers.
 const bucketSize = 20
 
-// Stop stops node i gracefully. Stopping a stopped node does nothing.
+// Stop stops node i gracefully. Stopping a stopped node does nothing; a
+// node that was hard-stopped is released without checking errors.
 func (nw *Network) Stop(i int) {
+	if nw.crashed[i] {
+		nw.Nodes[i].Stop()
+		return
+	}
 	if err := nw.Nodes[i].Stop(); err != nil {
 		nw.t.Errorf("testnet: stop node %d: %v", i, err)
 	}

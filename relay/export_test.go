@@ -1,0 +1,16 @@
+package relay
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// AckOnRelay sends an ack straight to relay p, skipping this node's own
+// check of the signature: what a forging node would do.
+func (s *Service) AckOnRelay(ctx context.Context, p peer.ID, dev e2ee.DevicePublic, ids []EnvelopeID, sig []byte) (int, error) {
+	r, err := s.roundTrip(ctx, p, ackFrame(dev, ids, sig), msgAckResult)
+	return int(r.Deleted), err
+}

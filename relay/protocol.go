@@ -1,0 +1,405 @@
+package relay
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
+)
+
+// ProtocolID is the node-to-node relay protocol: one request per stream
+// (store, handover, ack), or a subscription that stays open while the relay
+// pushes a device's envelopes.
+const ProtocolID = "/volo/relay/1.0.0"
+
+// Role is the role a relay node advertises (p2p.Host.Handle).
+const Role = "relay"
+
+// Limits and deadlines of the relay protocol.
+const (
+	// MaxFrameSize bounds one frame (after its uvarint length prefix).
+	MaxFrameSize = 4 << 20
+	// MaxBatch bounds the envelopes of one store, handover or push frame.
+	MaxBatch = 256
+	// batchBytes is the size at which a sender starts a new frame; one
+	// envelope of wire.MaxEnvelopeSize always fits.
+	batchBytes = MaxFrameSize - 64<<10
+	// MaxAckIDs bounds the envelope IDs of one ack.
+	MaxAckIDs = wire.MaxAckBatch
+	// RequestTimeout bounds a store, handover or ack exchange, dial included.
+	RequestTimeout = 20 * time.Second
+	// PushTimeout bounds writing one push frame to a subscriber.
+	PushTimeout = 30 * time.Second
+	// SubscribeOpenTimeout bounds opening a subscription stream.
+	SubscribeOpenTimeout = 10 * time.Second
+)
+
+// Frame types. Requests go from the asking node to the relay; replies back.
+const (
+	msgStore       uint8 = 1 // request: Envelopes
+	msgSubscribe   uint8 = 2 // request: Device
+	msgAck         uint8 = 3 // request: DevicePublic, IDs, Sig
+	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device)
+	msgStoreResult uint8 = 5 // reply to store and handover: Results, one per envelope
+	msgPush        uint8 = 6 // reply to subscribe, repeated: Envelopes
+	msgAckResult   uint8 = 7 // reply to ack: Deleted
+	msgError       uint8 = 8 // reply to anything: Code, Message
+)
+
+// Result and error codes on the wire.
+const (
+	codeOK          = ""
+	codeMailboxFull = "mailbox_full"
+	codeExpired     = "expired"
+	codeBadEnvelope = "bad_envelope"
+	codeInternal    = "internal"
+	codeBadRequest  = "bad_request"
+	codeBadAck      = "bad_ack"
+)
+
+// Errors callers of the relay branch on.
+var (
+	// ErrNoQuorum reports an envelope that fewer than the write quorum of
+	// its relays stored.
+	ErrNoQuorum = errors.New("relay: write quorum not reached")
+	// ErrBadAck reports an ack whose signature or device does not verify.
+	ErrBadAck = errors.New("relay: bad ack")
+	// ErrBadFrame reports a relay protocol frame that does not decode or
+	// breaks a limit.
+	ErrBadFrame = errors.New("relay: bad frame")
+	// ErrRemote reports an error frame from a relay.
+	ErrRemote = errors.New("relay: relay refused")
+	// ErrNoRelays reports that no relay node was found for a mailbox.
+	ErrNoRelays = errors.New("relay: no relay nodes")
+	// ErrStopped reports a call on a stopped service.
+	ErrStopped = errors.New("relay: service stopped")
+)
+
+// frame is the CBOR form of every relay message: a map whose keys are the
+// field numbers below, each present only in the types that use it.
+type frame struct {
+	Type         uint8    `cbor:"1,keyasint"`
+	Device       []byte   `cbor:"2,keyasint,omitempty"`
+	Envelopes    [][]byte `cbor:"3,keyasint,omitempty"`
+	DevicePublic []byte   `cbor:"4,keyasint,omitempty"`
+	IDs          [][]byte `cbor:"5,keyasint,omitempty"`
+	Sig          []byte   `cbor:"6,keyasint,omitempty"`
+	Results      []string `cbor:"7,keyasint,omitempty"`
+	Deleted      uint64   `cbor:"8,keyasint,omitempty"`
+	Code         string   `cbor:"9,keyasint,omitempty"`
+	Message      string   `cbor:"10,keyasint,omitempty"`
+}
+
+// request is a decoded, checked request.
+type request struct {
+	Type      uint8
+	Device    e2ee.DeviceID     // subscribe, handover, ack
+	Envelopes []wire.Envelope   // store, handover
+	Public    e2ee.DevicePublic // ack
+	IDs       []wire.EnvelopeID // ack
+	Sig       []byte            // ack
+}
+
+// reply is a decoded, checked reply.
+type reply struct {
+	Type      uint8
+	Results   []string
+	Envelopes []wire.Envelope
+	Deleted   uint64
+	Code      string
+	Message   string
+}
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   4,
+		MaxArrayElements:  max(MaxAckIDs, MaxBatch),
+		MaxMapPairs:       16,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+func badFrame(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadFrame, fmt.Sprintf(format, a...))
+}
+
+// encodeFrame returns the CBOR of f.
+func encodeFrame(f frame) ([]byte, error) {
+	b, err := encMode.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFrameSize {
+		return nil, badFrame("frame of %d bytes, limit %d", len(b), MaxFrameSize)
+	}
+	return b, nil
+}
+
+func storeFrame(typ uint8, device e2ee.DeviceID, envs []wire.Envelope) (frame, error) {
+	f := frame{Type: typ, Envelopes: make([][]byte, len(envs))}
+	if typ == msgHandover {
+		f.Device = device.Bytes()
+	}
+	for i, e := range envs {
+		b, err := e.Encode()
+		if err != nil {
+			return frame{}, err
+		}
+		f.Envelopes[i] = b
+	}
+	return f, nil
+}
+
+func ackFrame(dev e2ee.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {
+	raw := make([][]byte, len(ids))
+	for i := range ids {
+		raw[i] = ids[i][:]
+	}
+	return frame{Type: msgAck, DevicePublic: dev.Encode(), IDs: raw, Sig: sig}
+}
+
+func decodeEnvelopes(raw [][]byte) ([]wire.Envelope, error) {
+	if len(raw) == 0 || len(raw) > MaxBatch {
+		return nil, badFrame("%d envelopes, want 1 to %d", len(raw), MaxBatch)
+	}
+	out := make([]wire.Envelope, len(raw))
+	for i, b := range raw {
+		e, err := wire.DecodeEnvelope(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: envelope %d: %w", ErrBadFrame, i, err)
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// decodeRequest decodes a request frame and checks everything that can be
+// checked without the store: the fields of its type, every envelope, the
+// device of a handover, the ack's device key and signature.
+func decodeRequest(b []byte) (request, error) {
+	if len(b) > MaxFrameSize {
+		return request{}, badFrame("frame of %d bytes, limit %d", len(b), MaxFrameSize)
+	}
+	var f frame
+	if err := decMode.Unmarshal(b, &f); err != nil {
+		return request{}, badFrame("%v", err)
+	}
+	r := request{Type: f.Type}
+	extra := len(f.Results) > 0 || f.Deleted != 0 || f.Code != "" || f.Message != ""
+	switch f.Type {
+	case msgStore:
+		if extra || f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+			return request{}, badFrame("store: unexpected fields")
+		}
+		envs, err := decodeEnvelopes(f.Envelopes)
+		if err != nil {
+			return request{}, err
+		}
+		r.Envelopes = envs
+	case msgHandover:
+		if extra || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+			return request{}, badFrame("handover: unexpected fields")
+		}
+		dev, err := e2ee.DeviceIDFromBytes(f.Device)
+		if err != nil {
+			return request{}, badFrame("handover: %v", err)
+		}
+		envs, err := decodeEnvelopes(f.Envelopes)
+		if err != nil {
+			return request{}, err
+		}
+		for i, e := range envs {
+			if !e.To.Equal(dev) {
+				return request{}, badFrame("handover: envelope %d is for another device", i)
+			}
+		}
+		r.Device, r.Envelopes = dev, envs
+	case msgSubscribe:
+		if extra || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+			return request{}, badFrame("subscribe: unexpected fields")
+		}
+		dev, err := e2ee.DeviceIDFromBytes(f.Device)
+		if err != nil {
+			return request{}, badFrame("subscribe: %v", err)
+		}
+		r.Device = dev
+	case msgAck:
+		if extra || f.Envelopes != nil || f.Device != nil {
+			return request{}, badFrame("ack: unexpected fields")
+		}
+		pub, err := e2ee.DecodeDevicePublic(f.DevicePublic)
+		if err != nil {
+			return request{}, badFrame("ack: device: %v", err)
+		}
+		if len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
+			return request{}, badFrame("ack: %d IDs, want 1 to %d", len(f.IDs), MaxAckIDs)
+		}
+		for _, id := range f.IDs {
+			if len(id) != wire.EnvelopeIDSize {
+				return request{}, badFrame("ack: envelope ID of %d bytes", len(id))
+			}
+		}
+		r.Public, r.Device, r.IDs, r.Sig = pub, pub.ID(), wire.IDsOf(f.IDs), f.Sig
+		if err := verifyAck(r.Public, r.IDs, r.Sig); err != nil {
+			return request{}, err
+		}
+	default:
+		return request{}, badFrame("unknown request type %d", f.Type)
+	}
+	return r, nil
+}
+
+// verifyAck checks the device's signature over wire.AckMessage.
+func verifyAck(dev e2ee.DevicePublic, ids []wire.EnvelopeID, sig []byte) error {
+	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), ids), sig); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadAck, err)
+	}
+	return nil
+}
+
+// decodeReply decodes a reply frame and checks the fields of its type and
+// every pushed envelope.
+func decodeReply(b []byte) (reply, error) {
+	if len(b) > MaxFrameSize {
+		return reply{}, badFrame("frame of %d bytes, limit %d", len(b), MaxFrameSize)
+	}
+	var f frame
+	if err := decMode.Unmarshal(b, &f); err != nil {
+		return reply{}, badFrame("%v", err)
+	}
+	if f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		return reply{}, badFrame("reply with request fields")
+	}
+	r := reply{Type: f.Type}
+	switch f.Type {
+	case msgStoreResult:
+		if f.Envelopes != nil || f.Deleted != 0 || f.Code != "" || f.Message != "" {
+			return reply{}, badFrame("store result: unexpected fields")
+		}
+		if len(f.Results) == 0 || len(f.Results) > MaxBatch {
+			return reply{}, badFrame("store result: %d results", len(f.Results))
+		}
+		for _, c := range f.Results {
+			switch c {
+			case codeOK, codeMailboxFull, codeExpired, codeBadEnvelope, codeInternal:
+			default:
+				return reply{}, badFrame("store result: unknown code %q", c)
+			}
+		}
+		r.Results = f.Results
+	case msgPush:
+		if f.Results != nil || f.Deleted != 0 || f.Code != "" || f.Message != "" {
+			return reply{}, badFrame("push: unexpected fields")
+		}
+		envs, err := decodeEnvelopes(f.Envelopes)
+		if err != nil {
+			return reply{}, err
+		}
+		r.Envelopes = envs
+	case msgAckResult:
+		if f.Results != nil || f.Envelopes != nil || f.Code != "" || f.Message != "" {
+			return reply{}, badFrame("ack result: unexpected fields")
+		}
+		if f.Deleted > MaxAckIDs {
+			return reply{}, badFrame("ack result: %d deleted", f.Deleted)
+		}
+		r.Deleted = f.Deleted
+	case msgError:
+		if f.Results != nil || f.Envelopes != nil || f.Deleted != 0 || f.Code == "" {
+			return reply{}, badFrame("error: needs a code and nothing else")
+		}
+		if len(f.Message) > maxErrorMessage {
+			return reply{}, badFrame("error: message of %d bytes", len(f.Message))
+		}
+		r.Code, r.Message = f.Code, f.Message
+	default:
+		return reply{}, badFrame("unknown reply type %d", f.Type)
+	}
+	return r, nil
+}
+
+// maxErrorMessage bounds the message of an error frame.
+const maxErrorMessage = 1024
+
+// writeFrame writes f with its uvarint length prefix.
+func writeFrame(w io.Writer, f frame) error {
+	b, err := encodeFrame(f)
+	if err != nil {
+		return err
+	}
+	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen32), uint64(len(b)))
+	_, err = w.Write(append(buf, b...))
+	return err
+}
+
+// readFrame reads one length-prefixed frame of at most MaxFrameSize bytes.
+func readFrame(r *bufio.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, badFrame("length: %v", err)
+	}
+	if n == 0 || n > MaxFrameSize {
+		return nil, badFrame("frame of %d bytes, limit %d", n, MaxFrameSize)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("relay: read frame: %w", err)
+	}
+	return b, nil
+}
+
+// codeOf maps a per-envelope store error to its wire code.
+func codeOf(err error) string {
+	switch {
+	case err == nil:
+		return codeOK
+	case errors.Is(err, wire.ErrMailboxFull):
+		return codeMailboxFull
+	case errors.Is(err, wire.ErrExpired):
+		return codeExpired
+	case errors.Is(err, wire.ErrBadEnvelope):
+		return codeBadEnvelope
+	}
+	return codeInternal
+}
+
+// errOf maps a wire code back to the error callers branch on.
+func errOf(code string) error {
+	switch code {
+	case codeOK:
+		return nil
+	case codeMailboxFull:
+		return wire.ErrMailboxFull
+	case codeExpired:
+		return wire.ErrExpired
+	case codeBadEnvelope:
+		return wire.ErrBadEnvelope
+	}
+	return fmt.Errorf("%w: %s", ErrRemote, code)
+}
