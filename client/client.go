@@ -71,7 +71,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Client is one device: its home and the node it talks to.
+// Client is one device: its home and the node it talks to. Run one
+// operation at a time per home: the home's files are replaced atomically,
+// but two operations at once may save each other's older chain.
 type Client struct {
 	home *Home
 	api  *API
@@ -387,8 +389,22 @@ func (c *Client) ownChain(ctx context.Context, passphrase []byte) (e2ee.DeviceKe
 }
 
 // Revoke removes another device of this user from the chain, signed by this
-// device. It returns the new chain's version.
+// device. If the node's chain moved on meanwhile (stale_chain), it fetches
+// the chain again and re-signs, up to MaxStaleRetries times. It returns the
+// new chain's version.
 func (c *Client) Revoke(ctx context.Context, target e2ee.DeviceID, passphrase []byte) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		v, err := c.revokeOnce(ctx, target, passphrase)
+		if err == nil || !IsCode(err, CodeStaleChain) || attempt == MaxStaleRetries {
+			return v, err
+		}
+	}
+}
+
+// MaxStaleRetries bounds how often Revoke re-signs after a stale_chain answer.
+const MaxStaleRetries = 3
+
+func (c *Client) revokeOnce(ctx context.Context, target e2ee.DeviceID, passphrase []byte) (uint64, error) {
 	keys, st, set, err := c.ownChain(ctx, passphrase)
 	if err != nil {
 		return 0, err
