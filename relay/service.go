@@ -135,19 +135,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
-		s.every(s.cfg.ExpireInterval.Std(), func() {
-			n, err := s.box.Expire(s.now())
-			s.met.expired.Add(float64(n))
-			if err != nil {
-				s.log.Warn("expire envelopes", "err", err)
-			} else if n > 0 {
-				s.log.Debug("expired envelopes", "count", n)
-			}
-		})
+		every(s.ctx, s.cfg.ExpireInterval.Std(), s.expire)
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.every(s.cfg.RebalanceInterval.Std(), func() {
+		every(s.ctx, s.cfg.RebalanceInterval.Std(), func() {
 			if err := s.Rebalance(s.ctx); err != nil && s.ctx.Err() == nil {
 				s.log.Warn("rebalance mailboxes", "err", err)
 			}
@@ -157,13 +149,24 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// every runs fn every interval until the service stops.
-func (s *Service) every(interval time.Duration, fn func()) {
+// expire deletes the envelopes whose TTL has passed.
+func (s *Service) expire() {
+	n, err := s.box.Expire(s.now())
+	s.met.expired.Add(float64(n))
+	if err != nil {
+		s.log.Warn("expire envelopes", "err", err)
+	} else if n > 0 {
+		s.log.Debug("expired envelopes", "count", n)
+	}
+}
+
+// every runs fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			fn()
