@@ -617,7 +617,9 @@ func (s *Service) followRemote(ctx context.Context, p peer.ID, device e2ee.Devic
 		st.Reset()
 		return err
 	}
-	st.CloseWrite()
+	// The write side stays open: the relay takes its end (EOF or reset)
+	// as the subscriber leaving.
+	st.SetWriteDeadline(time.Time{})
 	br := bufio.NewReader(st)
 	for {
 		b, err := readFrame(br)
@@ -754,6 +756,8 @@ func (s *Service) handle(st network.Stream) {
 	}
 	defer s.wg.Done()
 	defer st.Close()
+	// Stop does not wait for slow peers: their streams are reset.
+	defer context.AfterFunc(s.ctx, func() { st.Reset() })()
 	remote := st.Conn().RemotePeer()
 	st.SetReadDeadline(time.Now().Add(RequestTimeout))
 	br := bufio.NewReader(st)
