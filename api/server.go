@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,15 @@ type Server struct {
 	ln      net.Listener
 	done    chan error
 
-	keys *keyregistry.Service
+	keys     *keyregistry.Service
+	relay    Relay
+	sessions *sessions
+
+	// ctx lives until Stop: hijacked connections (WebSockets) end with it,
+	// since http.Server.Shutdown does not close them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  sync.WaitGroup
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -69,10 +78,13 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		backend: backend,
+		ctx:     ctx,
+		cancel:  cancel,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "volo_api_requests_total",
 			Help: "HTTP requests served, by route and status code.",
@@ -97,6 +109,20 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	s.route(mux, "/metrics", http.MethodGet, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	if s.keys != nil {
 		s.mountRegistry(mux)
+	}
+	if s.relay != nil {
+		if s.keys == nil {
+			return nil, errors.New("api: the WebSocket endpoint needs the key registry to authenticate devices")
+		}
+		var err error
+		if s.sessions, err = newSessions(reg); err != nil {
+			return nil, err
+		}
+		s.route(mux, "/v1/ws", http.MethodGet, func(w http.ResponseWriter, r *http.Request) {
+			s.conns.Add(1)
+			defer s.conns.Done()
+			s.ws(w, r)
+		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s", r.URL.Path))
@@ -166,6 +192,8 @@ func (s *Server) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.Std())
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
+	s.cancel()
+	s.conns.Wait()
 	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(err, serveErr)
 	}
@@ -230,6 +258,10 @@ type statusRecorder struct {
 	http.ResponseWriter
 	code int
 }
+
+// Unwrap lets http.ResponseController and the WebSocket upgrade reach the
+// connection underneath.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) WriteHeader(code int) {
 	r.code = code

@@ -173,7 +173,8 @@ func (n *Node) build(key crypto.PrivKey) error {
 	n.relay = rel
 	n.services = append(n.services, namedService{"relay", rel})
 
-	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"), api.WithRegistry(keys))
+	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"),
+		api.WithRegistry(keys), api.WithRelay(rel))
 	if err != nil {
 		host.Stop()
 		return err
