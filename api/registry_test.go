@@ -17,9 +17,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/oauth2-proxy/mockoidc"
@@ -29,7 +27,6 @@ import (
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
-	"github.com/volo-chat/volo/p2p"
 )
 
 // call sends a JSON request (body nil: none) and decodes a 2xx answer into
@@ -368,7 +365,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		if err := nw.Nodes[1].Host().DHT().PutValue(ctx, keyregistry.RecordKey(user), old); err == nil {
 			t.Log("the DHT took the put of the older record; it must still select the newer one")
 		}
-		rawPut(t, ctx, nw, keyregistry.RecordKey(user), old)
+		nw.RawPut(ctx, keyregistry.RecordKey(user), old)
 		for i, n := range nw.Nodes {
 			v, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(user))
 			if err != nil {
@@ -406,7 +403,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 			if _, err := keyregistry.DecodeRecord(val, vid); err == nil {
 				t.Fatalf("%s: decodes", name)
 			}
-			rawPut(t, ctx, nw, keyregistry.RecordKey(vid), val)
+			nw.RawPut(ctx, keyregistry.RecordKey(vid), val)
 			for i, n := range nw.Nodes {
 				got, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(vid))
 				if err == nil {
@@ -420,7 +417,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 			}
 		}
 		// Control: the raw client does reach the nodes with a valid record.
-		rawPut(t, ctx, nw, keyregistry.RecordKey(vid), keyregistry.Record{User: vid, Links: [][]byte{victim.Encode()}}.Encode())
+		nw.RawPut(ctx, keyregistry.RecordKey(vid), keyregistry.Record{User: vid, Links: [][]byte{victim.Encode()}}.Encode())
 		for i, n := range nw.Nodes {
 			if _, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(vid)); err != nil {
 				t.Errorf("control: node %d: %v", i, err)
@@ -442,37 +439,6 @@ func TestRegistryThreeNodes(t *testing.T) {
 		}
 	})
 }
-
-// rawPut stores value under key on every node of nw from a bare libp2p
-// host whose DHT accepts anything, bypassing the sender-side check.
-func rawPut(t *testing.T, ctx context.Context, nw *testnet.Network, key string, value []byte) {
-	t.Helper()
-	h, err := libp2p.New(libp2p.NoListenAddrs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	client, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(p2p.DHTProtocolPrefix),
-		dht.Validator(record.NamespacedValidator{keyregistry.Namespace: acceptAll{}}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	for i, n := range nw.Nodes {
-		if err := h.Connect(ctx, peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
-			t.Fatalf("raw client: connect node %d: %v", i, err)
-		}
-	}
-	<-client.RefreshRoutingTable()
-	if err := client.PutValue(ctx, key, value); err != nil {
-		t.Logf("raw put %s: %v", key, err)
-	}
-}
-
-type acceptAll struct{}
-
-func (acceptAll) Validate(string, []byte) error        { return nil }
-func (acceptAll) Select(string, [][]byte) (int, error) { return 0, nil }
 
 func TestRendezvousHTTP(t *testing.T) {
 	nw := testnet.New(t, 1)

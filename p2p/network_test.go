@@ -9,16 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
-	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/node"
-	"github.com/volo-chat/volo/p2p"
 )
 
 // testValidator accepts values that start with "ok:" and prefers the
@@ -105,9 +101,9 @@ func TestTenNodes(t *testing.T) {
 		}
 		// A raw libp2p client that skips validation sends it straight to
 		// every node; each must refuse to store it.
-		rawPut(t, ctx, nw, key, []byte("forged"))
+		nw.RawPut(ctx, key, []byte("forged"))
 		// Control: the same path does deliver a record the nodes accept.
-		rawPut(t, ctx, nw, "/"+testNamespace+"/control", []byte("ok:raw"))
+		nw.RawPut(ctx, "/"+testNamespace+"/control", []byte("ok:raw"))
 		for i, n := range nw.Nodes {
 			if v, err := n.Host().DHT().GetValue(ctx, "/"+testNamespace+"/control"); err != nil || string(v) != "ok:raw" {
 				t.Fatalf("node %d: control record = %q, %v: the raw client does not reach the nodes", i, v, err)
@@ -186,38 +182,6 @@ func closestByXOR(nw *testnet.Network, key string, k int) []peer.ID {
 	})
 	return ids[:k]
 }
-
-// rawPut stores value under key on every node of nw from a bare libp2p
-// host whose DHT accepts anything, bypassing the sender-side check.
-func rawPut(t *testing.T, ctx context.Context, nw *testnet.Network, key string, value []byte) {
-	t.Helper()
-	h, err := libp2p.New(libp2p.NoListenAddrs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	anything := record.NamespacedValidator{testNamespace: acceptAll{}}
-	client, err := dht.New(h, dht.Mode(dht.ModeClient), dht.ProtocolPrefix(p2p.DHTProtocolPrefix), dht.Validator(anything))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	for i, n := range nw.Nodes {
-		if err := h.Connect(ctx, peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
-			t.Fatalf("raw client: connect node %d: %v", i, err)
-		}
-	}
-	<-client.RefreshRoutingTable()
-	// PutValue sends to the closest peers, which are all ten here.
-	if err := client.PutValue(ctx, key, value); err != nil {
-		t.Logf("raw put %s: %v", key, err)
-	}
-}
-
-type acceptAll struct{}
-
-func (acceptAll) Validate(string, []byte) error        { return nil }
-func (acceptAll) Select(string, [][]byte) (int, error) { return 0, nil }
 
 func sha(s string) []byte {
 	h := sha256.Sum256([]byte(s))
