@@ -90,7 +90,112 @@ type Service struct {
 	mu      sync.Mutex
 	stopped bool
 	place   map[string]placement
+	queues  map[peer.ID]chan *storeJob
 }
+
+// storeJob is a batch of envelopes waiting for a stream to their relay.
+type storeJob struct {
+	envs []Envelope
+	errs []error
+	done chan struct{}
+}
+
+// storeQueued writes envs to relay p through its queue: concurrent sends
+// to one relay share streams and frames (at most streamsPerRelay streams
+// at a time), as the relay's group commit shares its fsyncs.
+func (s *Service) storeQueued(ctx context.Context, p peer.ID, envs []Envelope) []error {
+	j := &storeJob{envs: envs, done: make(chan struct{})}
+	s.mu.Lock()
+	q, ok := s.queues[p]
+	if !ok && !s.stopped {
+		q = make(chan *storeJob, maxQueuedOps)
+		s.queues[p] = q
+		for range streamsPerRelay {
+			s.wg.Go(func() { s.storeWorker(p, q) })
+		}
+	}
+	s.mu.Unlock()
+	fail := func(err error) []error {
+		errs := make([]error, len(envs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	if q == nil {
+		return fail(ErrStopped)
+	}
+	select {
+	case q <- j:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	case <-s.ctx.Done():
+		return fail(ErrStopped)
+	}
+	select {
+	case <-j.done:
+		return j.errs
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+}
+
+func (s *Service) storeWorker(p peer.ID, q chan *storeJob) {
+	for {
+		var jobs []*storeJob
+		select {
+		case j := <-q:
+			jobs = append(jobs, j)
+		case <-s.ctx.Done():
+			return
+		}
+		n, size := len(jobs[0].envs), batchSize(jobs[0].envs)
+	drain:
+		for n < MaxBatch {
+			select {
+			case j := <-q:
+				jobs = append(jobs, j)
+				n += len(j.envs)
+				size += batchSize(j.envs)
+				if n >= MaxBatch || size >= batchBytes/2 {
+					break drain
+				}
+			default:
+				break drain
+			}
+		}
+		// A drained job may overflow the frame: send in frame-sized runs.
+		for len(jobs) > 0 {
+			run, count, bytes := 1, len(jobs[0].envs), batchSize(jobs[0].envs)
+			for run < len(jobs) && count+len(jobs[run].envs) <= MaxBatch && bytes+batchSize(jobs[run].envs) <= batchBytes {
+				count += len(jobs[run].envs)
+				bytes += batchSize(jobs[run].envs)
+				run++
+			}
+			var all []Envelope
+			for _, j := range jobs[:run] {
+				all = append(all, j.envs...)
+			}
+			errs := s.storeRemote(s.ctx, p, msgStore, e2ee.DeviceID{}, all)
+			for _, j := range jobs[:run] {
+				j.errs, errs = errs[:len(j.envs)], errs[len(j.envs):]
+				close(j.done)
+			}
+			jobs = jobs[run:]
+		}
+	}
+}
+
+func batchSize(envs []Envelope) int {
+	n := 0
+	for _, e := range envs {
+		n += len(e.Ciphertext) + 256
+	}
+	return n
+}
+
+// streamsPerRelay bounds the store streams open to one relay at a time.
+const streamsPerRelay = 4
 
 type placement struct {
 	peers []peer.ID
@@ -106,7 +211,7 @@ func NewService(cfg Config, host *p2p.Host, view *store.Prefixed, log *slog.Logg
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, host: host, log: log, now: time.Now, place: make(map[string]placement)}
+	s := &Service{cfg: cfg, host: host, log: log, now: time.Now, place: make(map[string]placement), queues: make(map[peer.ID]chan *storeJob)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -378,7 +483,7 @@ func (s *Service) storeOn(ctx context.Context, p peer.ID, envs []Envelope, idx [
 		if p == s.host.ID() {
 			res = s.storeLocal(ctx, batch)
 		} else {
-			res = s.storeRemote(ctx, p, msgStore, e2ee.DeviceID{}, batch)
+			res = s.storeQueued(ctx, p, batch)
 		}
 		copy(errs[start:end], res)
 		start, size, batch = end, 0, batch[:0]
