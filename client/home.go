@@ -257,3 +257,50 @@ func readFileLimited(path string, limit int64) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// Unlock derives the key of passphrase once (Argon2id, the cost of the
+// keys file's header) and returns the device keys with that key, which
+// also encrypts the home's chat store: one derivation per process, none
+// per message.
+func (h *Home) Unlock(passphrase []byte) (e2ee.DeviceKeys, *e2ee.BackupKey, error) {
+	st, err := h.State()
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, err
+	}
+	path := filepath.Join(h.dir, KeysFile)
+	sealed, err := readFileLimited(path, maxKeysFileSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		return e2ee.DeviceKeys{}, nil, ErrNoHome
+	}
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, err
+	}
+	hdr, err := e2ee.ReadBackupHeader(bytes.NewReader(sealed))
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptHome, KeysFile, err)
+	}
+	key, err := hdr.DeriveKey(passphrase)
+	if errors.Is(err, e2ee.ErrWrongPassword) {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w for %s", ErrWrongPassphrase, path)
+	}
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptHome, KeysFile, err)
+	}
+	rd, err := e2ee.NewBackupReaderWithKey(bytes.NewReader(sealed), key)
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptHome, KeysFile, err)
+	}
+	raw, err := io.ReadAll(rd)
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptHome, KeysFile, err)
+	}
+	keys, err := e2ee.ParseDeviceKeys(raw)
+	clear(raw)
+	if err != nil {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s: %w", ErrCorruptHome, KeysFile, err)
+	}
+	if keys.ID().String() != st.Device {
+		return e2ee.DeviceKeys{}, nil, fmt.Errorf("%w: %s holds device %s, %s names %s", ErrCorruptHome, KeysFile, keys.ID(), StateFile, st.Device)
+	}
+	return keys, key, nil
+}

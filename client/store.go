@@ -1,0 +1,403 @@
+package client
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// The chat store: an append-only log in the home, every record encrypted
+// with the key derived from the passphrase (e2ee backup encryption, a fresh
+// nonce prefix per record). Each record is a batch of changes (history
+// entries, sender and receiver session states, the device's message
+// sequence) written with one fsync; replaying the log rebuilds the state.
+const (
+	// ChatLogFile is the chat store's file in the home.
+	ChatLogFile = "chat.log"
+	// MaxChatRecordSize bounds one encrypted record of the log (a batch of
+	// up to a deliver frame of messages of the largest size).
+	MaxChatRecordSize = 64 << 20
+	// ChatCompactSize is the log size past which it is rewritten as one
+	// snapshot record (dropping superseded session states).
+	ChatCompactSize = 16 << 20
+	// chatRecordHeader is the length prefix of a record.
+	chatRecordHeader = 4
+)
+
+// ChatMessage is one message of a conversation's local history.
+type ChatMessage struct {
+	// Peer is the other user of the conversation.
+	Peer e2ee.UserID
+	// From and Device are the sending user and device.
+	From   e2ee.UserID
+	Device e2ee.DeviceID
+	// Seq is the sending device's sequence number of the message; a
+	// conversation's history keeps each device's messages in Seq order.
+	Seq uint64
+	// Sent is the sender's clock, Received this device's.
+	Sent, Received time.Time
+	Text           string
+	// Outgoing marks a message of this user (from this or another own device).
+	Outgoing bool
+}
+
+type chatMessageWire struct {
+	Peer     []byte `cbor:"1,keyasint"`
+	From     []byte `cbor:"2,keyasint"`
+	Device   []byte `cbor:"3,keyasint"`
+	Seq      uint64 `cbor:"4,keyasint"`
+	Sent     int64  `cbor:"5,keyasint"`
+	Received int64  `cbor:"6,keyasint"`
+	Text     string `cbor:"7,keyasint"`
+	Outgoing bool   `cbor:"8,keyasint,omitempty"`
+}
+
+type senderStateWire struct {
+	Peer  []byte `cbor:"1,keyasint"`
+	State []byte `cbor:"2,keyasint,omitempty"` // nil: no session (renew before the next message)
+}
+
+// chatRecord is one record of the log: the changes of one batch.
+type chatRecord struct {
+	History   []chatMessageWire `cbor:"1,keyasint,omitempty"`
+	Senders   []senderStateWire `cbor:"2,keyasint,omitempty"`
+	Receivers [][]byte          `cbor:"3,keyasint,omitempty"` // e2ee.ReceiverSession.MarshalBinary
+	Seq       uint64            `cbor:"4,keyasint,omitempty"` // the next sequence number of this device
+}
+
+var (
+	storeEnc cbor.EncMode
+	storeDec cbor.DecMode
+)
+
+func init() {
+	var err error
+	if storeEnc, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
+		panic(err)
+	}
+	storeDec, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   6,
+		MaxArrayElements:  1 << 20,
+		MaxMapPairs:       16,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+}
+
+// chatState is what the log rebuilds.
+type chatState struct {
+	history   map[e2ee.UserID][]ChatMessage
+	senders   map[e2ee.UserID]*e2ee.SenderSession
+	receivers map[receiverKey]*e2ee.ReceiverSession
+	seq       uint64
+}
+
+type receiverKey struct {
+	sender  e2ee.DeviceID
+	session e2ee.SessionID
+}
+
+func newChatState() *chatState {
+	return &chatState{
+		history:   map[e2ee.UserID][]ChatMessage{},
+		senders:   map[e2ee.UserID]*e2ee.SenderSession{},
+		receivers: map[receiverKey]*e2ee.ReceiverSession{},
+	}
+}
+
+// insert adds m to its conversation's history after every message of the
+// same device with a lower Seq, so each device's messages stay in order
+// even when they arrive out of order.
+func (s *chatState) insert(m ChatMessage) {
+	h := s.history[m.Peer]
+	at := len(h)
+	for i := len(h) - 1; i >= 0; i-- {
+		if h[i].Device.Equal(m.Device) {
+			if h[i].Seq < m.Seq {
+				break
+			}
+			at = i
+		}
+	}
+	h = append(h, ChatMessage{})
+	copy(h[at+1:], h[at:])
+	h[at] = m
+	s.history[m.Peer] = h
+}
+
+func encodeChatMessage(m ChatMessage) chatMessageWire {
+	return chatMessageWire{
+		Peer: m.Peer.Bytes(), From: m.From.Bytes(), Device: m.Device.Bytes(), Seq: m.Seq,
+		Sent: m.Sent.UnixMilli(), Received: m.Received.UnixMilli(), Text: m.Text, Outgoing: m.Outgoing,
+	}
+}
+
+func decodeChatMessage(w chatMessageWire) (ChatMessage, error) {
+	peer, err := e2ee.UserIDFromBytes(w.Peer)
+	if err != nil {
+		return ChatMessage{}, err
+	}
+	from, err := e2ee.UserIDFromBytes(w.From)
+	if err != nil {
+		return ChatMessage{}, err
+	}
+	dev, err := e2ee.DeviceIDFromBytes(w.Device)
+	if err != nil {
+		return ChatMessage{}, err
+	}
+	return ChatMessage{
+		Peer: peer, From: from, Device: dev, Seq: w.Seq,
+		Sent: time.UnixMilli(w.Sent).UTC(), Received: time.UnixMilli(w.Received).UTC(),
+		Text: w.Text, Outgoing: w.Outgoing,
+	}, nil
+}
+
+// decodeChatRecord decodes the plaintext of one record.
+func decodeChatRecord(b []byte) (chatRecord, error) {
+	var r chatRecord
+	if err := storeDec.Unmarshal(b, &r); err != nil {
+		return chatRecord{}, err
+	}
+	return r, nil
+}
+
+// apply replays one record onto s.
+func (s *chatState) apply(r chatRecord) error {
+	for _, w := range r.History {
+		m, err := decodeChatMessage(w)
+		if err != nil {
+			return fmt.Errorf("history entry: %w", err)
+		}
+		s.insert(m)
+	}
+	for _, w := range r.Senders {
+		peer, err := e2ee.UserIDFromBytes(w.Peer)
+		if err != nil {
+			return fmt.Errorf("sender session: %w", err)
+		}
+		if w.State == nil {
+			delete(s.senders, peer)
+			continue
+		}
+		ss, err := e2ee.UnmarshalSenderSession(w.State)
+		if err != nil {
+			return fmt.Errorf("sender session: %w", err)
+		}
+		s.senders[peer] = ss
+	}
+	for _, b := range r.Receivers {
+		rs, err := e2ee.UnmarshalReceiverSession(b)
+		if err != nil {
+			return fmt.Errorf("receiver session: %w", err)
+		}
+		s.receivers[receiverKey{rs.Sender(), rs.ID()}] = rs
+	}
+	if r.Seq > s.seq {
+		s.seq = r.Seq
+	}
+	return nil
+}
+
+// snapshot is one record holding all of s.
+func (s *chatState) snapshot() (chatRecord, error) {
+	r := chatRecord{Seq: s.seq}
+	for _, h := range s.history {
+		for _, m := range h {
+			r.History = append(r.History, encodeChatMessage(m))
+		}
+	}
+	for peer, ss := range s.senders {
+		b, err := ss.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Senders = append(r.Senders, senderStateWire{Peer: peer.Bytes(), State: b})
+	}
+	for _, rs := range s.receivers {
+		b, err := rs.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Receivers = append(r.Receivers, b)
+	}
+	return r, nil
+}
+
+// chatLog is the open log file.
+type chatLog struct {
+	path string
+	f    *os.File
+	key  *e2ee.BackupKey
+	size int64
+}
+
+// splitChatLog cuts the log's bytes into records. A record cut short at the
+// end (a write interrupted by a crash, never acknowledged) ends the log:
+// good is the length of the whole records before it.
+func splitChatLog(data []byte) (records [][]byte, good int, err error) {
+	for off := 0; off < len(data); {
+		if len(data)-off < chatRecordHeader {
+			return records, off, nil
+		}
+		n := int(binary.BigEndian.Uint32(data[off:]))
+		if n == 0 || n > MaxChatRecordSize {
+			return nil, 0, fmt.Errorf("record at %d: length %d", off, n)
+		}
+		if len(data)-off-chatRecordHeader < n {
+			return records, off, nil
+		}
+		records = append(records, data[off+chatRecordHeader:off+chatRecordHeader+n])
+		off += chatRecordHeader + n
+		good = off
+	}
+	return records, good, nil
+}
+
+// openChatLog opens (creating) the log in dir and replays it with key.
+func openChatLog(dir string, key *e2ee.BackupKey) (*chatLog, *chatState, error) {
+	path := filepath.Join(dir, ChatLogFile)
+	st := newChatState()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, HomeFileMode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: chat store: %w", err)
+	}
+	fail := func(err error) (*chatLog, *chatState, error) { f.Close(); return nil, nil, err }
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(fmt.Errorf("client: chat store: %w", err))
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fail(fmt.Errorf("%w: %s has mode %04o (run chmod 600 on it)", ErrHomePermissions, path, fi.Mode().Perm()))
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return fail(fmt.Errorf("client: chat store: %w", err))
+	}
+	recs, good, err := splitChatLog(data)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %w", ErrCorruptHome, ChatLogFile, err))
+	}
+	for i, sealed := range recs {
+		pt, err := openChatRecord(sealed, key)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s record %d: %w", ErrCorruptHome, ChatLogFile, i, err))
+		}
+		r, err := decodeChatRecord(pt)
+		if err == nil {
+			err = st.apply(r)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s record %d: %w", ErrCorruptHome, ChatLogFile, i, err))
+		}
+	}
+	if good < len(data) {
+		if err := f.Truncate(int64(good)); err != nil {
+			return fail(fmt.Errorf("client: chat store: drop a torn record: %w", err))
+		}
+	}
+	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
+		return fail(fmt.Errorf("client: chat store: %w", err))
+	}
+	return &chatLog{path: path, f: f, key: key, size: int64(good)}, st, nil
+}
+
+func openChatRecord(sealed []byte, key *e2ee.BackupKey) ([]byte, error) {
+	rd, err := e2ee.NewBackupReaderWithKey(bytes.NewReader(sealed), key)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(rd, MaxChatRecordSize))
+}
+
+func sealChatRecord(r chatRecord, key *e2ee.BackupKey) ([]byte, error) {
+	pt, err := storeEnc.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode chat record: %w", err)
+	}
+	defer clear(pt)
+	var buf bytes.Buffer
+	buf.Write(make([]byte, chatRecordHeader))
+	w, err := e2ee.NewBackupWriterWithKey(&buf, key, nil)
+	if err != nil {
+		return nil, fmt.Errorf("client: encrypt chat record: %w", err)
+	}
+	if _, err := w.Write(pt); err != nil {
+		return nil, fmt.Errorf("client: encrypt chat record: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("client: encrypt chat record: %w", err)
+	}
+	out := buf.Bytes()
+	if len(out)-chatRecordHeader > MaxChatRecordSize {
+		return nil, fmt.Errorf("client: chat record of %d bytes, limit %d", len(out)-chatRecordHeader, MaxChatRecordSize)
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-chatRecordHeader))
+	return out, nil
+}
+
+// append writes one record and syncs it: when it returns nil the record
+// survives a crash.
+func (l *chatLog) append(r chatRecord) error {
+	b, err := sealChatRecord(r, l.key)
+	if err != nil {
+		return err
+	}
+	if _, err := l.f.Write(b); err != nil {
+		return fmt.Errorf("client: chat store: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("client: chat store: %w", err)
+	}
+	l.size += int64(len(b))
+	return nil
+}
+
+// compact replaces the log with one snapshot record of st, atomically.
+func (l *chatLog) compact(st *chatState) error {
+	snap, err := st.snapshot()
+	if err != nil {
+		return fmt.Errorf("client: chat store snapshot: %w", err)
+	}
+	b, err := sealChatRecord(snap, l.key)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.path, b); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND, HomeFileMode)
+	if err != nil {
+		return fmt.Errorf("client: chat store: %w", err)
+	}
+	l.f.Close()
+	l.f, l.size = f, int64(len(b))
+	return nil
+}
+
+func (l *chatLog) close() error {
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	if errors.Is(err, fs.ErrClosed) {
+		return nil
+	}
+	return err
+}
