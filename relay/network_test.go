@@ -24,13 +24,30 @@ import (
 // relayNet starts n nodes with k replicas and the given write quorum; the
 // rebalance loop is left to the tests (they call Rebalance).
 func relayNet(t testing.TB, n, k, quorum int, edit func(*relay.Config)) *testnet.Network {
-	return testnet.New(t, n, testnet.Configure(func(i int, cfg *node.Config) {
+	nw := testnet.New(t, n, testnet.Configure(func(i int, cfg *node.Config) {
 		cfg.Relay.Replicas, cfg.Relay.WriteQuorum = k, quorum
 		cfg.Relay.RebalanceInterval = config.Duration(24 * time.Hour)
 		if edit != nil {
 			edit(&cfg.Relay)
 		}
 	}))
+	// The routing tables are full; wait until identify has told every node
+	// which peers speak the relay protocol, so placements are complete.
+	probe := deviceKeys(t).ID()
+	deadline := time.Now().Add(30 * time.Second)
+	for i, nd := range nw.Nodes {
+		for {
+			peers, err := nd.Relay().Relays(t.Context(), probe)
+			if err == nil && len(peers) == min(k, n) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d sees relays %v (%v), want %d", i, peers, err, min(k, n))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nw
 }
 
 func deviceKeys(t testing.TB) e2ee.DeviceKeys {
