@@ -1,5 +1,5 @@
 // Command volo is the person's Volo client: it registers a user, links and
-// revokes devices, and looks up users' verified devices through any node.
+// revokes devices, looks up users' verified devices and chats through any node.
 package main
 
 import (
@@ -103,6 +103,10 @@ interactive prompt.`,
 		r.lookupCmd(),
 		r.whoamiCmd(),
 		r.versionCmd(),
+		r.sendCmd(),
+		r.chatCmd(),
+		r.inboxCmd(),
+		r.historyCmd(),
 	)
 	return root
 }

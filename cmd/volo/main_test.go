@@ -118,9 +118,10 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		}
 	}
 	walk(root)
-	// volo, register, link, show, join, devices, revoke, lookup, whoami, version.
-	if seen != 10 {
-		t.Errorf("%d commands, want 10", seen)
+	// volo, register, link, show, join, devices, revoke, lookup, whoami, version,
+	// send, chat, inbox, history.
+	if seen != 14 {
+		t.Errorf("%d commands, want 14", seen)
 	}
 	c := newCLI(t, t.TempDir(), nil)
 	out, err := c.run(t.Context(), "link", "join", "--help")
