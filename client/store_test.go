@@ -1,0 +1,190 @@
+package client
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+func storeFixture(t testing.TB) (dir string, key *e2ee.BackupKey, msg func(seq uint64, text string) ChatMessage) {
+	t.Helper()
+	dir = t.TempDir()
+	key, err := e2ee.DeriveBackupKey([]byte("store pass"), testKDF, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e2ee.NewGenesis(k, testTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, dev := g.UserID(), k.ID()
+	return dir, key, func(seq uint64, text string) ChatMessage {
+		return ChatMessage{Peer: user, From: user, Device: dev, Seq: seq, Sent: testTime, Received: testTime, Text: text}
+	}
+}
+
+// The log replays to the same history, keeps each device's messages in
+// sequence order whatever order they were stored in, drops a torn last
+// record (a crash mid-write), refuses a changed record and another key,
+// and compacts to the same state. Its file is 0600 and holds no plaintext.
+func TestChatLog(t *testing.T) {
+	dir, key, msg := storeFixture(t)
+	l, st, err := openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{0, 2, 1, 3} {
+		m := msg(seq, "secret text "+string(rune('a'+seq)))
+		if err := l.append(chatRecord{History: []chatMessageWire{encodeChatMessage(m)}, Seq: seq + 1}); err != nil {
+			t.Fatal(err)
+		}
+		st.insert(m)
+	}
+	l.close()
+	check := func(st *chatState) {
+		t.Helper()
+		h := st.history[msg(0, "").Peer]
+		if len(h) != 4 || st.seq != 4 {
+			t.Fatalf("history of %d, seq %d", len(h), st.seq)
+		}
+		for i, m := range h {
+			if m.Seq != uint64(i) || m.Text != "secret text "+string(rune('a'+i)) || !m.Sent.Equal(testTime) {
+				t.Fatalf("entry %d: %+v", i, m)
+			}
+		}
+	}
+	path := filepath.Join(dir, ChatLogFile)
+	data, _ := os.ReadFile(path)
+	if bytes.Contains(data, []byte("secret text")) {
+		t.Fatal("plaintext in the log")
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != HomeFileMode {
+		t.Fatalf("log mode %v", fi.Mode().Perm())
+	}
+	l, st, err = openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(st)
+	l.close()
+
+	// A torn record at the end is dropped; what came before stays.
+	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte{0, 0, 1, 0, 9, 9})
+	f.Close()
+	l, st, err = openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(st)
+	if fi, _ := os.Stat(path); fi.Size() != int64(len(data)) {
+		t.Fatalf("torn record not truncated: %d bytes, want %d", fi.Size(), len(data))
+	}
+	if err := l.compact(st); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	l, st, err = openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(st)
+	l.close()
+
+	// Another key, or a changed byte, is a corrupt home.
+	other, _ := e2ee.DeriveBackupKey([]byte("other"), testKDF, nil)
+	if _, _, err := openChatLog(dir, other); !errors.Is(err, ErrCorruptHome) {
+		t.Fatalf("other key: %v", err)
+	}
+	data, _ = os.ReadFile(path)
+	data[len(data)/2] ^= 1
+	os.WriteFile(path, data, HomeFileMode)
+	if _, _, err := openChatLog(dir, key); !errors.Is(err, ErrCorruptHome) {
+		t.Fatalf("changed byte: %v", err)
+	}
+	os.Chmod(path, 0o644)
+	if _, _, err := openChatLog(dir, key); !errors.Is(err, ErrHomePermissions) {
+		t.Fatalf("readable log: %v", err)
+	}
+}
+
+// FuzzSplitChatLog: any log bytes split into records that lie inside the
+// input and end at the reported length, or give an error.
+func FuzzSplitChatLog(f *testing.F) {
+	rec := func(n int) []byte {
+		b := make([]byte, 4+n)
+		binary.BigEndian.PutUint32(b, uint32(n))
+		return b
+	}
+	f.Add(append(rec(3), rec(5)...))
+	f.Add(append(rec(3), 0, 0))
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		recs, good, err := splitChatLog(data)
+		if err != nil {
+			return
+		}
+		if good > len(data) {
+			t.Fatalf("good %d past %d bytes", good, len(data))
+		}
+		total := 0
+		for _, r := range recs {
+			total += 4 + len(r)
+		}
+		if total != good {
+			t.Fatalf("records cover %d bytes, good is %d", total, good)
+		}
+	})
+}
+
+// FuzzChatRecord: any decrypted record decodes or errs, and applying one
+// never panics; what applies re-snapshots.
+func FuzzChatRecord(f *testing.F) {
+	_, _, msg := storeFixture(f)
+	good, _ := storeEnc.Marshal(chatRecord{History: []chatMessageWire{encodeChatMessage(msg(1, "x"))}, Seq: 2})
+	f.Add(good)
+	f.Add([]byte{0xa0})
+	f.Add([]byte{0xa1, 0x03, 0x81, 0x40})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := decodeChatRecord(data)
+		if err != nil {
+			return
+		}
+		st := newChatState()
+		if err := st.apply(r); err != nil {
+			return
+		}
+		if _, err := st.snapshot(); err != nil {
+			t.Fatalf("applied record does not snapshot: %v", err)
+		}
+	})
+}
+
+// FuzzChatPayload: any message plaintext decodes to a valid recipient and
+// bounded text, or errs.
+func FuzzChatPayload(f *testing.F) {
+	_, _, msg := storeFixture(f)
+	good, _ := storeEnc.Marshal(chatPayload{To: msg(0, "").Peer.Bytes(), Seq: 7, Sent: time.Now().UnixMilli(), Text: "hi"})
+	f.Add(good)
+	f.Add([]byte{0xa0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, to, err := decodeChatPayload(data)
+		if err != nil {
+			return
+		}
+		if to.IsZero() || len(p.Text) > MaxTextSize {
+			t.Fatalf("accepted %+v", p)
+		}
+	})
+}
