@@ -79,7 +79,7 @@ runs a node (the same as "volo-node run").`,
 		},
 	}
 	root.RunE = run.RunE
-	root.AddCommand(run, newDevnetCmd(&f, stdout, stderr), newKeygenCmd(&f, stdout), newConfigCmd(stdout), newVersionCmd(stdout))
+	root.AddCommand(run, newDevnetCmd(&f, stdout, stderr), newBenchCmd(&f, stdout, stderr), newKeygenCmd(&f, stdout), newConfigCmd(stdout), newVersionCmd(stdout))
 	return root
 }
 
