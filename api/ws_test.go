@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -302,6 +301,79 @@ func TestWebSocketRejects(t *testing.T) {
 		if err == nil || resp == nil || resp.StatusCode != 429 {
 			t.Fatalf("connection over the limit: %v %v", resp, err)
 		}
-		_ = errors.New
+	})
+}
+
+func TestWebSocketFloodAndOversize(t *testing.T) {
+	nw := testnet.New(t, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	url := nw.Nodes[0].APIURL()
+	alice := registerOpen(t, url)
+	bob := registerOpen(t, url)
+
+	t.Run("a flood is rate limited", func(t *testing.T) {
+		c, f := connect(t, ctx, url, alice, alice.keys.Signing)
+		if f.Type != wire.FrameReady {
+			t.Fatalf("answer %+v", f)
+		}
+		// Send frames of 64 envelopes until the node's burst allowance is
+		// spent: every envelope then comes back rate_limited, none stored.
+		limited := false
+		for req := uint64(1); req <= api.WSSendBurst/wire.MaxSendBatch+2 && !limited; req++ {
+			var batch [][]byte
+			for range wire.MaxSendBatch {
+				_, raw := envelopeTo(t, bob, "flood")
+				batch = append(batch, raw)
+			}
+			writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameSend, RequestID: req, Envelopes: batch})
+			res := readFrame(t, ctx, c)
+			if res.Type != wire.FrameSendResult || res.RequestID != req {
+				t.Fatalf("answer %+v", res)
+			}
+			if res.Results[0].Code == wire.ResultRateLimited {
+				limited = true
+				for _, r := range res.Results {
+					if r.Code != wire.ResultRateLimited || r.Stored != 0 {
+						t.Fatalf("partly limited frame: %+v", r)
+					}
+				}
+			}
+		}
+		if !limited {
+			t.Fatal("no send was rate limited")
+		}
+		// The node still answers HTTP and new sockets.
+		if st, _ := call(t, "GET", url+"/healthz", nil, nil); st != 200 {
+			t.Errorf("healthz %d after the flood", st)
+		}
+	})
+	t.Run("an oversized frame closes the socket", func(t *testing.T) {
+		c, f := connect(t, ctx, url, bob, bob.keys.Signing)
+		if f.Type != wire.FrameReady {
+			t.Fatalf("answer %+v", f)
+		}
+		c.Write(ctx, websocket.MessageBinary, make([]byte, wire.MaxFrameSize+1))
+		_, _, err := c.Read(ctx)
+		if code := websocket.CloseStatus(err); code != websocket.StatusMessageTooBig {
+			t.Fatalf("close status %d (%v)", code, err)
+		}
+		if _, f := connect(t, ctx, url, bob, bob.keys.Signing); f.Type != wire.FrameReady {
+			t.Fatalf("reconnect after oversize: %+v", f)
+		}
+	})
+	t.Run("an oversized envelope is refused", func(t *testing.T) {
+		c, _ := connect(t, ctx, url, bob, bob.keys.Signing)
+		big := wire.Envelope{To: alice.keys.ID(), ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour,
+			Ciphertext: make([]byte, wire.MaxCiphertextSize)}
+		raw, err := big.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw = append(raw[:len(raw):len(raw)], 0) // one byte too many: not an envelope
+		writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameSend, RequestID: 1, Envelopes: [][]byte{raw}})
+		if f := readFrame(t, ctx, c); f.Type != wire.FrameSendResult || f.Results[0].Code != wire.ResultBadEnvelope {
+			t.Fatalf("answer %+v", f)
+		}
 	})
 }
