@@ -531,7 +531,9 @@ func TestForgedGossipIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	ps, err := pubsub.NewGossipSub(t.Context(), h)
+	// Flood publishing sends to every peer in the topic at once rather
+	// than to a mesh that forms only after a heartbeat.
+	ps, err := pubsub.NewGossipSub(t.Context(), h, pubsub.WithFloodPublish(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,11 +542,17 @@ func TestForgedGossipIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n0 := nw.Nodes[0]
-	if err := h.Connect(t.Context(), peer.AddrInfo{ID: n0.PeerID(), Addrs: n0.Host().Libp2p().Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	for !slices.Contains(topic.ListPeers(), n0.PeerID()) {
-		time.Sleep(10 * time.Millisecond)
+	deadline := time.Now().Add(time.Minute)
+	for _, n := range nw.Nodes {
+		if err := h.Connect(t.Context(), peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		for !slices.Contains(topic.ListPeers(), n.PeerID()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s never joined the topic", n.PeerID())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 	eve, _ := e2ee.NewGenesis(newKeys(t), time.Now())
@@ -556,11 +564,14 @@ func TestForgedGossipIsRefused(t *testing.T) {
 	if err := topic.Publish(t.Context(), keyregistry.Record{User: good.UserID(), Links: [][]byte{good.Encode()}}.Encode()); err != nil {
 		t.Fatal(err)
 	}
-	// The valid announcement reaches both nodes (node 1 through node 0).
+	// The valid announcement reaches both nodes.
 	for i, n := range nw.Nodes {
 		for {
 			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st == 200 {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d never kept the valid announcement", i)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

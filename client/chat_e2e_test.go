@@ -242,13 +242,14 @@ func TestChatCanaryNeverOnNodes(t *testing.T) {
 	_, inB, stopB := running(t, bob, passB)
 	const canary = "canary-plaintext-5b1e07c4d2"
 	mustSend(t, chA, idB.User, canary, 1)
+	// Bob has the first one before he goes offline.
+	if m := inB.wait(t, 1)[0]; m.Text != canary {
+		t.Fatalf("bob got %q", m.Text)
+	}
 	// Bob offline: this one waits on the relays (on disk) when the nodes stop.
 	stopB()
 	const canary2 = "canary-plaintext-offline-9f3a61"
 	mustSend(t, chA, idB.User, canary2, 1)
-	if m := inB.wait(t, 1)[0]; m.Text != canary {
-		t.Fatalf("bob got %q", m.Text)
-	}
 	stopA()
 	for _, nd := range nodes {
 		if err := nd.Stop(); err != nil {
