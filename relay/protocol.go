@@ -118,29 +118,15 @@ type reply struct {
 }
 
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode = func() cbor.EncMode {
+		m, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}()
+	decMode = wire.StrictDecMode(max(MaxAckIDs, MaxBatch))
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  max(MaxAckIDs, MaxBatch),
-		MaxMapPairs:       16,
-		UTF8:              cbor.UTF8RejectInvalid,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
 
 func badFrame(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadFrame, fmt.Sprintf(format, a...))

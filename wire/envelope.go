@@ -75,41 +75,39 @@ type wireEnvelope struct {
 }
 
 var (
-	encMode      cbor.EncMode
-	decMode      cbor.DecMode
-	frameDecMode cbor.DecMode
+	encMode      = mustEncMode()
+	decMode      = StrictDecMode(16)
+	frameDecMode = StrictDecMode(MaxAckBatch)
 )
 
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   4,
-		MaxArrayElements:  16,
-		MaxMapPairs:       16,
-	}.DecMode()
+func mustEncMode() cbor.EncMode {
+	m, err := cbor.CoreDetEncOptions().EncMode()
 	if err != nil {
 		panic(err)
 	}
-	frameDecMode, err = cbor.DecOptions{
+	return m
+}
+
+// StrictDecMode is how Volo decodes CBOR from the network: duplicate map
+// keys, unknown fields, indefinite lengths, tags and invalid UTF-8 are
+// refused, nesting is at most 4 levels and maps at most 16 pairs, and no
+// array is longer than maxArray. Callers also bound the whole input and
+// check that it re-encodes to itself.
+func StrictDecMode(maxArray int) cbor.DecMode {
+	m, err := cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
 		MaxNestedLevels:   4,
-		MaxArrayElements:  MaxAckBatch,
+		MaxArrayElements:  maxArray,
 		MaxMapPairs:       16,
 		UTF8:              cbor.UTF8RejectInvalid,
 	}.DecMode()
 	if err != nil {
 		panic(err)
 	}
+	return m
 }
 
 // Check reports whether e is within the limits: a device, a non-zero ID,
