@@ -3,14 +3,12 @@ package client
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
-	"github.com/volo-chat/volo/node"
 )
 
 // inbox collects the messages a chat reports.
@@ -205,35 +203,7 @@ func TestChatOwnOtherDevice(t *testing.T) {
 // logs; the recipient reads it, which shows it was sent.
 func TestChatCanaryNeverOnNodes(t *testing.T) {
 	logs := &syncWriter{}
-	var nodes []*node.Node
-	var dirs []string
-	for i := range 2 {
-		dir := t.TempDir()
-		cfg := testnet.Config(dir)
-		if i > 0 {
-			for _, a := range nodes[0].Host().FullAddrs() {
-				cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
-			}
-		}
-		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
-		nd, err := node.New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(t.Context()); err != nil {
-			nd.Stop()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nd.Stop() })
-		nodes, dirs = append(nodes, nd), append(dirs, dir)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
-	defer cancel()
-	for _, nd := range nodes {
-		if err := nd.WaitRoutingTable(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodes, dirs := canaryNodes(t, logs)
 	passA, passB := []byte("pa"), []byte("pb")
 	alice, _ := register(t, nodes[0].APIURL(), passA)
 	bob, idB := register(t, nodes[1].APIURL(), passB)

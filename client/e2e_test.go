@@ -434,37 +434,7 @@ func (w *syncWriter) Bytes() []byte {
 // data directories, which shows the search looks where the data is.
 func TestCanaryNoSecretReachesANode(t *testing.T) {
 	logs := &syncWriter{}
-	var nodes []*node.Node
-	var dirs []string
-	for i := range 2 {
-		dir := t.TempDir()
-		cfg := testnet.Config(dir)
-		if i > 0 {
-			for _, a := range nodes[0].Host().FullAddrs() {
-				cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
-			}
-		}
-		log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i)
-		nd, err := node.New(cfg, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(t.Context()); err != nil {
-			nd.Stop()
-			t.Fatal(err)
-		}
-		// Stop is idempotent: the test stops the nodes itself before
-		// searching their directories; this covers early failures.
-		t.Cleanup(func() { nd.Stop() })
-		nodes, dirs = append(nodes, nd), append(dirs, dir)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
-	defer cancel()
-	for _, nd := range nodes {
-		if err := nd.WaitRoutingTable(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodes, dirs := canaryNodes(t, logs)
 
 	rt := &recordingTransport{base: http.DefaultTransport}
 	hc := &http.Client{Transport: rt}
@@ -534,4 +504,17 @@ func TestCanaryNoSecretReachesANode(t *testing.T) {
 			t.Errorf("positive control: %s does not hold A's public signing key, so the search proves nothing", dir)
 		}
 	}
+}
+
+// canaryNodes starts two nodes whose debug logs go to logs, for the canary
+// tests that search the nodes' logs and data directories afterwards (the
+// nodes stop when the test ends; Stop is idempotent, so tests may stop them
+// earlier).
+func canaryNodes(t *testing.T, logs io.Writer) ([]*node.Node, []string) {
+	nw := testnet.New(t, 2, testnet.LogLevel(slog.LevelDebug), testnet.LogTo(logs))
+	dirs := make([]string, len(nw.Nodes))
+	for i, n := range nw.Nodes {
+		dirs[i] = n.Config().DataDir
+	}
+	return nw.Nodes, dirs
 }

@@ -6,6 +6,7 @@ package testnet
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -34,6 +35,7 @@ type settings struct {
 	configure   func(i int, cfg *node.Config)
 	beforeStart func(i int, n *node.Node)
 	logLevel    slog.Level
+	logTo       io.Writer
 }
 
 // Configure edits node i's configuration before it is built.
@@ -50,6 +52,10 @@ func BeforeStart(fn func(i int, n *node.Node)) Option {
 // LogLevel sets the level of the nodes' logs, written to the test's output
 // (default warn).
 func LogLevel(l slog.Level) Option { return func(s *settings) { s.logLevel = l } }
+
+// LogTo sends the nodes' logs to w instead of the test's output, for tests
+// that search them.
+func LogTo(w io.Writer) Option { return func(s *settings) { s.logTo = w } }
 
 // Config is the configuration of a test node: data in dir, the API and
 // libp2p (TCP) on free loopback ports.
@@ -97,7 +103,11 @@ func (nw *Network) start(i int, cfg node.Config, boot bool) int {
 	if nw.s.configure != nil && i < 0 {
 		nw.s.configure(idx, &cfg)
 	}
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: nw.s.logLevel})).With("node", idx)
+	out := nw.s.logTo
+	if out == nil {
+		out = t.Output()
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: nw.s.logLevel})).With("node", idx)
 	nd, err := node.New(cfg, log)
 	if err != nil {
 		t.Fatalf("testnet: node %d: %v", idx, err)
