@@ -48,10 +48,10 @@ var (
 	}()
 	anchorDecMode = func() cbor.DecMode {
 		m, err := cbor.DecOptions{
-			DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-			IndefLength:      cbor.IndefLengthForbidden,
-			TagsMd:           cbor.TagsForbidden,
-			MaxNestedLevels:  4,
+			DupMapKey:       cbor.DupMapKeyEnforcedAPF,
+			IndefLength:     cbor.IndefLengthForbidden,
+			TagsMd:          cbor.TagsForbidden,
+			MaxNestedLevels: 4,
 			// The library's smallest limits; the field checks below are
 			// exact.
 			MaxArrayElements: 16,
