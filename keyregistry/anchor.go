@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
+	badger "github.com/dgraph-io/badger/v4"
 	"github.com/fxamacker/cbor/v2"
 	ds "github.com/ipfs/go-datastore"
 
@@ -16,9 +18,12 @@ import (
 )
 
 // AnchorQueue receives every link the registry accepts, in order, for
-// anchoring on Cardano. Enqueue must be durable when it returns.
+// anchoring on Cardano. EnqueueWith writes the queue entry and whatever
+// with writes (the chain change that accepted the link) in one badger
+// transaction, durable when it returns: a link is never stored without
+// being queued, nor queued without being stored.
 type AnchorQueue interface {
-	Enqueue(user e2ee.UserID, link e2ee.Link) error
+	EnqueueWith(user e2ee.UserID, link e2ee.Link, with func(txn *badger.Txn) error) error
 }
 
 // QueuedLink is one entry of a StoreQueue.
@@ -37,6 +42,10 @@ type StoreQueue struct {
 
 	mu   sync.Mutex
 	next uint64 // seq of the next entry to enqueue
+
+	waiting   atomic.Int64  // entries in the queue
+	threshold atomic.Int64  // signal full once waiting reaches it (0: never)
+	fullCh    chan struct{} // signalled when waiting reaches threshold
 }
 
 var keyAnchorNext = ds.NewKey("/anchor-next")
@@ -50,7 +59,7 @@ type queuedEntry struct {
 
 // NewStoreQueue opens the queue kept in p.
 func NewStoreQueue(p *store.Prefixed) (*StoreQueue, error) {
-	q := &StoreQueue{p: p, d: p.Datastore(), next: 1}
+	q := &StoreQueue{p: p, d: p.Datastore(), next: 1, fullCh: make(chan struct{}, 1)}
 	v, err := q.d.Get(context.Background(), keyAnchorNext)
 	switch {
 	case errors.Is(err, ds.ErrNotFound):
@@ -61,6 +70,11 @@ func NewStoreQueue(p *store.Prefixed) (*StoreQueue, error) {
 	default:
 		q.next = binary.BigEndian.Uint64(v)
 	}
+	n, err := q.Len()
+	if err != nil {
+		return nil, fmt.Errorf("keyregistry: anchor queue: %w", err)
+	}
+	q.waiting.Store(int64(n))
 	return q, nil
 }
 
@@ -69,24 +83,55 @@ func anchorKey(seq uint64) ds.Key {
 	return ds.NewKey(anchorPrefix + fmt.Sprintf("%020d", seq))
 }
 
-// Enqueue implements AnchorQueue: the entry and the advanced counter are
-// written in one batch.
+// Enqueue queues link of user on its own.
 func (q *StoreQueue) Enqueue(user e2ee.UserID, link e2ee.Link) error {
+	return q.EnqueueWith(user, link, nil)
+}
+
+// EnqueueWith implements AnchorQueue: the entry, the advanced counter and
+// the writes of with (which may be nil) are one transaction.
+func (q *StoreQueue) EnqueueWith(user e2ee.UserID, link e2ee.Link, with func(txn *badger.Txn) error) error {
 	v, err := recEnc.Marshal(queuedEntry{User: user, Link: link.Encode()})
 	if err != nil {
 		return fmt.Errorf("keyregistry: anchor queue: %w", err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	ctx := context.Background()
-	b, _ := q.d.Batch(ctx)
 	var cnt [8]byte
 	binary.BigEndian.PutUint64(cnt[:], q.next+1)
-	if err := errors.Join(b.Put(ctx, anchorKey(q.next), v), b.Put(ctx, keyAnchorNext, cnt[:]), b.Commit(ctx)); err != nil {
+	err = q.p.Update(func(txn *badger.Txn) error {
+		if with != nil {
+			if err := with(txn); err != nil {
+				return err
+			}
+		}
+		return errors.Join(
+			txn.Set(q.p.Key(anchorKey(q.next).Bytes()), v),
+			txn.Set(q.p.Key(keyAnchorNext.Bytes()), cnt[:]))
+	})
+	if err != nil {
 		return fmt.Errorf("keyregistry: anchor queue: %w", err)
 	}
 	q.next++
+	if w, t := q.waiting.Add(1), q.threshold.Load(); t > 0 && w >= t {
+		select {
+		case q.fullCh <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+// full returns a channel that receives when at least n entries wait.
+func (q *StoreQueue) full(n int) <-chan struct{} {
+	q.threshold.Store(int64(n))
+	if q.waiting.Load() >= int64(n) {
+		select {
+		case q.fullCh <- struct{}{}:
+		default:
+		}
+	}
+	return q.fullCh
 }
 
 // Next returns up to n entries from the front of the queue, oldest first.
@@ -116,6 +161,22 @@ func (q *StoreQueue) Next(n int) ([]QueuedLink, error) {
 
 // Ack removes every entry with a seq up to and including seq.
 func (q *StoreQueue) Ack(seq uint64) error {
+	err := q.p.Update(func(txn *badger.Txn) error { return q.AckTxn(txn, seq) })
+	q.Recount()
+	return err
+}
+
+// Recount counts the entries again, after AckTxn's transaction committed.
+func (q *StoreQueue) Recount() {
+	if n, err := q.Len(); err == nil {
+		q.waiting.Store(int64(n))
+	}
+}
+
+// AckTxn removes, inside txn, every entry with a seq up to and including
+// seq, so that the anchoring service can ack in the transaction that
+// records what it anchored.
+func (q *StoreQueue) AckTxn(txn *badger.Txn, seq uint64) error {
 	entries, err := q.Next(int(min(seq, 1<<20)))
 	if err != nil {
 		return err
@@ -124,7 +185,7 @@ func (q *StoreQueue) Ack(seq uint64) error {
 		if e.Seq > seq {
 			break
 		}
-		if err := q.d.Delete(context.Background(), anchorKey(e.Seq)); err != nil {
+		if err := txn.Delete(q.p.Key(anchorKey(e.Seq).Bytes())); err != nil {
 			return fmt.Errorf("keyregistry: anchor queue: %w", err)
 		}
 	}

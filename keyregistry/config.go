@@ -25,6 +25,12 @@ type Config struct {
 	// RepublishInterval is how often every chain in the store is put in the
 	// DHT again; well inside p2p.RecordLifetime.
 	RepublishInterval config.Duration `toml:"republish_interval"`
+	// BatchInterval is how often the accepted links are anchored on the
+	// chain (when the node has a chain backend).
+	BatchInterval config.Duration `toml:"batch_interval"`
+	// BatchMaxLinks anchors a batch early once this many links wait, and
+	// bounds the links of one batch (at most MaxBatchLinks).
+	BatchMaxLinks int `toml:"batch_max_links"`
 	// OIDC lists the OpenID Connect providers accounts can register with.
 	OIDC []OIDCProvider `toml:"oidc"`
 }
@@ -52,6 +58,8 @@ func DefaultConfig() Config {
 		MaxNoncesPerClient: 16,
 		MaxNonces:          65536,
 		RepublishInterval:  config.Duration(12 * time.Hour),
+		BatchInterval:      config.Duration(5 * time.Second),
+		BatchMaxLinks:      10000,
 	}
 }
 
@@ -70,6 +78,12 @@ func (c Config) Validate() error {
 	}
 	if c.RepublishInterval <= 0 || c.RepublishInterval.Std() > p2p.RecordLifetime/2 {
 		return fmt.Errorf("registry.republish_interval: %s is not in (0, %s]", c.RepublishInterval, p2p.RecordLifetime/2)
+	}
+	if c.BatchInterval <= 0 {
+		return fmt.Errorf("registry.batch_interval: must be positive, got %s", c.BatchInterval)
+	}
+	if c.BatchMaxLinks < 1 || c.BatchMaxLinks > MaxBatchLinks {
+		return fmt.Errorf("registry.batch_max_links: %d is not in [1, %d]", c.BatchMaxLinks, MaxBatchLinks)
 	}
 	var names []string
 	for i, p := range c.OIDC {

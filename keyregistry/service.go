@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	badger "github.com/dgraph-io/badger/v4"
 	ds "github.com/ipfs/go-datastore"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -90,6 +91,8 @@ type Service struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	m        metrics
+	am       anchorMetrics
+	mirror   mirror
 	stopOnce sync.Once
 }
 
@@ -160,10 +163,15 @@ func New(cfg Config, host *p2p.Host, db *store.Prefixed, anchors AnchorQueue, lo
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "volo_registry_mailboxes", Help: "Live device-linking mailboxes."},
 			func() float64 { return float64(s.rendezvous.Len()) }),
 	}
+	s.am = newAnchorMetrics()
+	cs = append(cs, s.am.collectors()...)
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("keyregistry: register metrics: %w", err)
 		}
+	}
+	if err := s.initMirror(); err != nil {
+		return nil, err
 	}
 	if err := host.Validators().Add(Namespace, Validator{}); err != nil {
 		return nil, fmt.Errorf("keyregistry: %w", err)
@@ -196,6 +204,11 @@ func (s *Service) Start(context.Context) error {
 		p := s.providers[name]
 		s.wg.Go(func() { p.discoverLoop(s.ctx, s.log) })
 	}
+	if err := s.startMirror(); err != nil {
+		sub.Cancel()
+		s.cancel()
+		return err
+	}
 	s.wg.Go(s.readGossip)
 	s.wg.Go(s.republishLoop)
 	s.wg.Go(s.sweepLoop)
@@ -210,6 +223,7 @@ func (s *Service) Stop() error {
 		}
 		s.cancel()
 		s.sub.Cancel()
+		s.stopMirror()
 		s.wg.Wait()
 	})
 	return nil
@@ -427,16 +441,16 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 			return Chain{}, err
 		}
 	}
-	b, _ := s.d.Batch(ctx)
-	err = b.Put(ctx, chainKey(user), c.Record().Encode())
-	if ticket != "" {
-		err = errors.Join(err, b.Put(ctx, accountKey(acct), user.Bytes()))
-	}
-	if err = errors.Join(err, b.Commit(ctx)); err != nil {
+	// The chain, the account and the anchor queue entry: one transaction.
+	err = s.anchors.EnqueueWith(user, link, func(txn *badger.Txn) error {
+		err := txn.Set(s.db.Key(chainKey(user).Bytes()), c.Record().Encode())
+		if ticket != "" {
+			err = errors.Join(err, txn.Set(s.db.Key(accountKey(acct).Bytes()), user.Bytes()))
+		}
+		return err
+	})
+	if err != nil {
 		return Chain{}, fmt.Errorf("keyregistry: store: %w", err)
-	}
-	if err := s.anchors.Enqueue(user, link); err != nil {
-		s.log.Error("anchor queue refused an accepted link", "user", user.String(), "err", err)
 	}
 	s.log.Info("user registered", "user", user.String(), "oauth", ticket != "")
 	return c, nil
@@ -488,11 +502,12 @@ func (s *Service) appendLink(ctx context.Context, user e2ee.UserID, encoded []by
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 	}
 	next := Chain{Set: set, Links: append(cur.Links[:len(cur.Links):len(cur.Links)], link.Encode())}
-	if err := s.save(ctx, next); err != nil {
-		return Chain{}, err
-	}
-	if err := s.anchors.Enqueue(user, link); err != nil {
-		s.log.Error("anchor queue refused an accepted link", "user", user.String(), "err", err)
+	// The chain and the anchor queue entry: one transaction.
+	err = s.anchors.EnqueueWith(user, link, func(txn *badger.Txn) error {
+		return txn.Set(s.db.Key(chainKey(user).Bytes()), next.Record().Encode())
+	})
+	if err != nil {
+		return Chain{}, fmt.Errorf("keyregistry: store: %w", err)
 	}
 	s.log.Info("link appended", "user", user.String(), "version", set.Version(), "kind", link.Kind)
 	return next, nil
