@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ipfs/go-cid"
+
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/keyregistry"
 )
@@ -34,6 +36,7 @@ func (s *Server) mountRegistry(mux *http.ServeMux) {
 	s.route(mux, "/v1/users", http.MethodPost, s.register)
 	s.route(mux, "/v1/users/{user_id}", http.MethodGet, s.lookup)
 	s.route(mux, "/v1/users/{user_id}/links", http.MethodPost, s.appendLink)
+	s.route(mux, "/v1/anchors/batches/{cid}", http.MethodGet, s.batch)
 	s.routes(mux, "/v1/rendezvous/{rid}", map[string]http.HandlerFunc{
 		http.MethodPost: s.rendezvousPost,
 		http.MethodGet:  s.rendezvousGet,
@@ -67,6 +70,8 @@ func registryError(err error) (int, string) {
 		{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, "too_many_mailboxes"},
 		{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
 		{keyregistry.ErrEmptyMessage, http.StatusBadRequest, "bad_request"},
+		{keyregistry.ErrBatchNotFound, http.StatusNotFound, "batch_not_found"},
+		{keyregistry.ErrBadBatch, http.StatusBadRequest, "bad_cid"},
 	} {
 		if errors.Is(err, m.err) {
 			return m.status, m.code
@@ -230,6 +235,40 @@ type UserResponse struct {
 	UserID  string   `json:"user_id"`
 	Version uint64   `json:"version"`
 	Links   [][]byte `json:"links"`
+	// Proofs holds the anchor proof of each link (Proofs[i] for Links[i]),
+	// null for a link not anchored yet.
+	Proofs []*AnchorProof `json:"proofs"`
+}
+
+// AnchorProof is one entry of UserResponse.Proofs: the proof (the CBOR a
+// verifier checks, docs/anchoring.md) and, for people reading the JSON,
+// where it says the link was anchored. Verifiers trust only Proof.
+type AnchorProof struct {
+	Proof     []byte `json:"proof"`
+	TxID      string `json:"tx_id"`
+	Block     string `json:"block"` // slot.hash
+	BlockNo   uint64 `json:"block_no"`
+	BatchCID  string `json:"batch_cid"`
+	LeafIndex uint64 `json:"leaf_index"`
+	TreeSize  uint64 `json:"tree_size"`
+}
+
+// proofsJSON describes the stored proofs of links.
+func proofsJSON(raw [][]byte) []*AnchorProof {
+	out := make([]*AnchorProof, len(raw))
+	for i, b := range raw {
+		if b == nil {
+			continue
+		}
+		p, err := keyregistry.DecodeAnchorProof(b)
+		if err != nil {
+			continue // the store holds only proofs that decode
+		}
+		tx, at, _ := p.Inclusion()
+		out[i] = &AnchorProof{Proof: b, TxID: tx.String(), Block: at.String(), BlockNo: p.BlockNo,
+			BatchCID: p.Cid().String(), LeafIndex: p.LeafIndex, TreeSize: p.TreeSize}
+	}
+	return out
 }
 
 func userID(w http.ResponseWriter, r *http.Request) (e2ee.UserID, bool) {
@@ -251,7 +290,33 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links})
+	proofs, err := s.keys.Proofs(id, c.Links)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links, Proofs: proofsJSON(proofs)})
+}
+
+func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
+	c, err := cid.Decode(r.PathValue("cid"))
+	if err == nil {
+		c, err = keyregistry.ParseBatchCID(c.Bytes())
+	}
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_cid", fmt.Sprintf("%q is not a batch CID (CIDv1, raw, sha2-256)", r.PathValue("cid")))
+		return
+	}
+	raw, err := s.keys.Batch(c)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/cbor")
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(raw)
 }
 
 // AppendLinkRequest is the body of POST /v1/users/{user_id}/links.
