@@ -459,4 +459,3 @@ func writeState(path string, u utxo) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
-
