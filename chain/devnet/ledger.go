@@ -191,31 +191,31 @@ func decodeTx(raw []byte) (*ledgerTx, error) {
 // certificates, withdrawals, minting, collateral, governance.
 func unsupported(tx *conway.ConwayTransaction) error {
 	var what string
-	w := tx.Witnesses()
+	b, w := &tx.Body, &tx.WitnessSet
 	switch {
 	case !tx.IsValid():
 		what = "transactions marked invalid"
-	case len(tx.Certificates()) > 0:
+	case len(b.TxCertificates) > 0:
 		what = "certificates"
-	case len(tx.Withdrawals()) > 0:
+	case len(b.TxWithdrawals) > 0:
 		what = "withdrawals"
-	case tx.AssetMint() != nil && len(tx.AssetMint().Policies()) > 0:
+	case b.TxMint != nil:
 		what = "minting"
-	case len(tx.Collateral()) > 0 || tx.CollateralReturn() != nil || tx.TotalCollateral() != nil:
+	case len(b.TxCollateral.Items()) > 0 || b.TxCollateralReturn != nil || b.TxTotalCollateral != 0:
 		what = "collateral"
-	case len(tx.ReferenceInputs()) > 0:
+	case len(b.TxReferenceInputs.Items()) > 0:
 		what = "reference inputs"
-	case len(tx.VotingProcedures()) > 0 || len(tx.ProposalProcedures()) > 0 || tx.Donation() != nil || tx.CurrentTreasuryValue() != nil:
+	case len(b.TxVotingProcedures) > 0 || len(b.TxProposalProcedures) > 0 || b.TxDonation != 0 || b.CurrentTreasuryValuePresent():
 		what = "governance"
-	case tx.ScriptDataHash() != nil:
+	case b.TxScriptDataHash != nil:
 		what = "scripts"
-	case w != nil && (len(w.NativeScripts()) > 0 || len(w.PlutusV1Scripts()) > 0 || len(w.PlutusV2Scripts()) > 0 ||
-		len(w.PlutusV3Scripts()) > 0 || len(w.PlutusData()) > 0 || len(w.Bootstrap()) > 0 ||
-		tx.WitnessSet.WsRedeemers.Len() > 0):
+	case len(w.WsNativeScripts.Items()) > 0 || len(w.WsPlutusV1Scripts.Items()) > 0 || len(w.WsPlutusV2Scripts.Items()) > 0 ||
+		len(w.WsPlutusV3Scripts.Items()) > 0 || len(w.WsPlutusData.Items()) > 0 || len(w.BootstrapWitnesses.Items()) > 0 ||
+		w.WsRedeemers.Len() > 0:
 		what = "scripts, datums, redeemers or bootstrap witnesses"
 	default:
 		for i, out := range tx.Outputs() {
-			if out.Assets() != nil && len(out.Assets().Policies()) > 0 {
+			if a := out.Assets(); a != nil && len(a.Policies()) > 0 {
 				return fmt.Errorf("%w: output %d carries native assets, which the devnet does not support", ErrRefused, i)
 			}
 			if out.ScriptRef() != nil || out.Datum() != nil || out.DatumHash() != nil {
