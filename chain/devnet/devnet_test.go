@@ -122,7 +122,7 @@ func TestFundAddresses(t *testing.T) {
 }
 
 // devnetKey is the devnet's funded key and its genesis output.
-func devnetKey(t *testing.T, d *Devnet) (ed25519.PrivateKey, utxoKey) {
+func devnetKey(t testing.TB, d *Devnet) (ed25519.PrivateKey, utxoKey) {
 	t.Helper()
 	k, err := cardano.ReadSigningKey(d.KeyFile())
 	if err != nil {
