@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/keyregistry"
 )
 
@@ -58,6 +59,7 @@ type Server struct {
 
 	keys     *keyregistry.Service
 	relay    Relay
+	backup   *backupstore.Service
 	sessions *sessions
 
 	// ctx lives until Stop: hijacked connections (WebSockets) end with it,
@@ -109,6 +111,9 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	s.route(mux, "/metrics", http.MethodGet, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	if s.keys != nil {
 		s.mountRegistry(mux)
+	}
+	if s.backup != nil {
+		s.mountBackup(mux)
 	}
 	if s.relay != nil {
 		if s.keys == nil {
