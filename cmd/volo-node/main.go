@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,10 @@ func main() {
 	defer stop()
 	if err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "volo-node:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -79,7 +84,7 @@ runs a node (the same as "volo-node run").`,
 		},
 	}
 	root.RunE = run.RunE
-	root.AddCommand(run, newDevnetCmd(&f, stdout, stderr), newBenchCmd(&f, stdout, stderr), newKeygenCmd(&f, stdout), newConfigCmd(stdout), newVersionCmd(stdout))
+	root.AddCommand(run, newDevnetCmd(&f, stdout, stderr), newBenchCmd(&f, stdout, stderr), newKeygenCmd(&f, stdout), newConfigCmd(stdout), newVersionCmd(stdout), newVerifyCmd(stdout))
 	return root
 }
 
