@@ -36,6 +36,7 @@ type settings struct {
 	beforeStart func(i int, n *node.Node)
 	logLevel    slog.Level
 	logTo       io.Writer
+	chain       *chainSettings // nil: every node has chain backend none
 }
 
 // Configure edits node i's configuration before it is built.
@@ -58,13 +59,14 @@ func LogLevel(l slog.Level) Option { return func(s *settings) { s.logLevel = l }
 func LogTo(w io.Writer) Option { return func(s *settings) { s.logTo = w } }
 
 // Config is the configuration of a test node: data in dir, the API and
-// libp2p (TCP) on free loopback ports.
+// libp2p (TCP) on free loopback ports, no chain (see Chain).
 func Config(dir string) node.Config {
 	cfg := node.DefaultConfig()
 	cfg.DataDir = dir
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.P2P.Resources.MaxMemoryMB = 256
+	cfg.Chain.Backend = node.ChainNone
 	return cfg
 }
 
@@ -78,8 +80,18 @@ func New(t testing.TB, n int, opts ...Option) *Network {
 		o(&s)
 	}
 	nw := &Network{t: t, s: s, crashed: make(map[int]bool)}
-	for range n {
-		nw.start(-1, Config(t.TempDir()), true)
+	cfgs := make([]node.Config, n)
+	for i := range cfgs {
+		cfgs[i] = Config(t.TempDir())
+	}
+	if s.chain != nil {
+		nw.chainConfigs(cfgs)
+	}
+	for i := range n {
+		if i > 0 && s.chain != nil {
+			cfgs[i].Chain.Socket = nw.Nodes[0].Devnet().SocketPath()
+		}
+		nw.start(-1, cfgs[i], true)
 	}
 	nw.settle(settleTimeout)
 	return nw
