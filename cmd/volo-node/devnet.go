@@ -2,18 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/volo-chat/volo/chain/cardano"
 	"github.com/volo-chat/volo/node"
 )
 
@@ -77,15 +82,26 @@ func startDevnet(ctx context.Context, base node.Config, n int, log *slog.Logger)
 	if n < 1 {
 		return nil, errors.New("devnet: -n must be at least 1")
 	}
-	var nodes []*node.Node
-	for i := range n {
-		cfg, err := devnetConfig(base, i)
-		if err != nil {
-			return nil, errors.Join(err, stopAll(nodes))
+	cfgs := make([]node.Config, n)
+	for i := range cfgs {
+		var err error
+		if cfgs[i], err = devnetConfig(base, i); err != nil {
+			return nil, err
 		}
+	}
+	if base.Chain.Backend == node.ChainDevnet {
+		if err := devnetChain(cfgs); err != nil {
+			return nil, err
+		}
+	}
+	var nodes []*node.Node
+	for i, cfg := range cfgs {
 		if i > 0 {
 			for _, a := range nodes[0].Host().FullAddrs() {
 				cfg.P2P.Bootstrap = append(cfg.P2P.Bootstrap, a.String())
+			}
+			if d := nodes[0].Devnet(); d != nil {
+				cfg.Chain.Socket = d.SocketPath()
 			}
 		}
 		nd, err := node.New(cfg, log.With("node", i))
@@ -107,13 +123,69 @@ func startDevnet(ctx context.Context, base node.Config, n int, log *slog.Logger)
 	return nodes, nil
 }
 
+// devnetChain shares node 0's embedded Cardano devnet: node 0 runs it (also
+// on a loopback node-to-node port), every other node gets a payment key in
+// its data directory (kept across runs), funded at the devnet's genesis,
+// and anchors through node 0's socket (set once node 0 runs).
+func devnetChain(cfgs []node.Config) error {
+	if cfgs[0].Chain.Devnet.NodeToNodeListen == "" {
+		cfgs[0].Chain.Devnet.NodeToNodeListen = "127.0.0.1:0"
+	}
+	for i := 1; i < len(cfgs); i++ {
+		cfg := &cfgs[i]
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("node %d: data_dir: %w", i, err)
+		}
+		path := filepath.Join(cfg.DataDir, devnetPaymentKey)
+		key, err := cardano.ReadSigningKey(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			if key, err = cardano.GenerateSigningKey(); err == nil {
+				err = cardano.WriteSigningKey(path, key)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("node %d: payment key: %w", i, err)
+		}
+		addr, err := cardano.EnterpriseAddress(key.Public().(ed25519.PublicKey), cardano.Devnet)
+		if err != nil {
+			return fmt.Errorf("node %d: payment address: %w", i, err)
+		}
+		cfgs[0].Chain.Devnet.FundAddresses = append(slices.Clone(cfgs[0].Chain.Devnet.FundAddresses), addr.String())
+		cfg.Chain.Backend = node.ChainCardano
+		cfg.Chain.Network = cardano.Devnet.Name
+		cfg.Chain.PaymentKey = path
+	}
+	return nil
+}
+
+// devnetPaymentKey is the payment key of nodes 1..n-1 of a devnet, in
+// their data directories.
+const devnetPaymentKey = "payment.skey"
+
 func printDevnet(w io.Writer, nodes []*node.Node) {
 	for i, nd := range nodes {
 		fmt.Fprintf(w, "node-%d  api %s  peer %s\n", i, nd.APIURL(), nd.PeerID())
 	}
 	if len(nodes) > 0 {
 		fmt.Fprintf(w, "join with: volo-node --bootstrap %s\n", nodes[0].Host().FullAddrs()[0])
+		printVerifyHint(w, nodes[0])
 	}
+}
+
+// printVerifyHint says where n's embedded Cardano devnet listens and how
+// to verify a user against it.
+func printVerifyHint(w io.Writer, n *node.Node) {
+	d := n.Devnet()
+	if d == nil {
+		return
+	}
+	fmt.Fprintf(w, "cardano devnet  socket %s", d.SocketPath())
+	if a := d.NodeToNodeAddr(); a != "" {
+		fmt.Fprintf(w, "  relay %s", a)
+	}
+	fmt.Fprintf(w, "  magic %d\n", d.Magic())
+	fmt.Fprintf(w, "verify a user with: volo-node verify --user USER_ID --node-url %s --cardano-socket %s --network devnet --min-depth %d\n",
+		n.APIURL(), d.SocketPath(), n.Config().Chain.ConfirmationDepth)
 }
 
 // stopAll stops nodes in reverse start order.

@@ -153,6 +153,7 @@ func runNode(ctx context.Context, cfg node.Config, stdout io.Writer, log *slog.L
 	for _, a := range n.Host().FullAddrs() {
 		fmt.Fprintf(stdout, "  address  %s\n", a)
 	}
+	printVerifyHint(stdout, n)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Stop()
