@@ -1,0 +1,751 @@
+package client
+
+import (
+	"bufio"
+	"compress/flate"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
+)
+
+// Backups (docs/protocol.md, "Backups"): the chat history, contacts and
+// settings are written as an archive (backup_archive.go), compressed
+// (DEFLATE), encrypted with a key derived from the backup password
+// (e2ee backup stream: Argon2id with a random salt in the header), cut
+// into BackupChunkSize chunks named by CID and uploaded to the storage
+// nodes through the device's node; a manifest lists the chunks and a
+// pointer signed by the device names the manifest.
+const (
+	// BackupChunkSize is the size of every chunk of a backup but the last.
+	BackupChunkSize = 1 << 20
+	// DefaultBackupParallel is the number of chunk transfers in flight.
+	DefaultBackupParallel = 6
+	// MinBackupPasswordLength is the shortest backup password accepted
+	// for a new backup (in bytes).
+	MinBackupPasswordLength = 12
+	// BackupCompression is the DEFLATE level: the fastest, since
+	// compression is the slowest step of a backup.
+	BackupCompression = flate.BestSpeed
+	// ChunkFetchAttempts bounds how often a chunk is fetched when the node
+	// answers an error or bytes that do not match its CID.
+	ChunkFetchAttempts = 3
+	// ChunkRetryPause is the pause before fetching a chunk again.
+	ChunkRetryPause = 200 * time.Millisecond
+	// MaxStatusChunks bounds the chunks whose replicas BackupStatus asks
+	// for; a larger backup is sampled evenly (first and last included).
+	MaxStatusChunks = 32
+	// backupSpoolPattern names the temporary file of a backup in the home.
+	backupSpoolPattern = ".backup-*.tmp"
+)
+
+// Errors of backups; callers branch on them.
+var (
+	// ErrBackupPasswordTooShort: a new backup's password is shorter than
+	// MinBackupPasswordLength.
+	ErrBackupPasswordTooShort = fmt.Errorf("backup: the password must have at least %d characters", MinBackupPasswordLength)
+	// ErrBackupWrongPassword: the password does not open the backup, or a
+	// byte of it changed; nothing was imported.
+	ErrBackupWrongPassword = errors.New("backup: wrong password or damaged backup (nothing imported)")
+	// ErrBackupDamaged: a chunk of the backup could not be fetched intact
+	// from the network; nothing was imported.
+	ErrBackupDamaged = errors.New("backup: damaged backup (nothing imported)")
+	// ErrBackupOverQuota: the storage nodes refused the backup for the
+	// user's quota; no pointer was published.
+	ErrBackupOverQuota = errors.New("backup: over quota")
+	// ErrNoBackup: no backup pointer exists for the user.
+	ErrNoBackup = errors.New("no backup found")
+	// ErrBadBackupPointer: the node served a pointer that does not verify
+	// or does not belong to this user's chain.
+	ErrBadBackupPointer = errors.New("backup: the backup pointer does not verify")
+)
+
+// BackupPhase names a step of a backup or restore, for progress reports.
+type BackupPhase int
+
+// Backup phases.
+const (
+	// PhasePack: writing, compressing and encrypting the archive into the
+	// home's spool file; Done and Total count messages.
+	PhasePack BackupPhase = iota + 1
+	// PhaseUpload: uploading chunks; Done and Total count bytes.
+	PhaseUpload
+	// PhaseDownload: downloading, checking and decrypting chunks; bytes.
+	PhaseDownload
+)
+
+func (p BackupPhase) String() string {
+	switch p {
+	case PhasePack:
+		return "packing"
+	case PhaseUpload:
+		return "uploading"
+	case PhaseDownload:
+		return "downloading"
+	}
+	return fmt.Sprintf("BackupPhase(%d)", int(p))
+}
+
+// BackupProgress is one progress report.
+type BackupProgress struct {
+	Phase       BackupPhase
+	Done, Total int64
+}
+
+// BackupOptions tune a backup or restore; the zero value is the default.
+type BackupOptions struct {
+	// KDF is the Argon2id cost of a new backup (e2ee.DefaultBackupParams
+	// if zero). A restore reads the cost from the backup's header.
+	KDF e2ee.BackupParams
+	// Parallel is the number of chunk transfers in flight
+	// (DefaultBackupParallel if 0).
+	Parallel int
+	// Progress, if not nil, is called as the work advances, from one
+	// goroutine at a time.
+	Progress func(BackupProgress)
+}
+
+func (o BackupOptions) parallel() int {
+	if o.Parallel <= 0 {
+		return DefaultBackupParallel
+	}
+	return o.Parallel
+}
+
+// progress serialises progress reports from several goroutines.
+type progress struct {
+	mu    sync.Mutex
+	fn    func(BackupProgress)
+	phase BackupPhase
+	done  int64
+	total int64
+}
+
+func newProgress(fn func(BackupProgress), phase BackupPhase, total int64) *progress {
+	p := &progress{fn: fn, phase: phase, total: total}
+	p.add(0)
+	return p
+}
+
+func (p *progress) add(n int64) {
+	if p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done += n
+	p.fn(BackupProgress{Phase: p.phase, Done: p.done, Total: p.total})
+}
+
+// BackupResult describes a finished backup.
+type BackupResult struct {
+	Pointer  wire.BackupPointer
+	Chunks   int
+	Messages int
+	Contacts int
+	// MinReplicas is the fewest storage nodes any chunk was stored on.
+	MinReplicas int
+}
+
+// Backup writes this device's history, contacts and settings into a new
+// backup encrypted with password, uploads it and publishes the pointer.
+// It first packs the whole backup into a spool file in the home (0600,
+// ciphertext only, removed after), so that the node's quota is checked
+// with the exact size before anything is stored. A refused upload leaves
+// no pointer (ErrBackupOverQuota).
+func (ch *Chat) Backup(ctx context.Context, password []byte, opts BackupOptions) (BackupResult, error) {
+	if len(password) < MinBackupPasswordLength {
+		return BackupResult{}, ErrBackupPasswordTooShort
+	}
+	kdf := opts.KDF
+	if kdf == (e2ee.BackupParams{}) {
+		kdf = e2ee.DefaultBackupParams()
+	}
+	if _, err := ch.chain(ctx, ch.self.User, 0); err != nil {
+		return BackupResult{}, err
+	}
+	st, err := ch.c.home.State()
+	if err != nil {
+		return BackupResult{}, err
+	}
+	info, err := ch.c.api.NodeInfo(ctx)
+	if err != nil {
+		return BackupResult{}, err
+	}
+
+	spool, err := os.CreateTemp(ch.c.home.Dir(), backupSpoolPattern)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("backup: spool: %w", err)
+	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+	if err := spool.Chmod(HomeFileMode); err != nil {
+		return BackupResult{}, fmt.Errorf("backup: spool: %w", err)
+	}
+	res := BackupResult{}
+	chunks, err := ch.pack(ctx, spool, password, kdf, st, &res, opts.Progress)
+	if err != nil {
+		return BackupResult{}, err
+	}
+
+	now := ch.c.now()
+	m := wire.Manifest{User: ch.self.User, Created: now, Chunks: chunks}
+	for _, c := range chunks {
+		m.Size += uint64(c.Size)
+	}
+	menc, err := m.Encode()
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("backup: manifest: %w", err)
+	}
+	mcid := wire.ChunkCID(menc)
+	total := m.Size + uint64(len(menc))
+	auth := wire.SignUpload(ch.keys, ch.self.User, info.PeerID, wire.CheckWhat(total, uint64(len(chunks)+1)), ch.c.now())
+	if _, err := ch.c.api.CheckBackup(ctx, auth, total, uint64(len(chunks)+1)); err != nil {
+		return BackupResult{}, explainQuota(err)
+	}
+
+	minRep, err := ch.upload(ctx, spool, chunks, info.PeerID, opts)
+	if err != nil {
+		return BackupResult{}, err
+	}
+	auth = wire.SignUpload(ch.keys, ch.self.User, info.PeerID, mcid.String(), ch.c.now())
+	n, err := ch.c.api.PutChunk(ctx, auth, mcid, menc, true)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("backup: upload manifest: %w", explainQuota(err))
+	}
+	minRep = min(minRep, n)
+
+	p := wire.BackupPointer{User: ch.self.User, Device: ch.self.Device, Manifest: mcid, Size: m.Size, Time: now}
+	rec, err := wire.SignBackupPointer(p, ch.keys.Signing, st.Chain)
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("backup: sign pointer: %w", err)
+	}
+	enc, err := rec.Encode()
+	if err != nil {
+		return BackupResult{}, fmt.Errorf("backup: pointer: %w", err)
+	}
+	if err := ch.c.api.PutPointer(ctx, enc); err != nil {
+		return BackupResult{}, fmt.Errorf("backup: publish pointer: %w", err)
+	}
+	res.Pointer, res.Chunks, res.MinReplicas = rec.Pointer, len(chunks), minRep
+	return res, nil
+}
+
+// explainQuota turns a quota_exceeded answer into ErrBackupOverQuota.
+func explainQuota(err error) error {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Code == CodeQuotaExceeded {
+		return fmt.Errorf("%w: %s (nothing was published)", ErrBackupOverQuota, ae.Message)
+	}
+	return err
+}
+
+// pack writes the archive through DEFLATE and the e2ee backup writer into
+// spool, cut into chunks, and returns the chunks. The archive is written
+// by one goroutine and compressed there; encryption, hashing and writing
+// run in this one.
+func (ch *Chat) pack(ctx context.Context, spool *os.File, password []byte, kdf e2ee.BackupParams, st State, res *BackupResult, fn func(BackupProgress)) ([]wire.ManifestChunk, error) {
+	peers := ch.Conversations()
+	total := 0
+	ch.mu.Lock()
+	for _, p := range peers {
+		total += len(ch.st.history[p])
+	}
+	ch.mu.Unlock()
+	prog := newProgress(fn, PhasePack, int64(total))
+
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(ch.writeArchive(ctx, pw, peers, st, res, prog))
+	}()
+	defer func() { pr.CloseWithError(errors.New("backup: stopped")); <-done }()
+
+	cw := &chunkWriter{w: spool}
+	bw, err := e2ee.NewBackupWriter(cw, password, kdf, ch.c.rand)
+	if err != nil {
+		return nil, fmt.Errorf("backup: encrypt: %w", err)
+	}
+	if _, err := io.Copy(bw, pr); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := bw.Close(); err != nil {
+		return nil, fmt.Errorf("backup: encrypt: %w", err)
+	}
+	if err := cw.close(); err != nil {
+		return nil, err
+	}
+	if len(cw.chunks) > wire.MaxManifestChunks {
+		return nil, fmt.Errorf("backup: %d chunks, a manifest lists at most %d", len(cw.chunks), wire.MaxManifestChunks)
+	}
+	return cw.chunks, nil
+}
+
+// writeArchive writes the archive of this chat, compressed, to w.
+func (ch *Chat) writeArchive(ctx context.Context, w io.Writer, peers []e2ee.UserID, st State, res *BackupResult, prog *progress) error {
+	fw, err := flate.NewWriter(w, BackupCompression)
+	if err != nil {
+		return err
+	}
+	aw, err := newArchiveWriter(fw, ch.self.User, ch.self.Device, ch.c.now())
+	if err != nil {
+		return err
+	}
+	if st.Node != "" {
+		if err := aw.setting(SettingNode, st.Node); err != nil {
+			return err
+		}
+	}
+	for _, p := range peers {
+		if err := aw.contact(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range peers {
+		// One conversation at a time is copied (the messages' texts are
+		// shared, not copied), so the chat keeps running meanwhile.
+		ch.mu.Lock()
+		h := append([]ChatMessage(nil), ch.st.history[p]...)
+		ch.mu.Unlock()
+		for i, m := range h {
+			if err := aw.message(m); err != nil {
+				return err
+			}
+			if i%1024 == 1023 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				prog.add(1024)
+			}
+		}
+		prog.add(int64(len(h) % 1024))
+		res.Messages += len(h)
+	}
+	res.Contacts = len(peers)
+	if err := aw.close(); err != nil {
+		return err
+	}
+	return fw.Close()
+}
+
+// chunkWriter cuts what is written into BackupChunkSize chunks, writes
+// them to w and keeps their CIDs and sizes.
+type chunkWriter struct {
+	w      io.Writer
+	buf    []byte
+	chunks []wire.ManifestChunk
+}
+
+func (cw *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if cw.buf == nil {
+			cw.buf = make([]byte, 0, BackupChunkSize)
+		}
+		c := min(len(p), BackupChunkSize-len(cw.buf))
+		cw.buf = append(cw.buf, p[:c]...)
+		p = p[c:]
+		if len(cw.buf) == BackupChunkSize {
+			if err := cw.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (cw *chunkWriter) flush() error {
+	if len(cw.buf) == 0 {
+		return nil
+	}
+	cw.chunks = append(cw.chunks, wire.ManifestChunk{CID: wire.ChunkCID(cw.buf), Size: uint32(len(cw.buf))})
+	if _, err := cw.w.Write(cw.buf); err != nil {
+		return fmt.Errorf("backup: spool: %w", err)
+	}
+	cw.buf = cw.buf[:0]
+	return nil
+}
+
+func (cw *chunkWriter) close() error { return cw.flush() }
+
+// upload sends the chunks from spool, opts.parallel() at a time, each
+// with its own signed authorization. It returns the fewest replicas a
+// chunk got.
+func (ch *Chat) upload(ctx context.Context, spool *os.File, chunks []wire.ManifestChunk, peerID string, opts BackupOptions) (int, error) {
+	var total int64
+	offsets := make([]int64, len(chunks))
+	for i, c := range chunks {
+		offsets[i] = total
+		total += int64(c.Size)
+	}
+	prog := newProgress(opts.Progress, PhaseUpload, total)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	next := make(chan int)
+	var mu sync.Mutex
+	minRep := int(^uint(0) >> 1)
+	var wg sync.WaitGroup
+	for range min(opts.parallel(), len(chunks)) {
+		wg.Go(func() {
+			buf := make([]byte, BackupChunkSize)
+			for i := range next {
+				c := chunks[i]
+				b := buf[:c.Size]
+				if _, err := spool.ReadAt(b, offsets[i]); err != nil {
+					cancel(fmt.Errorf("backup: spool: %w", err))
+					return
+				}
+				auth := wire.SignUpload(ch.keys, ch.self.User, peerID, c.CID.String(), ch.c.now())
+				n, err := ch.c.api.PutChunk(ctx, auth, c.CID, b, false)
+				if err != nil {
+					cancel(fmt.Errorf("backup: upload chunk %d of %d: %w", i+1, len(chunks), explainQuota(err)))
+					return
+				}
+				mu.Lock()
+				minRep = min(minRep, n)
+				mu.Unlock()
+				prog.add(int64(c.Size))
+			}
+		})
+	}
+feed:
+	for i := range chunks {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return 0, err
+	}
+	return minRep, nil
+}
+
+// ownPointer fetches and verifies this user's backup pointer: the record
+// verifies from its own chain, names this user, and that chain is a
+// prefix of (or the same as, or extends) this device's verified chain,
+// fetched now and checked against the saved one; the signing device is a
+// current device of the newer of the two.
+func (c *Client) ownPointer(ctx context.Context) (wire.PointerRecord, error) {
+	st, err := c.home.State()
+	if err != nil {
+		return wire.PointerRecord{}, err
+	}
+	id, err := identityOf(st)
+	if err != nil {
+		return wire.PointerRecord{}, err
+	}
+	set, links, err := c.fetchChain(ctx, c.api, id.User)
+	if err != nil {
+		return wire.PointerRecord{}, err
+	}
+	if _, err := c.acceptOwnChain(st, set, links); err != nil {
+		return wire.PointerRecord{}, err
+	}
+	raw, err := c.api.Pointer(ctx, id.User)
+	if IsCode(err, CodeNotFound) {
+		return wire.PointerRecord{}, fmt.Errorf("%w for user %s", ErrNoBackup, id.User)
+	}
+	if err != nil {
+		return wire.PointerRecord{}, err
+	}
+	rec, err := wire.DecodePointerRecord(raw)
+	if err != nil {
+		return wire.PointerRecord{}, fmt.Errorf("%w: %w", ErrBadBackupPointer, err)
+	}
+	if !rec.Pointer.User.Equal(id.User) {
+		return wire.PointerRecord{}, fmt.Errorf("%w: the node served the pointer of %s for %s", ErrBadBackupPointer, rec.Pointer.User, id.User)
+	}
+	recSet, err := rec.VerifyDevices()
+	if err != nil {
+		return wire.PointerRecord{}, fmt.Errorf("%w: %w", ErrBadBackupPointer, err)
+	}
+	switch r := e2ee.Relate(set, recSet); r {
+	case e2ee.ChainSame, e2ee.ChainRollback:
+		if _, ok := set.Lookup(rec.Pointer.Device); !ok {
+			return wire.PointerRecord{}, fmt.Errorf("%w: signed by %s, which is no longer a device of %s", ErrBadBackupPointer, rec.Pointer.Device, id.User)
+		}
+	case e2ee.ChainExtends:
+		// Signed with a chain newer than the node's: VerifyDevices checked it.
+	default:
+		return wire.PointerRecord{}, fmt.Errorf("%w: its chain is %s from this device's", ErrBadBackupPointer, r)
+	}
+	return rec, nil
+}
+
+// fetchManifest downloads, checks and decodes the manifest rec names.
+func (c *Client) fetchManifest(ctx context.Context, rec wire.PointerRecord) (wire.Manifest, error) {
+	b, err := c.fetchChunk(ctx, rec.Pointer.Manifest)
+	if err != nil {
+		return wire.Manifest{}, fmt.Errorf("%w: manifest %s: %w", ErrBackupDamaged, rec.Pointer.Manifest, err)
+	}
+	m, err := wire.DecodeManifest(b)
+	if err != nil {
+		return wire.Manifest{}, fmt.Errorf("%w: manifest %s: %w", ErrBackupDamaged, rec.Pointer.Manifest, err)
+	}
+	if !m.User.Equal(rec.Pointer.User) || m.Size != rec.Pointer.Size {
+		return wire.Manifest{}, fmt.Errorf("%w: manifest of %s with %d bytes, the pointer names %s with %d", ErrBackupDamaged, m.User, m.Size, rec.Pointer.User, rec.Pointer.Size)
+	}
+	return m, nil
+}
+
+// fetchChunk gets chunk id from the node, checked against its CID, trying
+// again (the node then asks other holders) up to ChunkFetchAttempts times.
+func (c *Client) fetchChunk(ctx context.Context, id cid.Cid) ([]byte, error) {
+	var err error
+	for attempt := range ChunkFetchAttempts {
+		if attempt > 0 {
+			if serr := sleep(ctx, ChunkRetryPause); serr != nil {
+				return nil, errors.Join(err, serr)
+			}
+		}
+		var b []byte
+		if b, err = c.api.GetChunk(ctx, id); err == nil {
+			return b, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+// RestoreResult describes a finished restore.
+type RestoreResult struct {
+	Pointer wire.BackupPointer
+	// Messages is the number of messages in the backup; Imported the
+	// number that were new to this device.
+	Messages int
+	Imported int
+	Contacts int
+}
+
+// Restore finds this user's newest backup, downloads every chunk (each
+// checked against its CID), decrypts it with password, decompresses and
+// decodes the whole archive, and only then imports it into the chat store
+// (see importArchive). A wrong password or a changed byte anywhere gives
+// ErrBackupWrongPassword, a chunk no node serves intact ErrBackupDamaged;
+// either way nothing is imported.
+func (ch *Chat) Restore(ctx context.Context, password []byte, opts BackupOptions) (RestoreResult, error) {
+	rec, err := ch.c.ownPointer(ctx)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	m, err := ch.c.fetchManifest(ctx, rec)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	a, err := ch.c.download(ctx, m, password, opts)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if !a.User.Equal(ch.self.User) {
+		return RestoreResult{}, fmt.Errorf("%w: the archive is of user %s", ErrBackupDamaged, a.User)
+	}
+	n, err := ch.importArchive(a)
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	return RestoreResult{Pointer: rec.Pointer, Messages: a.Messages, Imported: n, Contacts: len(a.Contacts)}, nil
+}
+
+// download fetches the chunks of m in order (opts.parallel() in flight)
+// into the decryption and decompression pipeline and decodes the archive.
+func (c *Client) download(ctx context.Context, m wire.Manifest, password []byte, opts BackupOptions) (*Archive, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	prog := newProgress(opts.Progress, PhaseDownload, int64(m.Size))
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.CloseWithError(c.fetchInOrder(ctx, m, pw, opts.parallel(), prog))
+	}()
+	defer func() { pr.CloseWithError(errors.New("restore: stopped")); <-done }()
+
+	a, err := decodeBackup(pr, password)
+	if err != nil {
+		var fetchErr *chunkFetchError
+		switch {
+		case errors.As(err, &fetchErr):
+			return nil, fmt.Errorf("%w: %w", ErrBackupDamaged, fetchErr.err)
+		case ctx.Err() != nil && context.Cause(ctx) != nil:
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	return a, nil
+}
+
+// decodeBackup decrypts, decompresses and decodes a whole backup stream;
+// the e2ee reader authenticates every byte up to the final chunk. Any
+// failure of the password or the bytes is ErrBackupWrongPassword.
+func decodeBackup(r io.Reader, password []byte) (*Archive, error) {
+	rd, err := e2ee.NewBackupReader(r, password)
+	if err != nil {
+		return nil, backupStreamError(err)
+	}
+	// flate reads a ByteReader byte by byte, never past its stream's end,
+	// so what follows it in rd can be checked.
+	br := bufio.NewReaderSize(rd, 256<<10)
+	fr := flate.NewReader(br)
+	a, err := ReadArchive(fr)
+	if err != nil {
+		return nil, backupStreamError(err)
+	}
+	if _, err := io.Copy(io.Discard, fr); err != nil {
+		return nil, backupStreamError(err)
+	}
+	if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
+		return nil, backupStreamError(fmt.Errorf("%d bytes after the compressed archive: %w", n, err))
+	}
+	return a, nil
+}
+
+// backupStreamError classifies an error of reading a backup stream.
+func backupStreamError(err error) error {
+	var fetchErr *chunkFetchError
+	if errors.As(err, &fetchErr) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrBackupWrongPassword, err)
+}
+
+// chunkFetchError is a chunk that could not be fetched intact; it goes
+// through the pipe to the decoder.
+type chunkFetchError struct{ err error }
+
+func (e *chunkFetchError) Error() string { return e.err.Error() }
+func (e *chunkFetchError) Unwrap() error { return e.err }
+
+// fetchInOrder fetches m's chunks, parallel at a time, and writes them to
+// w in order.
+func (c *Client) fetchInOrder(ctx context.Context, m wire.Manifest, w io.Writer, parallel int, prog *progress) error {
+	type result struct {
+		b   []byte
+		err error
+	}
+	slots := make(chan chan result, parallel)
+	go func() {
+		defer close(slots)
+		for i, ch := range m.Chunks {
+			r := make(chan result, 1)
+			select {
+			case slots <- r:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				b, err := c.fetchChunk(ctx, ch.CID)
+				if err == nil && len(b) != int(ch.Size) {
+					err = fmt.Errorf("%d bytes, the manifest says %d", len(b), ch.Size)
+				}
+				if err != nil {
+					err = &chunkFetchError{fmt.Errorf("chunk %d of %d (%s): %w", i+1, len(m.Chunks), ch.CID, err)}
+				}
+				r <- result{b, err}
+			}()
+		}
+	}()
+	for r := range slots {
+		var res result
+		select {
+		case res = <-r:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if res.err != nil {
+			return res.err
+		}
+		if _, err := w.Write(res.b); err != nil {
+			return err
+		}
+		prog.add(int64(len(res.b)))
+	}
+	return ctx.Err()
+}
+
+// BackupStatus describes the newest backup of this user.
+type BackupStatus struct {
+	Pointer wire.BackupPointer
+	Chunks  int
+	// ManifestReplicas is the number of storage nodes holding the manifest.
+	ManifestReplicas int
+	// Checked lists the chunks whose replicas were asked for: all of them,
+	// or an even sample of MaxStatusChunks when Sampled.
+	Checked []ChunkStatus
+	Sampled bool
+	// MinReplicas is the fewest replicas among the manifest and the
+	// checked chunks.
+	MinReplicas int
+}
+
+// ChunkStatus is the replicas of one chunk.
+type ChunkStatus struct {
+	Index    int
+	CID      cid.Cid
+	Size     uint32
+	Replicas int
+	Holders  []string
+}
+
+// BackupStatus verifies this user's backup pointer, fetches the manifest
+// and asks the node how many storage nodes hold it and each chunk (a
+// sample of MaxStatusChunks for larger backups). It needs no password.
+func (c *Client) BackupStatus(ctx context.Context) (BackupStatus, error) {
+	rec, err := c.ownPointer(ctx)
+	if err != nil {
+		return BackupStatus{}, err
+	}
+	m, err := c.fetchManifest(ctx, rec)
+	if err != nil {
+		return BackupStatus{}, err
+	}
+	s := BackupStatus{Pointer: rec.Pointer, Chunks: len(m.Chunks)}
+	r, err := c.api.Replicas(ctx, rec.Pointer.Manifest)
+	if err != nil {
+		return BackupStatus{}, err
+	}
+	s.ManifestReplicas, s.MinReplicas = r.Replicas, r.Replicas
+	idx := sampleIndexes(len(m.Chunks), MaxStatusChunks)
+	s.Sampled = len(idx) < len(m.Chunks)
+	for _, i := range idx {
+		ch := m.Chunks[i]
+		r, err := c.api.Replicas(ctx, ch.CID)
+		if err != nil {
+			return BackupStatus{}, err
+		}
+		s.Checked = append(s.Checked, ChunkStatus{Index: i, CID: ch.CID, Size: ch.Size, Replicas: r.Replicas, Holders: r.Holders})
+		s.MinReplicas = min(s.MinReplicas, r.Replicas)
+	}
+	return s, nil
+}
+
+// sampleIndexes returns every index below n, or k of them spread evenly
+// (the first and the last included) when n > k.
+func sampleIndexes(n, k int) []int {
+	if n <= k {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+	out := make([]int, k)
+	for j := range out {
+		out[j] = j * (n - 1) / (k - 1)
+	}
+	return out
+}

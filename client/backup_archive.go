@@ -1,0 +1,429 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// The backup archive is the plaintext a backup holds, before compression
+// and encryption (docs/protocol.md, "Backup archive"). It is a stream of
+// records, each a 4-byte big-endian length and that many bytes of
+// deterministic CBOR {1: kind, 2: body}, in this order:
+//
+//	header    once   {1: version, 2: user, 3: device that made it, 4: created ms}
+//	setting   0..n   {1: name, 2: value}, names ascending
+//	contact   0..n   {1: user}, user IDs ascending (bytes)
+//	messages  0..n   {1: [message, ...]}, 1..MaxArchiveBatch messages each
+//	end       once   {1: settings, 2: contacts, 3: messages} (the counts)
+//
+// A message is the chat store's history entry (chatMessageWire). Messages
+// come conversation by conversation (peers ascending), each conversation
+// in its history order. Nothing may follow the end record. The archive
+// holds no device key and no session state: a backup is restored on a
+// device with its own keys.
+const (
+	// ArchiveVersion is the archive format this client writes and reads.
+	ArchiveVersion = 1
+	// MaxArchiveRecordSize bounds one record: a batch of messages is cut
+	// at archiveBatchBytes, so one message of MaxTextSize always fits.
+	MaxArchiveRecordSize = 1 << 20
+	// MaxArchiveBatch bounds the messages of one messages record.
+	MaxArchiveBatch = 1024
+	// MaxArchiveSettings bounds the settings of an archive, and
+	// MaxSettingNameSize and MaxSettingValueSize one setting.
+	MaxArchiveSettings  = 64
+	MaxSettingNameSize  = 64
+	MaxSettingValueSize = 4096
+	// MaxArchiveContacts bounds the contacts of an archive.
+	MaxArchiveContacts = 1 << 20
+
+	// archiveBatchBytes is the encoded size after which the writer ends a
+	// messages record.
+	archiveBatchBytes = 256 << 10
+	// archiveRecordHeader is the length prefix of a record.
+	archiveRecordHeader = 4
+)
+
+// Archive record kinds.
+const (
+	archiveKindHeader   = 1
+	archiveKindSetting  = 2
+	archiveKindContact  = 3
+	archiveKindMessages = 4
+	archiveKindEnd      = 5
+)
+
+// SettingNode is the setting naming the node a device talks to.
+const SettingNode = "node"
+
+// ErrBadArchive reports an archive that does not decode or breaks the
+// format's rules. A backup that decrypts (the password was right and no
+// byte changed) never gives it, except from a client with a bug.
+var ErrBadArchive = errors.New("client: bad backup archive")
+
+// Archive is a decoded backup archive.
+type Archive struct {
+	User    e2ee.UserID
+	Device  e2ee.DeviceID // the device that made the backup
+	Created time.Time
+	// Settings are the home's non-secret settings (SettingNode, ...).
+	Settings map[string]string
+	// Contacts are the peers of the user's conversations, ascending.
+	Contacts []e2ee.UserID
+	// History holds each conversation's messages in their history order.
+	History map[e2ee.UserID][]ChatMessage
+	// Messages is the number of messages in History.
+	Messages int
+}
+
+type archiveRecord struct {
+	Kind uint64          `cbor:"1,keyasint"`
+	Body cbor.RawMessage `cbor:"2,keyasint"`
+}
+
+type archiveHeader struct {
+	Version uint64 `cbor:"1,keyasint"`
+	User    []byte `cbor:"2,keyasint"`
+	Device  []byte `cbor:"3,keyasint"`
+	Created int64  `cbor:"4,keyasint"`
+}
+
+type archiveSetting struct {
+	Name  string `cbor:"1,keyasint"`
+	Value string `cbor:"2,keyasint"`
+}
+
+type archiveContact struct {
+	User []byte `cbor:"1,keyasint"`
+}
+
+type archiveMessages struct {
+	Messages []chatMessageWire `cbor:"1,keyasint"`
+}
+
+type archiveEnd struct {
+	Settings uint64 `cbor:"1,keyasint"`
+	Contacts uint64 `cbor:"2,keyasint"`
+	Messages uint64 `cbor:"3,keyasint"`
+}
+
+// archiveWriter writes an archive record by record; it holds at most one
+// batch of messages.
+type archiveWriter struct {
+	w        io.Writer
+	user     e2ee.UserID
+	stage    int // kind of the last record written
+	lastKey  []byte
+	batch    []chatMessageWire
+	batchLen int
+	counts   archiveEnd
+	buf      []byte
+}
+
+func newArchiveWriter(w io.Writer, user e2ee.UserID, device e2ee.DeviceID, created time.Time) (*archiveWriter, error) {
+	aw := &archiveWriter{w: w, user: user}
+	err := aw.record(archiveKindHeader, archiveHeader{
+		Version: ArchiveVersion, User: user.Bytes(), Device: device.Bytes(), Created: created.UnixMilli(),
+	})
+	return aw, err
+}
+
+// record writes one record: its length, then {1: kind, 2: body}. The
+// deterministic encoding of a two-pair map with keys 1 and 2 and a kind
+// under 24 is the bytes a2 01 <kind> 02 followed by the body's encoding.
+func (aw *archiveWriter) record(kind int, body any) error {
+	b, err := storeEnc.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("client: encode archive record: %w", err)
+	}
+	n := 4 + len(b)
+	if n > MaxArchiveRecordSize {
+		return fmt.Errorf("client: archive record of %d bytes, limit %d", n, MaxArchiveRecordSize)
+	}
+	aw.buf = binary.BigEndian.AppendUint32(aw.buf[:0], uint32(n))
+	aw.buf = append(aw.buf, 0xa2, 0x01, byte(kind), 0x02)
+	aw.buf = append(aw.buf, b...)
+	if _, err := aw.w.Write(aw.buf); err != nil {
+		return fmt.Errorf("client: write archive: %w", err)
+	}
+	aw.stage = kind
+	return nil
+}
+
+// ordered checks that records of kind come in the format's order, and
+// keys of settings and contacts ascending.
+func (aw *archiveWriter) ordered(kind int, key []byte) error {
+	if aw.stage > kind || (aw.stage == kind && key != nil && bytes.Compare(aw.lastKey, key) >= 0) {
+		return fmt.Errorf("client: archive record of kind %d out of order", kind)
+	}
+	aw.lastKey = key
+	return nil
+}
+
+func (aw *archiveWriter) setting(name, value string) error {
+	if len(name) == 0 || len(name) > MaxSettingNameSize || len(value) > MaxSettingValueSize {
+		return fmt.Errorf("client: setting %q too long", name)
+	}
+	if err := aw.ordered(archiveKindSetting, []byte(name)); err != nil {
+		return err
+	}
+	aw.counts.Settings++
+	return aw.record(archiveKindSetting, archiveSetting{Name: name, Value: value})
+}
+
+func (aw *archiveWriter) contact(u e2ee.UserID) error {
+	if err := aw.ordered(archiveKindContact, u.Bytes()); err != nil {
+		return err
+	}
+	aw.counts.Contacts++
+	return aw.record(archiveKindContact, archiveContact{User: u.Bytes()})
+}
+
+// message adds m to the current batch, writing the batch when it is full.
+func (aw *archiveWriter) message(m ChatMessage) error {
+	if aw.stage > archiveKindMessages {
+		return errors.New("client: archive message after the end")
+	}
+	w := encodeChatMessage(m)
+	aw.batch = append(aw.batch, w)
+	aw.batchLen += len(w.Text) + 3*40 + 32
+	aw.counts.Messages++
+	if len(aw.batch) == MaxArchiveBatch || aw.batchLen >= archiveBatchBytes {
+		return aw.flush()
+	}
+	return nil
+}
+
+func (aw *archiveWriter) flush() error {
+	if len(aw.batch) == 0 {
+		return nil
+	}
+	err := aw.record(archiveKindMessages, archiveMessages{Messages: aw.batch})
+	clear(aw.batch)
+	aw.batch, aw.batchLen = aw.batch[:0], 0
+	return err
+}
+
+// close writes the last batch and the end record.
+func (aw *archiveWriter) close() error {
+	if err := aw.flush(); err != nil {
+		return err
+	}
+	return aw.record(archiveKindEnd, aw.counts)
+}
+
+// ReadArchive decodes a whole archive from r, checking every record's
+// shape, order and limits, that messages belong to the archive's user and
+// to listed contacts, and that the end record's counts match.
+func ReadArchive(r io.Reader) (*Archive, error) {
+	ar := &archiveReader{r: bufio.NewReaderSize(r, 64<<10)}
+	a, err := ar.read()
+	if err != nil {
+		return nil, fmt.Errorf("%w: record %d: %w", ErrBadArchive, ar.n, err)
+	}
+	return a, nil
+}
+
+// DecodeArchive is ReadArchive of b.
+func DecodeArchive(b []byte) (*Archive, error) { return ReadArchive(bytes.NewReader(b)) }
+
+type archiveReader struct {
+	r   *bufio.Reader
+	buf []byte
+	n   int // records read
+}
+
+// next reads one record; io.EOF only at the end of the input between records.
+func (ar *archiveReader) next() (archiveRecord, error) {
+	var hdr [archiveRecordHeader]byte
+	if _, err := io.ReadFull(ar.r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return archiveRecord{}, errors.New("cut short")
+		}
+		return archiveRecord{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxArchiveRecordSize {
+		return archiveRecord{}, fmt.Errorf("length %d (1 to %d)", n, MaxArchiveRecordSize)
+	}
+	ar.buf = slices.Grow(ar.buf[:0], int(n))[:n]
+	if _, err := io.ReadFull(ar.r, ar.buf); err != nil {
+		return archiveRecord{}, fmt.Errorf("cut short: %w", err)
+	}
+	var rec archiveRecord
+	if err := storeDec.Unmarshal(ar.buf, &rec); err != nil {
+		return archiveRecord{}, err
+	}
+	if rec.Kind < archiveKindHeader || rec.Kind > archiveKindEnd || len(ar.buf) < 4 ||
+		!bytes.Equal(ar.buf[:4], []byte{0xa2, 0x01, byte(rec.Kind), 0x02}) {
+		return archiveRecord{}, fmt.Errorf("not a canonical record of a known kind (kind %d)", rec.Kind)
+	}
+	ar.n++
+	return rec, nil
+}
+
+// decodeCanonical decodes body into v and checks that v encodes back to
+// exactly body: one encoding per archive.
+func decodeCanonical(body []byte, v any) error {
+	if err := storeDec.Unmarshal(body, v); err != nil {
+		return err
+	}
+	again, err := storeEnc.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(again, body) {
+		return errors.New("not canonical CBOR")
+	}
+	return nil
+}
+
+func (ar *archiveReader) read() (*Archive, error) {
+	rec, err := ar.next()
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("empty")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.Kind != archiveKindHeader {
+		return nil, fmt.Errorf("starts with a record of kind %d, not the header", rec.Kind)
+	}
+	var h archiveHeader
+	if err := decodeCanonical(rec.Body, &h); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if h.Version != ArchiveVersion {
+		return nil, fmt.Errorf("version %d, this client reads %d", h.Version, ArchiveVersion)
+	}
+	a := &Archive{Settings: map[string]string{}, History: map[e2ee.UserID][]ChatMessage{}, Created: time.UnixMilli(h.Created).UTC()}
+	if a.User, err = e2ee.UserIDFromBytes(h.User); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if a.Device, err = e2ee.DeviceIDFromBytes(h.Device); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	contacts := map[e2ee.UserID]bool{}
+	stage := uint64(archiveKindHeader)
+	var lastKey []byte
+	var lastPeer e2ee.UserID
+	for {
+		rec, err := ar.next()
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("no end record")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rec.Kind < stage || rec.Kind == archiveKindHeader {
+			return nil, fmt.Errorf("record of kind %d after kind %d", rec.Kind, stage)
+		}
+		if rec.Kind != stage {
+			lastKey = nil
+		}
+		stage = rec.Kind
+		switch rec.Kind {
+		case archiveKindSetting:
+			var s archiveSetting
+			if err := decodeCanonical(rec.Body, &s); err != nil {
+				return nil, fmt.Errorf("setting: %w", err)
+			}
+			if len(s.Name) == 0 || len(s.Name) > MaxSettingNameSize || len(s.Value) > MaxSettingValueSize {
+				return nil, fmt.Errorf("setting %q: name or value too long", s.Name)
+			}
+			if lastKey != nil && bytes.Compare(lastKey, []byte(s.Name)) >= 0 {
+				return nil, fmt.Errorf("setting %q out of order", s.Name)
+			}
+			if len(a.Settings) == MaxArchiveSettings {
+				return nil, fmt.Errorf("more than %d settings", MaxArchiveSettings)
+			}
+			lastKey = []byte(s.Name)
+			a.Settings[s.Name] = s.Value
+		case archiveKindContact:
+			var c archiveContact
+			if err := decodeCanonical(rec.Body, &c); err != nil {
+				return nil, fmt.Errorf("contact: %w", err)
+			}
+			u, err := e2ee.UserIDFromBytes(c.User)
+			if err != nil {
+				return nil, fmt.Errorf("contact: %w", err)
+			}
+			if lastKey != nil && bytes.Compare(lastKey, c.User) >= 0 {
+				return nil, fmt.Errorf("contact %s out of order", u)
+			}
+			if len(a.Contacts) == MaxArchiveContacts {
+				return nil, fmt.Errorf("more than %d contacts", MaxArchiveContacts)
+			}
+			lastKey = c.User
+			a.Contacts = append(a.Contacts, u)
+			contacts[u] = true
+		case archiveKindMessages:
+			var ms archiveMessages
+			if err := decodeCanonical(rec.Body, &ms); err != nil {
+				return nil, fmt.Errorf("messages: %w", err)
+			}
+			if len(ms.Messages) == 0 || len(ms.Messages) > MaxArchiveBatch {
+				return nil, fmt.Errorf("%d messages in a record (1 to %d)", len(ms.Messages), MaxArchiveBatch)
+			}
+			for _, w := range ms.Messages {
+				m, err := decodeChatMessage(w)
+				if err != nil {
+					return nil, fmt.Errorf("message: %w", err)
+				}
+				if err := a.checkMessage(m, contacts); err != nil {
+					return nil, err
+				}
+				if !m.Peer.Equal(lastPeer) {
+					if len(a.History[m.Peer]) > 0 {
+						return nil, fmt.Errorf("conversation with %s comes twice", m.Peer)
+					}
+					if !lastPeer.IsZero() && lastPeer.Compare(m.Peer) > 0 {
+						return nil, fmt.Errorf("conversation with %s out of order", m.Peer)
+					}
+					lastPeer = m.Peer
+				}
+				a.History[m.Peer] = append(a.History[m.Peer], m)
+				a.Messages++
+			}
+		case archiveKindEnd:
+			var e archiveEnd
+			if err := decodeCanonical(rec.Body, &e); err != nil {
+				return nil, fmt.Errorf("end: %w", err)
+			}
+			if e.Settings != uint64(len(a.Settings)) || e.Contacts != uint64(len(a.Contacts)) || e.Messages != uint64(a.Messages) {
+				return nil, fmt.Errorf("end record counts %d settings, %d contacts, %d messages; the archive holds %d, %d, %d",
+					e.Settings, e.Contacts, e.Messages, len(a.Settings), len(a.Contacts), a.Messages)
+			}
+			if _, err := ar.r.ReadByte(); !errors.Is(err, io.EOF) {
+				return nil, errors.New("data after the end record")
+			}
+			return a, nil
+		}
+	}
+}
+
+// checkMessage checks that m is a message of a's user's conversation with
+// a listed contact: sent by the user (outgoing) or by the peer.
+func (a *Archive) checkMessage(m ChatMessage, contacts map[e2ee.UserID]bool) error {
+	switch {
+	case !contacts[m.Peer]:
+		return fmt.Errorf("message %s/%d with %s, who is not a contact", m.Device, m.Seq, m.Peer)
+	case m.Outgoing != m.From.Equal(a.User):
+		return fmt.Errorf("message %s/%d: outgoing is %v, sender %s", m.Device, m.Seq, m.Outgoing, m.From)
+	case !m.Outgoing && !m.From.Equal(m.Peer):
+		return fmt.Errorf("message %s/%d of %s in the conversation with %s", m.Device, m.Seq, m.From, m.Peer)
+	case len(m.Text) > MaxTextSize:
+		return fmt.Errorf("message %s/%d: text of %d bytes, limit %d", m.Device, m.Seq, len(m.Text), MaxTextSize)
+	}
+	return nil
+}

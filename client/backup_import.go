@@ -1,0 +1,218 @@
+package client
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// rewriteRecordBytes is the plaintext size after which rewrite ends a
+// record of history, well under MaxChatRecordSize.
+const rewriteRecordBytes = 8 << 20
+
+// msgKey identifies a message: its sending device and that device's
+// sequence number, which the device never reuses.
+type msgKey struct {
+	device e2ee.DeviceID
+	seq    uint64
+}
+
+// mergeHistory adds the messages of restored that existing lacks (by
+// msgKey) to existing. The two lists are interleaved by the time each
+// device received them, each keeping its own order; then each sending
+// device's messages are put in Seq order the way the chat store does
+// (chatState.insert), so replaying the store gives the same history.
+// Messages of existing are never changed. It returns the new history and
+// the number of messages added.
+func mergeHistory(existing, restored []ChatMessage) ([]ChatMessage, int) {
+	have := make(map[msgKey]bool, len(existing))
+	for _, m := range existing {
+		have[msgKey{m.Device, m.Seq}] = true
+	}
+	var fresh []ChatMessage
+	for _, m := range restored {
+		k := msgKey{m.Device, m.Seq}
+		if !have[k] {
+			have[k] = true
+			fresh = append(fresh, m)
+		}
+	}
+	if len(fresh) == 0 {
+		return existing, 0
+	}
+	merged := make([]ChatMessage, 0, len(existing)+len(fresh))
+	i, j := 0, 0
+	for i < len(existing) && j < len(fresh) {
+		if fresh[j].Received.Before(existing[i].Received) {
+			merged = append(merged, fresh[j])
+			j++
+		} else {
+			merged = append(merged, existing[i])
+			i++
+		}
+	}
+	merged = append(merged, existing[i:]...)
+	merged = append(merged, fresh[j:]...)
+	st := &chatState{history: map[e2ee.UserID][]ChatMessage{}}
+	var peer e2ee.UserID
+	if len(merged) > 0 {
+		peer = merged[0].Peer
+		st.history[peer] = make([]ChatMessage, 0, len(merged))
+	}
+	for _, m := range merged {
+		st.insert(m)
+	}
+	return st.history[peer], len(fresh)
+}
+
+// importArchive merges a decoded archive of this user into the chat store
+// and the home: messages not in history yet are added (see mergeHistory)
+// and the store is rewritten so that replaying it gives the merged
+// history; settings the home lacks are taken. It returns the number of
+// messages added.
+func (ch *Chat) importArchive(a *Archive) (int, error) {
+	if !a.User.Equal(ch.self.User) {
+		return 0, fmt.Errorf("client: the backup is of user %s, this device is of %s", a.User, ch.self.User)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	merged := make(map[e2ee.UserID][]ChatMessage, len(a.History))
+	added := 0
+	for peer, restored := range a.History {
+		h, n := mergeHistory(ch.st.history[peer], restored)
+		if n > 0 {
+			merged[peer] = h
+			added += n
+		}
+	}
+	if added > 0 {
+		old := make(map[e2ee.UserID][]ChatMessage, len(merged))
+		for peer, h := range merged {
+			old[peer] = ch.st.history[peer]
+			ch.st.history[peer] = h
+		}
+		if err := ch.store.rewrite(ch.st); err != nil {
+			for peer, h := range old {
+				if h == nil {
+					delete(ch.st.history, peer)
+				} else {
+					ch.st.history[peer] = h
+				}
+			}
+			return 0, err
+		}
+	}
+	if node := a.Settings[SettingNode]; node != "" {
+		st, err := ch.c.home.State()
+		if err != nil {
+			return added, err
+		}
+		if st.Node == "" {
+			if _, err := ParseNodeURL(node); err == nil {
+				st.Node = node
+				if err := ch.c.home.SaveState(st); err != nil {
+					return added, err
+				}
+			}
+		}
+	}
+	return added, nil
+}
+
+// rewrite replaces the log with records holding all of st: its history
+// in records of about rewriteRecordBytes, then one record of the session
+// states and the sequence number. Replaying the new log gives st. The new
+// log is written to a temporary file, synced and renamed over the old
+// one, so a crash leaves one or the other.
+func (l *chatLog) rewrite(st *chatState) error {
+	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	fail := func(err error) error {
+		tmp.Close()
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	if err := tmp.Chmod(HomeFileMode); err != nil {
+		return fail(err)
+	}
+	var size int64
+	write := func(r chatRecord) error {
+		b, err := sealChatRecord(r, l.key)
+		if err != nil {
+			return err
+		}
+		size += int64(len(b))
+		_, err = tmp.Write(b)
+		return err
+	}
+	var rec chatRecord
+	n := 0
+	for _, h := range st.history {
+		for _, m := range h {
+			rec.History = append(rec.History, encodeChatMessage(m))
+			if n += len(m.Text) + 200; n >= rewriteRecordBytes {
+				if err := write(rec); err != nil {
+					return fail(err)
+				}
+				rec, n = chatRecord{}, 0
+			}
+		}
+	}
+	if len(rec.History) > 0 {
+		if err := write(rec); err != nil {
+			return fail(err)
+		}
+	}
+	sessions, err := st.snapshotSessions()
+	if err != nil {
+		return fail(err)
+	}
+	if err := write(sessions); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), l.path); err != nil {
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND, HomeFileMode)
+	if err != nil {
+		return fmt.Errorf("client: chat store: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return fmt.Errorf("client: chat store: %w", err)
+	}
+	l.f.Close()
+	l.f, l.size = f, size
+	return nil
+}
+
+// snapshotSessions is a record of st's session states and sequence number.
+func (s *chatState) snapshotSessions() (chatRecord, error) {
+	r := chatRecord{Seq: s.seq}
+	for peer, ss := range s.senders {
+		b, err := ss.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Senders = append(r.Senders, senderStateWire{Peer: peer.Bytes(), State: b})
+	}
+	for _, rs := range s.receivers {
+		b, err := rs.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Receivers = append(r.Receivers, b)
+	}
+	return r, nil
+}
