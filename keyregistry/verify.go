@@ -138,7 +138,14 @@ func verifyLink(user e2ee.UserID, link, rawProof []byte, fetch func(p, prev chai
 		lv.Reason = fmt.Sprintf("could not read block %s from the Cardano node: %v", at, err)
 		return
 	}
-	lv.BlockNo = blk.BlockNo
+	if blk.Point.Slot != at.Slot || !bytes.Equal(blk.Point.Hash, at.Hash) {
+		lv.Reason = fmt.Sprintf("the proof names block %s, the Cardano node has block %s there", at, blk.Point)
+		return
+	}
+	if blk.BlockNo != p.BlockNo {
+		lv.Reason = fmt.Sprintf("the proof says block number %d, the block at %s is number %d", p.BlockNo, at, blk.BlockNo)
+		return
+	}
 	i := slices.IndexFunc(blk.Txs, func(tx chain.Tx) bool { return tx.ID == txID })
 	if i < 0 {
 		lv.Reason = fmt.Sprintf("transaction %s named by the proof is not in block %s", txID, at)
