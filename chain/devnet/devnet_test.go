@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	ouroboros "github.com/blinklabs-io/gouroboros"
 	gledger "github.com/blinklabs-io/gouroboros/ledger"
 	"github.com/blinklabs-io/gouroboros/ledger/common"
+	"github.com/blinklabs-io/gouroboros/protocol/chainsync"
 	pcommon "github.com/blinklabs-io/gouroboros/protocol/common"
 	"github.com/blinklabs-io/gouroboros/protocol/localtxsubmission"
 
@@ -51,13 +53,6 @@ func TestQueries(t *testing.T) {
 		t.Fatalf("block number before any block %d, %v", n, err)
 	}
 	made := d.MakeBlock()
-	if p, err = lsq.GetChainPoint(); err != nil {
-		t.Fatal(err)
-	}
-	// A query answers from the state at acquisition; acquire again.
-	if err := lsq.Release(); err != nil {
-		t.Fatal(err)
-	}
 	if p, err = lsq.GetChainPoint(); err != nil || p.Slot != made.Slot || !bytes.Equal(p.Hash, made.Hash) {
 		t.Fatalf("chain point %+v, %v; want %s", p, err, made)
 	}
@@ -396,5 +391,43 @@ func TestRestart(t *testing.T) {
 	}
 	if _, err := New(Config{Dir: dir, FundLovelace: 7}, nil); err == nil {
 		t.Fatal("a chain was replayed over another genesis")
+	}
+}
+
+func TestIntersect(t *testing.T) {
+	d := startDevnet(t, Config{})
+	b1, b2 := d.MakeBlock(), d.MakeBlock()
+	ch := make(chan seen, 10)
+	cfg := chainsync.NewConfig(
+		chainsync.WithRollForwardRawFunc(func(_ chainsync.CallbackContext, _ uint, raw []byte, _ chainsync.Tip) error {
+			b, err := gledger.NewBlockFromCbor(gledger.BlockTypeConway, raw)
+			if err != nil {
+				return err
+			}
+			ch <- seen{slot: b.SlotNumber(), hash: b.Hash().Bytes()}
+			return nil
+		}),
+		chainsync.WithRollBackwardFunc(func(_ chainsync.CallbackContext, p pcommon.Point, _ chainsync.Tip) error {
+			ch <- seen{rollback: true, slot: p.Slot, hash: p.Hash}
+			return nil
+		}),
+	)
+	cs := dialNtC(t, d, ouroboros.WithChainSyncConfig(cfg)).ChainSync().Client
+	tip, err := cs.GetCurrentTip()
+	if err != nil || tip.BlockNumber != 2 || !bytes.Equal(tip.Point.Hash, b2.Hash) {
+		t.Fatalf("current tip %+v, %v; want block 2", tip, err)
+	}
+	unknown := pcommon.NewPoint(b1.Slot, make([]byte, 32))
+	if err := cs.Sync([]pcommon.Point{unknown}); err == nil {
+		t.Fatal("intersection found at a point not on the chain")
+	}
+	if err := cs.Sync([]pcommon.Point{unknown, pcommon.NewPoint(b1.Slot, b1.Hash)}); err != nil {
+		t.Fatal(err)
+	}
+	if s := next(t, ch); !s.rollback || !bytes.Equal(s.hash, b1.Hash) {
+		t.Fatalf("first message %+v, want a roll-backward to the intersection", s)
+	}
+	if s := next(t, ch); s.rollback || !bytes.Equal(s.hash, b2.Hash) {
+		t.Fatalf("second message %+v, want block 2", s)
 	}
 }
