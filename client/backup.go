@@ -207,16 +207,15 @@ func (ch *Chat) Backup(ctx context.Context, password []byte, opts BackupOptions)
 	}
 	mcid := wire.ChunkCID(menc)
 	total := m.Size + uint64(len(menc))
-	auth := wire.SignUpload(ch.keys, ch.self.User, info.PeerID, wire.CheckWhat(total, uint64(len(chunks)+1)), ch.c.now())
-	if _, err := ch.c.api.CheckBackup(ctx, auth, total, uint64(len(chunks)+1)); err != nil {
-		return BackupResult{}, explainQuota(err)
+	if err := ch.preflight(ctx, info.PeerID, total, uint64(len(chunks)+1)); err != nil {
+		return BackupResult{}, err
 	}
 
 	minRep, err := ch.upload(ctx, spool, chunks, info.PeerID, opts)
 	if err != nil {
 		return BackupResult{}, err
 	}
-	auth = wire.SignUpload(ch.keys, ch.self.User, info.PeerID, mcid.String(), ch.c.now())
+	auth := wire.SignUpload(ch.keys, ch.self.User, info.PeerID, mcid.String(), ch.c.now())
 	n, err := ch.c.api.PutChunk(ctx, auth, mcid, menc, true)
 	if err != nil {
 		return BackupResult{}, fmt.Errorf("backup: upload manifest: %w", explainQuota(err))
@@ -239,11 +238,29 @@ func (ch *Chat) Backup(ctx context.Context, password []byte, opts BackupOptions)
 	return res, nil
 }
 
+// preflight asks the node whether a backup of bytes in chunks fits the
+// user's quota. When it does not, it asks again for nothing to learn the
+// quota and what the user holds, for the error's message.
+func (ch *Chat) preflight(ctx context.Context, peerID string, bytes, chunks uint64) error {
+	auth := wire.SignUpload(ch.keys, ch.self.User, peerID, wire.CheckWhat(bytes, chunks), ch.c.now())
+	_, err := ch.c.api.CheckBackup(ctx, auth, bytes, chunks)
+	if !IsCode(err, CodeQuotaExceeded) {
+		return err
+	}
+	auth = wire.SignUpload(ch.keys, ch.self.User, peerID, wire.CheckWhat(0, 0), ch.c.now())
+	q, qerr := ch.c.api.CheckBackup(ctx, auth, 0, 0)
+	if qerr != nil {
+		return explainQuota(err)
+	}
+	return fmt.Errorf("%w: this node allows %d bytes in %d chunks for your user, which holds %d bytes in %d chunks there; this backup needs %d bytes in %d chunks (nothing was stored or published)",
+		ErrBackupOverQuota, q.QuotaBytes, q.QuotaChunks, q.UsedBytes, q.UsedChunks, bytes, chunks)
+}
+
 // explainQuota turns a quota_exceeded answer into ErrBackupOverQuota.
 func explainQuota(err error) error {
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Code == CodeQuotaExceeded {
-		return fmt.Errorf("%w: %s (nothing was published)", ErrBackupOverQuota, ae.Message)
+		return fmt.Errorf("%w: %s (no pointer was published)", ErrBackupOverQuota, ae.Message)
 	}
 	return err
 }
