@@ -2,8 +2,8 @@ package keyregistry
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
