@@ -10,6 +10,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/relay"
@@ -32,6 +33,11 @@ type Config struct {
 	Registry keyregistry.Config `toml:"registry"`
 	// Relay is the relay: mailboxes on the closest nodes, placement, expiry.
 	Relay relay.Config `toml:"relay"`
+	// Chain is where accepted links are anchored (chain.go).
+	Chain ChainConfig `toml:"chain"`
+	// Backup is the backup store: encrypted chunks on the closest storage
+	// nodes, quotas, repair, garbage collection, backup pointers.
+	Backup backupstore.Config `toml:"backup"`
 }
 
 // LogConfig is the [log] section.
@@ -59,6 +65,8 @@ func DefaultConfig() Config {
 		Store:    StoreConfig{SyncWrites: true},
 		Registry: keyregistry.DefaultConfig(),
 		Relay:    relay.DefaultConfig(),
+		Chain:    DefaultChainConfig(),
+		Backup:   backupstore.DefaultConfig(),
 	}
 }
 
@@ -119,7 +127,13 @@ func (c Config) Validate() error {
 	if err := c.Registry.Validate(); err != nil {
 		return err
 	}
-	return c.Relay.Validate()
+	if err := c.Chain.Validate(); err != nil {
+		return err
+	}
+	if err := c.Relay.Validate(); err != nil {
+		return err
+	}
+	return c.Backup.Validate()
 }
 
 // ParseLogLevel parses debug, info, warn or error.

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/volo-chat/volo/api"
+	"github.com/volo-chat/volo/backupstore"
+	"github.com/volo-chat/volo/chain/devnet"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/relay"
@@ -44,6 +46,7 @@ const (
 	prefixDHT      = "dht/"
 	prefixRegistry = "registry/"
 	prefixRelay    = "relay/"
+	prefixBackup   = "backup/"
 )
 
 // keyRunning is present in the store while the node runs: finding it at
@@ -67,7 +70,12 @@ type Node struct {
 	api      *api.Server
 	keys     *keyregistry.Service
 	relay    *relay.Service
+	backup   *backupstore.Service
 	registry *prometheus.Registry
+
+	// devnet and anchoring: chain.go (nil when the chain config has none).
+	devnet    *devnet.Devnet
+	anchoring *keyregistry.Anchoring
 
 	// services in start order.
 	services []namedService
@@ -163,6 +171,10 @@ func (n *Node) build(key crypto.PrivKey) error {
 	}
 	n.keys = keys
 	n.services = append(n.services, namedService{"registry", keys})
+	if err := n.buildChain(anchors); err != nil {
+		host.Stop()
+		return err
+	}
 
 	rel, err := relay.NewService(n.cfg.Relay, host, n.db.Prefix(prefixRelay),
 		n.log.With("service", "relay"), n.registry)
@@ -173,8 +185,17 @@ func (n *Node) build(key crypto.PrivKey) error {
 	n.relay = rel
 	n.services = append(n.services, namedService{"relay", rel})
 
+	bs, err := backupstore.New(n.cfg.Backup, host, n.db.Prefix(prefixBackup), keys,
+		n.log.With("service", "backup"), n.registry)
+	if err != nil {
+		host.Stop()
+		return err
+	}
+	n.backup = bs
+	n.services = append(n.services, namedService{"backup", bs})
+
 	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"),
-		api.WithRegistry(keys), api.WithRelay(rel))
+		api.WithRegistry(keys), api.WithRelay(rel), api.WithBackup(bs))
 	if err != nil {
 		host.Stop()
 		return err
@@ -237,6 +258,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.log.Debug("service started", "service", s.name)
 	}
 	n.log.Info("node started", "peer_id", n.host.ID().String(), "api", n.api.URL(), "version", Version)
+	n.logChain()
 	return nil
 }
 
@@ -304,6 +326,9 @@ func (n *Node) KeyRegistry() *keyregistry.Service { return n.keys }
 
 // Relay returns the node's relay service.
 func (n *Node) Relay() *relay.Service { return n.relay }
+
+// Backup returns the node's backup store.
+func (n *Node) Backup() *backupstore.Service { return n.backup }
 
 // Registry is the node's Prometheus registry, served at /metrics.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
