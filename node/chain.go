@@ -60,6 +60,10 @@ type ChainConfig struct {
 type DevnetConfig struct {
 	// BlockInterval is how often the devnet makes a block.
 	BlockInterval config.Duration `toml:"block_interval"`
+	// IdleBlocks: after this many empty blocks in a row the devnet makes
+	// none until a transaction arrives (an idle node's chain stops
+	// growing); 0: never pause.
+	IdleBlocks int `toml:"idle_blocks"`
 	// NodeToNodeListen is a TCP HOST:PORT on which the devnet also speaks
 	// node-to-node (for verifiers using --cardano-relay); empty: none.
 	NodeToNodeListen string `toml:"node_to_node_listen"`
@@ -68,6 +72,10 @@ type DevnetConfig struct {
 	FundAddresses []string `toml:"fund_addresses"`
 }
 
+// DefaultIdleBlocks is how many empty blocks an idle devnet makes before
+// it pauses: well past any confirmation depth a devnet is used with.
+const DefaultIdleBlocks = 120
+
 // DefaultChainConfig is the development chain: an embedded devnet making a
 // block a second, anchors deep enough at 3 blocks.
 func DefaultChainConfig() ChainConfig {
@@ -75,7 +83,7 @@ func DefaultChainConfig() ChainConfig {
 		Backend:           ChainDevnet,
 		Network:           "devnet",
 		ConfirmationDepth: 3,
-		Devnet:            DevnetConfig{BlockInterval: config.Duration(time.Second), FundAddresses: []string{}},
+		Devnet:            DevnetConfig{BlockInterval: config.Duration(time.Second), IdleBlocks: DefaultIdleBlocks, FundAddresses: []string{}},
 	}
 }
 
@@ -105,6 +113,9 @@ func (c ChainConfig) Validate() error {
 		if c.Devnet.BlockInterval < 0 {
 			return fmt.Errorf("chain.devnet.block_interval: must not be negative, got %s", c.Devnet.BlockInterval)
 		}
+		if c.Devnet.IdleBlocks < 0 {
+			return fmt.Errorf("chain.devnet.idle_blocks: must not be negative, got %d", c.Devnet.IdleBlocks)
+		}
 	}
 	return nil
 }
@@ -124,6 +135,7 @@ func (n *Node) buildChain(q *keyregistry.StoreQueue) error {
 		d, err := devnet.New(devnet.Config{
 			Dir:           filepath.Join(n.cfg.DataDir, DevnetDir),
 			BlockInterval: cc.Devnet.BlockInterval.Std(),
+			IdleBlocks:    cc.Devnet.IdleBlocks,
 			NodeToNode:    cc.Devnet.NodeToNodeListen,
 			FundAddresses: cc.Devnet.FundAddresses,
 		}, log.With("chain", "devnet"))

@@ -98,9 +98,13 @@ var ErrRollback = errors.New("devnet: cannot roll back that far")
 type Config struct {
 	Dir           string        // where the key, socket and chain live (the node passes <data_dir>/devnet)
 	BlockInterval time.Duration // 0: blocks only made by MakeBlock (tests)
-	NodeToNode    string        // optional TCP listen address "127.0.0.1:0"; empty: none
-	FundAddresses []string      // bech32 addresses funded at genesis besides the devnet's own key
-	FundLovelace  uint64        // per funded address; default DefaultFundLovelace
+	// IdleBlocks: after this many empty blocks in a row the timer makes no
+	// more until a transaction arrives, so an idle devnet does not grow its
+	// chain (and chain.cbor) forever. 0: never pause.
+	IdleBlocks    int
+	NodeToNode    string   // optional TCP listen address "127.0.0.1:0"; empty: none
+	FundAddresses []string // bech32 addresses funded at genesis besides the devnet's own key
+	FundLovelace  uint64   // per funded address; default DefaultFundLovelace
 }
 
 // Devnet is the embedded node. Build it with New, then Start and Stop.
@@ -139,6 +143,9 @@ func New(cfg Config, log *slog.Logger) (*Devnet, error) {
 	}
 	if cfg.FundLovelace == 0 {
 		cfg.FundLovelace = DefaultFundLovelace
+	}
+	if cfg.IdleBlocks < 0 {
+		return nil, fmt.Errorf("devnet: negative idle block count %d", cfg.IdleBlocks)
 	}
 	if cfg.BlockInterval < 0 {
 		return nil, fmt.Errorf("devnet: negative block interval %s", cfg.BlockInterval)
@@ -352,9 +359,28 @@ func (d *Devnet) runBlocks(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			d.MakeBlock()
+			if !d.idle() {
+				d.MakeBlock()
+			}
 		}
 	}
+}
+
+// idle reports whether the timer should skip a block: the mempool is empty
+// and the newest IdleBlocks blocks are all empty.
+func (d *Devnet) idle() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.cfg.IdleBlocks
+	if n <= 0 || len(d.mempool) > 0 || len(d.blocks) < n {
+		return false
+	}
+	for _, b := range d.blocks[len(d.blocks)-n:] {
+		if len(b.txs) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // MakeBlock makes a block now with the mempool's transactions (as many

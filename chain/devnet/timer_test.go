@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	gledger "github.com/blinklabs-io/gouroboros/ledger"
 )
 
 // TestBlockTimer runs the block maker in a bubble: one block per interval,
@@ -42,6 +44,47 @@ func TestBlockTimer(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		if d.Tip().BlockNo != 3 {
 			t.Fatal("blocks made after the timer stopped")
+		}
+	})
+}
+
+// TestIdleDevnetPauses: after IdleBlocks empty blocks the timer stops
+// making blocks; a transaction wakes it, and its block is followed by
+// IdleBlocks empty blocks again (enough for the confirmation depth).
+func TestIdleDevnetPauses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d, err := New(Config{Dir: t.TempDir(), BlockInterval: time.Second, IdleBlocks: 3}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Stop()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		go d.runBlocks(ctx)
+		time.Sleep(30*time.Second + time.Millisecond)
+		synctest.Wait()
+		if n := d.Tip().BlockNo; n != 3 {
+			t.Fatalf("%d blocks after 30 idle seconds, want 3 (IdleBlocks)", n)
+		}
+		key, genesisIn := devnetKey(t, d)
+		_, payee := testKey(t)
+		spec := txSpec{
+			inputs:  []utxoKey{genesisIn},
+			outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
+			fee:     200_000,
+			signers: []ed25519.PrivateKey{key},
+		}
+		raw, _ := spec.build(t)
+		if _, err := d.submit(gledger.TxTypeConway, raw); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if n := d.Tip().BlockNo; n != 3+1+3 {
+			t.Fatalf("%d blocks after a transaction woke the devnet, want 7 (its block and 3 empty ones)", n)
+		}
+		if len(d.blocks[3].txs) != 1 {
+			t.Fatal("the transaction is not in the block the timer made after it")
 		}
 	})
 }
