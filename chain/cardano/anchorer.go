@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -158,6 +159,7 @@ func (a *Anchorer) Anchor(ctx context.Context, an chain.Anchor, depth uint64) (c
 		if err := a.submit(ctx, tx); err != nil {
 			return chain.Inclusion{}, err
 		}
+		a.log.Info("anchor submitted", "tx", tx.ID)
 		inc, err := a.await(ctx, tx, st.point, depth)
 		if errors.Is(err, errExpired) {
 			a.log.Warn("anchor transaction can no longer be included, building another", "tx", tx.ID, "err", err)
@@ -343,12 +345,18 @@ func rejectReason(rej localtxsubmission.TransactionRejectedError) string {
 func (a *Anchorer) await(ctx context.Context, tx *anchorTx, start chain.Point, depth uint64) (chain.Inclusion, error) {
 	for attempt := 0; ; attempt++ {
 		var inc *chain.Inclusion
+		var since []chain.Point // the inclusion block and those after it
 		var result chain.Inclusion
 		prev := start
 		done := errors.New("done")
 		err := follow(ctx, a.e, []chain.Point{start}, func(ev chain.Event, b *chain.Block) error {
 			if ev.Rollback {
-				if inc != nil && inc.Block.Slot > ev.Point.Slot {
+				kept := slices.IndexFunc(since, func(p chain.Point) bool { return samePoint(p, ev.Point) })
+				if kept >= 0 {
+					since = since[:kept+1]
+				}
+				if inc != nil && kept < 0 {
+					since = nil
 					a.log.Warn("the anchor's block was rolled back", "tx", tx.ID, "block", inc.Block, "to", ev.Point)
 					inc = nil
 					if ev.Tip.Point.Slot > tx.TTL {
@@ -359,6 +367,8 @@ func (a *Anchorer) await(ctx context.Context, tx *anchorTx, start chain.Point, d
 						// It may still be in the node's mempool; the TTL
 						// decides when to give up on it.
 						a.log.Warn("resubmission refused", "tx", tx.ID, "err", err)
+					} else {
+						a.log.Info("anchor resubmitted", "tx", tx.ID)
 					}
 				}
 				prev = ev.Point
@@ -377,6 +387,9 @@ func (a *Anchorer) await(ctx context.Context, tx *anchorTx, start chain.Point, d
 				}
 			}
 			prev = ev.Point
+			if inc != nil {
+				since = append(since, ev.Point)
+			}
 			if inc != nil && chain.Depth(inc.BlockNo, chain.Tip{BlockNo: ev.BlockNo}) >= depth {
 				result = *inc
 				return done
