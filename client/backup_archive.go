@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -23,22 +25,27 @@ import (
 //	header    once   {1: version, 2: user, 3: device that made it, 4: created ms}
 //	setting   0..n   {1: name, 2: value}, names ascending
 //	contact   0..n   {1: user}, user IDs ascending (bytes)
-//	messages  0..n   {1: [message, ...]}, 1..MaxArchiveBatch messages each
+//	messages  0..n   {1: peer, 2: [device, ...], 3: [message, ...]}
 //	end       once   {1: settings, 2: contacts, 3: messages} (the counts)
 //
-// A message is the chat store's history entry (chatMessageWire). Messages
-// come conversation by conversation (peers ascending), each conversation
-// in its history order. Nothing may follow the end record. The archive
-// holds no device key and no session state: a backup is restored on a
-// device with its own keys.
+// A messages record holds 1..MaxArchiveBatch messages of the conversation
+// with peer, each the array [device index, seq, sent ms, received ms,
+// text, outgoing]: the sending device is an index into the record's list
+// of devices (distinct, at most MaxArchiveDevices), and the sender is the
+// archive's user when outgoing, else the peer. Conversations come one
+// after the other (peers ascending), each in its history order. Nothing
+// may follow the end record. The archive holds no device key and no
+// session state: a backup is restored on a device with its own keys.
 const (
 	// ArchiveVersion is the archive format this client writes and reads.
 	ArchiveVersion = 1
 	// MaxArchiveRecordSize bounds one record: a batch of messages is cut
 	// at archiveBatchBytes, so one message of MaxTextSize always fits.
 	MaxArchiveRecordSize = 1 << 20
-	// MaxArchiveBatch bounds the messages of one messages record.
-	MaxArchiveBatch = 1024
+	// MaxArchiveBatch bounds the messages of one messages record, and
+	// MaxArchiveDevices its sending devices.
+	MaxArchiveBatch   = 1024
+	MaxArchiveDevices = 256
 	// MaxArchiveSettings bounds the settings of an archive, and
 	// MaxSettingNameSize and MaxSettingValueSize one setting.
 	MaxArchiveSettings  = 64
@@ -52,6 +59,16 @@ const (
 	archiveBatchBytes = 256 << 10
 	// archiveRecordHeader is the length prefix of a record.
 	archiveRecordHeader = 4
+
+	// Upper bounds of the encoded size, for the quota preflight: the
+	// header, settings and end records; what each conversation adds
+	// (contact record, a messages record's framing and peer); what each
+	// message adds to its text (its array, and its device in the record's
+	// list at worst); and the framing of a record cut every
+	// archiveBatchBytes.
+	archiveFixedOverhead   = 16 << 10
+	archiveContactOverhead = 128
+	archiveMessageOverhead = 80
 )
 
 // Archive record kinds.
@@ -108,7 +125,19 @@ type archiveContact struct {
 }
 
 type archiveMessages struct {
-	Messages []chatMessageWire `cbor:"1,keyasint"`
+	Peer     []byte           `cbor:"1,keyasint"`
+	Devices  [][]byte         `cbor:"2,keyasint"`
+	Messages []archiveMessage `cbor:"3,keyasint"`
+}
+
+type archiveMessage struct {
+	_        struct{} `cbor:",toarray"`
+	Device   uint64
+	Seq      uint64
+	Sent     int64
+	Received int64
+	Text     string
+	Outgoing bool
 }
 
 type archiveEnd struct {
@@ -124,7 +153,9 @@ type archiveWriter struct {
 	user     e2ee.UserID
 	stage    int // kind of the last record written
 	lastKey  []byte
-	batch    []chatMessageWire
+	peer     e2ee.UserID // of the batch
+	devices  map[e2ee.DeviceID]uint64
+	batch    archiveMessages
 	batchLen int
 	counts   archiveEnd
 	buf      []byte
@@ -189,28 +220,63 @@ func (aw *archiveWriter) contact(u e2ee.UserID) error {
 	return aw.record(archiveKindContact, archiveContact{User: u.Bytes()})
 }
 
-// message adds m to the current batch, writing the batch when it is full.
+// message adds m to the current batch, writing the batch when it is full
+// or m is of another conversation. Messages of one conversation must come
+// together.
 func (aw *archiveWriter) message(m ChatMessage) error {
 	if aw.stage > archiveKindMessages {
 		return errors.New("client: archive message after the end")
 	}
-	w := encodeChatMessage(m)
-	aw.batch = append(aw.batch, w)
-	aw.batchLen += len(w.Text) + 3*40 + 32
+	if m.Outgoing != m.From.Equal(aw.user) || (!m.Outgoing && !m.From.Equal(m.Peer)) {
+		return fmt.Errorf("client: archive: message %s/%d of %s in the conversation with %s", m.Device, m.Seq, m.From, m.Peer)
+	}
+	if !m.Peer.Equal(aw.peer) || len(aw.devices) == MaxArchiveDevices && !aw.hasDevice(m.Device) {
+		if err := aw.flush(); err != nil {
+			return err
+		}
+		aw.peer = m.Peer
+	}
+	if aw.devices == nil {
+		aw.devices = map[e2ee.DeviceID]uint64{}
+	}
+	d, ok := aw.devices[m.Device]
+	if !ok {
+		d = uint64(len(aw.batch.Devices))
+		aw.devices[m.Device] = d
+		aw.batch.Devices = append(aw.batch.Devices, m.Device.Bytes())
+	}
+	text := m.Text
+	if !utf8.ValidString(text) {
+		// Only a text this device sent itself can be invalid UTF-8 (what
+		// arrives is checked); the archive must stay readable.
+		text = strings.ToValidUTF8(text, "\uFFFD")
+	}
+	aw.batch.Messages = append(aw.batch.Messages, archiveMessage{
+		Device: d, Seq: m.Seq, Sent: m.Sent.UnixMilli(), Received: m.Received.UnixMilli(), Text: text, Outgoing: m.Outgoing,
+	})
+	aw.batchLen += len(m.Text) + 32
 	aw.counts.Messages++
-	if len(aw.batch) == MaxArchiveBatch || aw.batchLen >= archiveBatchBytes {
+	if len(aw.batch.Messages) == MaxArchiveBatch || aw.batchLen >= archiveBatchBytes {
 		return aw.flush()
 	}
 	return nil
 }
 
+func (aw *archiveWriter) hasDevice(d e2ee.DeviceID) bool {
+	_, ok := aw.devices[d]
+	return ok
+}
+
 func (aw *archiveWriter) flush() error {
-	if len(aw.batch) == 0 {
+	if len(aw.batch.Messages) == 0 {
 		return nil
 	}
-	err := aw.record(archiveKindMessages, archiveMessages{Messages: aw.batch})
-	clear(aw.batch)
-	aw.batch, aw.batchLen = aw.batch[:0], 0
+	aw.batch.Peer = aw.peer.Bytes()
+	err := aw.record(archiveKindMessages, aw.batch)
+	clear(aw.batch.Messages)
+	aw.batch = archiveMessages{Messages: aw.batch.Messages[:0]}
+	clear(aw.devices)
+	aw.batchLen = 0
 	return err
 }
 
@@ -372,29 +438,56 @@ func (ar *archiveReader) read() (*Archive, error) {
 			if err := decodeCanonical(rec.Body, &ms); err != nil {
 				return nil, fmt.Errorf("messages: %w", err)
 			}
-			if len(ms.Messages) == 0 || len(ms.Messages) > MaxArchiveBatch {
+			peer, err := e2ee.UserIDFromBytes(ms.Peer)
+			if err != nil {
+				return nil, fmt.Errorf("messages: peer: %w", err)
+			}
+			switch {
+			case !contacts[peer]:
+				return nil, fmt.Errorf("messages with %s, who is not a contact", peer)
+			case !peer.Equal(lastPeer) && len(a.History[peer]) > 0:
+				return nil, fmt.Errorf("conversation with %s comes twice", peer)
+			case !lastPeer.IsZero() && lastPeer.Compare(peer) > 0:
+				return nil, fmt.Errorf("conversation with %s out of order", peer)
+			case len(ms.Messages) == 0 || len(ms.Messages) > MaxArchiveBatch:
 				return nil, fmt.Errorf("%d messages in a record (1 to %d)", len(ms.Messages), MaxArchiveBatch)
+			case len(ms.Devices) == 0 || len(ms.Devices) > MaxArchiveDevices:
+				return nil, fmt.Errorf("%d devices in a record (1 to %d)", len(ms.Devices), MaxArchiveDevices)
 			}
+			lastPeer = peer
+			devs := make([]e2ee.DeviceID, len(ms.Devices))
+			seen := make(map[e2ee.DeviceID]bool, len(ms.Devices))
+			for i, b := range ms.Devices {
+				if devs[i], err = e2ee.DeviceIDFromBytes(b); err != nil {
+					return nil, fmt.Errorf("messages: device: %w", err)
+				}
+				if seen[devs[i]] {
+					return nil, fmt.Errorf("messages: device %s listed twice", devs[i])
+				}
+				seen[devs[i]] = true
+			}
+			h := a.History[peer]
 			for _, w := range ms.Messages {
-				m, err := decodeChatMessage(w)
-				if err != nil {
-					return nil, fmt.Errorf("message: %w", err)
+				if w.Device >= uint64(len(devs)) {
+					return nil, fmt.Errorf("message of device %d of %d", w.Device, len(devs))
 				}
-				if err := a.checkMessage(m, contacts); err != nil {
-					return nil, err
+				m := ChatMessage{
+					Peer: peer, From: peer, Device: devs[w.Device], Seq: w.Seq,
+					Sent: time.UnixMilli(w.Sent).UTC(), Received: time.UnixMilli(w.Received).UTC(),
+					Text: w.Text, Outgoing: w.Outgoing,
 				}
-				if !m.Peer.Equal(lastPeer) {
-					if len(a.History[m.Peer]) > 0 {
-						return nil, fmt.Errorf("conversation with %s comes twice", m.Peer)
-					}
-					if !lastPeer.IsZero() && lastPeer.Compare(m.Peer) > 0 {
-						return nil, fmt.Errorf("conversation with %s out of order", m.Peer)
-					}
-					lastPeer = m.Peer
+				if m.Outgoing {
+					m.From = a.User
+				} else if peer.Equal(a.User) {
+					return nil, fmt.Errorf("message %s/%d of the user to the user not marked outgoing", m.Device, m.Seq)
 				}
-				a.History[m.Peer] = append(a.History[m.Peer], m)
-				a.Messages++
+				if len(m.Text) > MaxTextSize {
+					return nil, fmt.Errorf("message %s/%d: text of %d bytes, limit %d", m.Device, m.Seq, len(m.Text), MaxTextSize)
+				}
+				h = append(h, m)
 			}
+			a.History[peer] = h
+			a.Messages += len(ms.Messages)
 		case archiveKindEnd:
 			var e archiveEnd
 			if err := decodeCanonical(rec.Body, &e); err != nil {

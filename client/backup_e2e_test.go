@@ -119,9 +119,6 @@ func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*e2eTimeout)
 	defer cancel()
-	raw := make([]byte, 100<<10)
-	rand.Read(raw)
-	large := base64.StdEncoding.EncodeToString(raw) // does not compress
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	send := func(ch *Chat, to e2ee.UserID, name string) {
@@ -129,7 +126,9 @@ func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB 
 		for i := range n {
 			text := fmt.Sprintf("%s %04d", name, i)
 			if name == "alice" && i%50 == 7 {
-				text += " " + large
+				raw := make([]byte, 100<<10)
+				rand.Read(raw)
+				text += " " + base64.StdEncoding.EncodeToString(raw) // does not compress
 			}
 			w, _, err := ch.SendAsync(ctx, to, text)
 			if err != nil {
@@ -253,7 +252,8 @@ func TestBackupRestoreFiveNodes(t *testing.T) {
 		t.Fatalf("backup: %+v", res)
 	}
 	t.Logf("backup of %d messages: %d bytes in %d chunks, at least %d replicas", res.Messages, res.Pointer.Size, res.Chunks, res.MinReplicas)
-	if !slices.Equal(phases, []BackupPhase{PhasePack, PhaseUpload}) {
+	// The quota is ample: packed and uploaded in one pipeline, one phase.
+	if !slices.Equal(phases, []BackupPhase{PhasePack}) {
 		t.Fatalf("progress phases %v", phases)
 	}
 	if entries, _ := filepath.Glob(filepath.Join(alice.Home().Dir(), ".backup-*")); len(entries) != 0 {
@@ -449,8 +449,9 @@ func TestBackupCanaryNeverOnNodes(t *testing.T) {
 
 // Over quota: a backup larger than the storage nodes allow a user is
 // refused at the preflight with a clear error; no pointer is published and
-// no node stores anything of the user. Positive control: a small backup of
-// another user under the same quota is stored and charged.
+// no node stores anything of the user. Positive control: another user's
+// history, larger than the quota but compressing well below it, is backed
+// up (through the spool and the exact preflight) and charged.
 func TestBackupOverQuota(t *testing.T) {
 	const quota = 256 << 10
 	nw := backupNet(t, 3, func(_ int, c *backupstore.Config) { c.QuotaBytes = quota })
@@ -484,11 +485,24 @@ func TestBackupOverQuota(t *testing.T) {
 	}
 
 	chC := openChat(t, carol, pass)
-	if _, err := chC.Send(t.Context(), idC.User, "a small note"); err != nil {
-		t.Fatal(err)
+	for i := range 4 {
+		if _, err := chC.Send(t.Context(), idC.User, strings.Repeat(fmt.Sprintf("note %d, said again. ", i), 5000)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := chC.Backup(t.Context(), backupPW, BackupOptions{KDF: backupKDF}); err != nil {
+	if _, _, bound := chC.backupBound(backupKDF); bound <= quota {
+		t.Fatalf("carol's history is bounded by %d bytes, want more than the quota", bound)
+	}
+	var phases []BackupPhase
+	if _, err := chC.Backup(t.Context(), backupPW, BackupOptions{KDF: backupKDF, Progress: func(p BackupProgress) {
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	}}); err != nil {
 		t.Fatalf("positive control: %v", err)
+	}
+	if !slices.Equal(phases, []BackupPhase{PhasePack, PhaseUpload}) {
+		t.Fatalf("phases %v, want packing into the spool, then uploading", phases)
 	}
 	charged := 0
 	for _, nd := range nw.Nodes {

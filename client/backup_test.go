@@ -2,18 +2,21 @@ package client
 
 import (
 	"bytes"
-	"compress/flate"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
 )
 
 // testUser is a user ID and device ID made from fresh keys.
@@ -181,8 +184,10 @@ func splitArchive(t *testing.T, b []byte) [][]byte {
 	return out
 }
 
-// A message that is not the user's nor the peer's, or whose peer is not
-// a contact, is refused.
+// The writer refuses a message that is neither the user's (outgoing) nor
+// the peer's; the reader refuses messages of a peer that is not a contact,
+// the user's own messages not marked outgoing, and device indexes out of
+// the record's list.
 func TestArchiveRejectsForeignMessages(t *testing.T) {
 	user, dev := testUser(t)
 	other, otherDev := testUser(t)
@@ -197,25 +202,47 @@ func TestArchiveRejectsForeignMessages(t *testing.T) {
 		"outgoing of other": {Peer: peer, From: peer, Device: peerDev, Seq: 1, Sent: at, Received: at, Text: "x", Outgoing: true},
 		"own not outgoing":  {Peer: peer, From: user, Device: dev, Seq: 1, Sent: at, Received: at, Text: "x"},
 	} {
-		if _, err := DecodeArchive(encodeTestArchive(t, user, dev, map[e2ee.UserID][]ChatMessage{peer: {m}}, nil)); !errors.Is(err, ErrBadArchive) {
+		aw, _ := newArchiveWriter(io.Discard, user, dev, at)
+		if err := aw.message(m); err == nil {
+			t.Errorf("writer took %s", name)
+		}
+	}
+	raw := func(contacts []e2ee.UserID, ms archiveMessages) []byte {
+		var buf bytes.Buffer
+		aw, _ := newArchiveWriter(&buf, user, dev, at)
+		for _, c := range contacts {
+			if err := aw.contact(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := aw.record(archiveKindMessages, ms); err != nil {
+			t.Fatal(err)
+		}
+		if err := aw.record(archiveKindEnd, archiveEnd{Contacts: uint64(len(contacts)), Messages: uint64(len(ms.Messages))}); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	msg := archiveMessage{Device: 0, Seq: 1, Sent: at.UnixMilli(), Received: at.UnixMilli(), Text: "x"}
+	if _, err := DecodeArchive(raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{msg}})); err != nil {
+		t.Fatalf("positive control (raw): %v", err)
+	}
+	bad := msg
+	bad.Device = 1
+	for name, b := range map[string][]byte{
+		"not a contact":      raw(nil, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{msg}}),
+		"own not outgoing":   raw([]e2ee.UserID{user}, archiveMessages{Peer: user.Bytes(), Devices: [][]byte{dev.Bytes()}, Messages: []archiveMessage{msg}}),
+		"device out of list": raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{bad}}),
+		"device twice":       raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes(), peerDev.Bytes()}, Messages: []archiveMessage{msg}}),
+		"no messages":        raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{}}),
+	} {
+		if _, err := DecodeArchive(b); !errors.Is(err, ErrBadArchive) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	// Messages of a peer with no contact record.
-	var buf bytes.Buffer
-	aw, _ := newArchiveWriter(&buf, user, dev, at)
-	if err := aw.message(ok); err != nil {
-		t.Fatal(err)
-	}
-	if err := aw.close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := DecodeArchive(buf.Bytes()); !errors.Is(err, ErrBadArchive) {
-		t.Errorf("message without contact: %v", err)
-	}
 }
 
-// The whole stream (archive, DEFLATE, e2ee) decodes with the password; a
+// The whole stream (archive, Zstandard, e2ee) decodes with the password; a
 // wrong password, a changed byte anywhere or a cut stream give
 // ErrBackupWrongPassword.
 func TestDecodeBackupStream(t *testing.T) {
@@ -223,7 +250,7 @@ func TestDecodeBackupStream(t *testing.T) {
 	h := testHistory(t, user, dev, 200)
 	pw := []byte("correct horse battery")
 	var plain bytes.Buffer
-	fw, _ := flate.NewWriter(&plain, BackupCompression)
+	fw, _ := zstd.NewWriter(&plain, zstd.WithEncoderLevel(BackupCompression))
 	fw.Write(encodeTestArchive(t, user, dev, h, nil))
 	fw.Close()
 	sealed, err := e2ee.EncryptBackup(plain.Bytes(), pw, testKDF, nil)
@@ -252,7 +279,7 @@ func TestDecodeBackupStream(t *testing.T) {
 	}
 	// Compressed data after the archive's end record, authentic: refused.
 	var extra bytes.Buffer
-	fw, _ = flate.NewWriter(&extra, BackupCompression)
+	fw, _ = zstd.NewWriter(&extra, zstd.WithEncoderLevel(BackupCompression))
 	fw.Write(encodeTestArchive(t, user, dev, h, nil))
 	fw.Write([]byte{0, 0, 0, 1})
 	fw.Close()
@@ -260,7 +287,7 @@ func TestDecodeBackupStream(t *testing.T) {
 	if _, err := decodeBackup(bytes.NewReader(sealed2), pw); !errors.Is(err, ErrBackupWrongPassword) {
 		t.Fatalf("data after the end record: %v", err)
 	}
-	// Bytes after the DEFLATE stream, authentic: refused.
+	// Bytes after the Zstandard stream, authentic: refused.
 	sealed3, _ := e2ee.EncryptBackup(append(slices.Clone(plain.Bytes()), 7), pw, testKDF, nil)
 	if _, err := decodeBackup(bytes.NewReader(sealed3), pw); !errors.Is(err, ErrBackupWrongPassword) {
 		t.Fatalf("data after the compressed stream: %v", err)
@@ -393,64 +420,95 @@ func TestImportArchive(t *testing.T) {
 	}
 }
 
-// The packed backup (archive, DEFLATE, e2ee, chunks) of a chat decodes to
-// its history; the spool holds no plaintext.
+// The packed backup (archive, Zstandard, e2ee, chunks) of a chat decodes
+// to its history, holds no plaintext, and is never larger than the bound
+// the quota preflight uses: for chat-like text and for text that does not
+// compress, with the test's tiny e2ee frames and the default ones.
 func TestPackDecodes(t *testing.T) {
-	ch, c, _ := openTestChat(t)
-	_, oldDev := testUser(t)
-	h := testHistory(t, ch.self.User, oldDev, 2000)
-	ch.mu.Lock()
-	for _, ms := range h {
-		for _, m := range ms {
-			ch.st.insert(m)
-		}
-	}
-	ch.mu.Unlock()
-	st, _ := c.Home().State()
-	spool, err := os.CreateTemp(t.TempDir(), "spool")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer spool.Close()
-	var res BackupResult
-	var reports []BackupProgress
-	pw := []byte("a long enough password")
-	chunks, err := ch.pack(t.Context(), spool, pw, testKDF, st, &res, func(p BackupProgress) { reports = append(reports, p) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Messages != 4003 || res.Contacts != 2 {
-		t.Fatalf("packed %+v", res)
-	}
-	if last := reports[len(reports)-1]; last.Phase != PhasePack || last.Done != 4003 || last.Total != 4003 {
-		t.Fatalf("last progress %+v", last)
-	}
-	data, err := os.ReadFile(spool.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum int
-	for i, c := range chunks {
-		if i < len(chunks)-1 && c.Size != BackupChunkSize {
-			t.Fatalf("chunk %d of %d bytes", i, c.Size)
-		}
-		sum += int(c.Size)
-	}
-	if sum != len(data) {
-		t.Fatalf("chunks add up to %d, spool holds %d", sum, len(data))
-	}
-	if found := findIn(data, map[string][]byte{"text": []byte("from a 1999")}); len(found) > 0 {
-		t.Fatalf("spool holds %v", found)
-	}
-	a, err := decodeBackup(bytes.NewReader(data), pw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for p, want := range h {
-		sameHistory(t, a.History[p], want)
-	}
-	if a.Settings[SettingNode] != st.Node {
-		t.Fatalf("settings %v", a.Settings)
+	for _, tc := range []struct {
+		name   string
+		random bool
+		kdf    e2ee.BackupParams
+	}{
+		{"text", false, testKDF},
+		{"random", true, testKDF},
+		{"random, default frames", true, e2ee.BackupParams{Time: 1, MemoryKiB: 8, Threads: 1, ChunkSize: e2ee.DefaultBackupChunkSize}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, c, _ := openTestChat(t)
+			_, oldDev := testUser(t)
+			h := testHistory(t, ch.self.User, oldDev, 2000)
+			if tc.random {
+				for p, ms := range h {
+					for i := range ms {
+						b := make([]byte, 50+i%200)
+						rand.Read(b)
+						ms[i].Text = base64.StdEncoding.EncodeToString(b)
+					}
+					h[p] = ms
+				}
+			}
+			ch.mu.Lock()
+			for _, ms := range h {
+				for _, m := range ms {
+					ch.st.insert(m)
+				}
+			}
+			ch.mu.Unlock()
+			st, _ := c.Home().State()
+			peers, messages, bound := ch.backupBound(tc.kdf)
+			if messages != 4003 || len(peers) != 2 {
+				t.Fatalf("%d messages of %d peers", messages, len(peers))
+			}
+			var res BackupResult
+			var reports []BackupProgress
+			var data []byte
+			pw := []byte("a long enough password")
+			prog := newProgress(func(p BackupProgress) { reports = append(reports, p) }, PhasePack, int64(messages))
+			chunks, err := ch.pack(t.Context(), pw, tc.kdf, st, peers, prog, &res, func(c pendingChunk) error {
+				if c.index*BackupChunkSize != len(data) || !c.chunk.CID.Equals(wire.ChunkCID(c.data)) {
+					return fmt.Errorf("chunk %d out of order or with a wrong CID", c.index)
+				}
+				data = append(data, c.data...)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Messages != 4003 || res.Contacts != 2 {
+				t.Fatalf("packed %+v", res)
+			}
+			if last := reports[len(reports)-1]; last.Phase != PhasePack || last.Done != 4003 || last.Total != 4003 {
+				t.Fatalf("last progress %+v", last)
+			}
+			if uint64(len(data)) > bound {
+				t.Fatalf("backup of %d bytes, over the bound %d", len(data), bound)
+			}
+			t.Logf("%d bytes in %d chunks, bound %d", len(data), len(chunks), bound)
+			var sum int
+			for i, c := range chunks {
+				if i < len(chunks)-1 && c.Size != BackupChunkSize {
+					t.Fatalf("chunk %d of %d bytes", i, c.Size)
+				}
+				sum += int(c.Size)
+			}
+			if sum != len(data) {
+				t.Fatalf("chunks add up to %d, the stream has %d", sum, len(data))
+			}
+			if found := findIn(data, map[string][]byte{"text": []byte("from a 1999")}); len(found) > 0 {
+				t.Fatalf("backup holds %v", found)
+			}
+			a, err := decodeBackup(bytes.NewReader(data), pw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p, want := range h {
+				sameHistory(t, a.History[p], want)
+			}
+			if a.Settings[SettingNode] != st.Node {
+				t.Fatalf("settings %v", a.Settings)
+			}
+		})
 	}
 }
 
