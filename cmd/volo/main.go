@@ -58,7 +58,8 @@ type env struct {
 	getenv         func(string) string
 	// httpClient sends every request to nodes (http.DefaultClient if nil).
 	httpClient *http.Client
-	// kdf is the Argon2id cost of encrypting new keys (default if zero).
+	// kdf is the Argon2id cost of encrypting new keys and new backups
+	// (default if zero).
 	kdf e2ee.BackupParams
 	// openBrowser opens the login page; nil prints its address.
 	openBrowser func(url string) error
@@ -107,6 +108,8 @@ interactive prompt.`,
 		r.chatCmd(),
 		r.inboxCmd(),
 		r.historyCmd(),
+		r.backupCmd(),
+		r.restoreCmd(),
 	)
 	return root
 }
