@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/volo-chat/volo/chain"
@@ -195,7 +196,7 @@ func (n *Node) logChain() {
 	case n.devnet != nil:
 		n.log.Info("anchoring on the embedded Cardano devnet",
 			"socket", n.devnet.SocketPath(), "node_to_node", n.devnet.NodeToNodeAddr(), "network_magic", n.devnet.Magic(),
-			"verify", "volo-node verify --user USER_ID --node-url "+n.PublicURL()+" --cardano-socket "+n.devnet.SocketPath()+" --network devnet")
+			"verify", "volo-node verify --user USER_ID --node-url "+n.PublicURL()+" --cardano-socket "+n.devnet.SocketPath()+" --network devnet --min-depth "+strconv.FormatUint(n.cfg.Chain.ConfirmationDepth, 10))
 	default:
 		n.log.Info("anchoring on Cardano", "network", cc.Network, "socket", cc.Socket, "depth", cc.ConfirmationDepth)
 	}

@@ -416,7 +416,11 @@ func (d *Devnet) MakeBlock() chain.Point {
 	}
 	d.blocks = append(d.blocks, b)
 	d.mempool = d.mempool[n:]
-	d.log.Info("devnet: block made", "block", b.number, "slot", b.slot, "hash", fmt.Sprintf("%x", b.hash), "txs", len(txs), "size", len(b.raw))
+	level := slog.LevelInfo
+	if len(txs) == 0 {
+		level = slog.LevelDebug // an empty block a second is noise at info
+	}
+	d.log.Log(context.Background(), level, "devnet: block made", "block", b.number, "slot", b.slot, "hash", fmt.Sprintf("%x", b.hash), "txs", len(txs), "size", len(b.raw))
 	for f := range d.followers {
 		f.blockAdded()
 	}
