@@ -2,16 +2,9 @@ package client
 
 import (
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/volo-chat/volo/e2ee"
 )
-
-// rewriteRecordBytes is the plaintext size after which rewrite ends a
-// record of history, well under MaxChatRecordSize.
-const rewriteRecordBytes = 8 << 20
 
 // msgKey identifies a message: its sending device and that device's
 // sequence number, which the device never reuses.
@@ -120,99 +113,4 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 		}
 	}
 	return added, nil
-}
-
-// rewrite replaces the log with records holding all of st: its history
-// in records of about rewriteRecordBytes, then one record of the session
-// states and the sequence number. Replaying the new log gives st. The new
-// log is written to a temporary file, synced and renamed over the old
-// one, so a crash leaves one or the other.
-func (l *chatLog) rewrite(st *chatState) error {
-	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	fail := func(err error) error {
-		tmp.Close()
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	if err := tmp.Chmod(HomeFileMode); err != nil {
-		return fail(err)
-	}
-	var size int64
-	write := func(r chatRecord) error {
-		b, err := sealChatRecord(r, l.key)
-		if err != nil {
-			return err
-		}
-		size += int64(len(b))
-		_, err = tmp.Write(b)
-		return err
-	}
-	var rec chatRecord
-	n := 0
-	for _, h := range st.history {
-		for _, m := range h {
-			rec.History = append(rec.History, encodeChatMessage(m))
-			if n += len(m.Text) + 200; n >= rewriteRecordBytes {
-				if err := write(rec); err != nil {
-					return fail(err)
-				}
-				rec, n = chatRecord{}, 0
-			}
-		}
-	}
-	if len(rec.History) > 0 {
-		if err := write(rec); err != nil {
-			return fail(err)
-		}
-	}
-	sessions, err := st.snapshotSessions()
-	if err != nil {
-		return fail(err)
-	}
-	if err := write(sessions); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND, HomeFileMode)
-	if err != nil {
-		return fmt.Errorf("client: chat store: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return fmt.Errorf("client: chat store: %w", err)
-	}
-	l.f.Close()
-	l.f, l.size = f, size
-	return nil
-}
-
-// snapshotSessions is a record of st's session states and sequence number.
-func (s *chatState) snapshotSessions() (chatRecord, error) {
-	r := chatRecord{Seq: s.seq}
-	for peer, ss := range s.senders {
-		b, err := ss.MarshalBinary()
-		if err != nil {
-			return chatRecord{}, err
-		}
-		r.Senders = append(r.Senders, senderStateWire{Peer: peer.Bytes(), State: b})
-	}
-	for _, rs := range s.receivers {
-		b, err := rs.MarshalBinary()
-		if err != nil {
-			return chatRecord{}, err
-		}
-		r.Receivers = append(r.Receivers, b)
-	}
-	return r, nil
 }

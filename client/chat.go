@@ -409,13 +409,13 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope) e
 	return nil
 }
 
-// persistLocked appends a record and compacts a log grown past
-// ChatCompactSize. ch.mu is held.
+// persistLocked appends a record and compacts a log that has grown
+// enough (chatLog.needsCompaction). ch.mu is held.
 func (ch *Chat) persistLocked(rec chatRecord) error {
 	if err := ch.store.append(rec); err != nil {
 		return err
 	}
-	if ch.store.size > ChatCompactSize {
+	if ch.store.needsCompaction() {
 		return ch.store.compact(ch.st)
 	}
 	return nil

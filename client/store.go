@@ -27,9 +27,17 @@ const (
 	// MaxChatRecordSize bounds one encrypted record of the log (a batch of
 	// up to a deliver frame of messages of the largest size).
 	MaxChatRecordSize = 64 << 20
-	// ChatCompactSize is the log size past which it is rewritten as one
-	// snapshot record (dropping superseded session states).
-	ChatCompactSize = 16 << 20
+	// ChatCompactSize is the log size past which it is compacted: written
+	// afresh (chatLog.rewrite), dropping superseded session states. A log
+	// is compacted only once it has also grown to ChatCompactGrowth times
+	// its size after the last rewrite (or at opening), so a long history
+	// is not written again for every message: the bytes written by
+	// compactions stay proportional to the bytes appended.
+	ChatCompactSize   = 16 << 20
+	ChatCompactGrowth = 2
+	// rewriteRecordBytes is the plaintext size after which a rewrite ends
+	// a record of history, well under MaxChatRecordSize.
+	rewriteRecordBytes = 8 << 20
 	// chatRecordHeader is the length prefix of a record.
 	chatRecordHeader = 4
 )
@@ -214,37 +222,14 @@ func (s *chatState) apply(r chatRecord) error {
 	return nil
 }
 
-// snapshot is one record holding all of s.
-func (s *chatState) snapshot() (chatRecord, error) {
-	r := chatRecord{Seq: s.seq}
-	for _, h := range s.history {
-		for _, m := range h {
-			r.History = append(r.History, encodeChatMessage(m))
-		}
-	}
-	for peer, ss := range s.senders {
-		b, err := ss.MarshalBinary()
-		if err != nil {
-			return chatRecord{}, err
-		}
-		r.Senders = append(r.Senders, senderStateWire{Peer: peer.Bytes(), State: b})
-	}
-	for _, rs := range s.receivers {
-		b, err := rs.MarshalBinary()
-		if err != nil {
-			return chatRecord{}, err
-		}
-		r.Receivers = append(r.Receivers, b)
-	}
-	return r, nil
-}
-
 // chatLog is the open log file.
 type chatLog struct {
 	path string
 	f    *os.File
 	key  *e2ee.BackupKey
 	size int64
+	// base is the size after the last rewrite, or at opening.
+	base int64
 }
 
 // splitChatLog cuts the log's bytes into records. A record cut short at the
@@ -314,7 +299,7 @@ func openChatLog(dir string, key *e2ee.BackupKey) (*chatLog, *chatState, error) 
 	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
 		return fail(fmt.Errorf("client: chat store: %w", err))
 	}
-	return &chatLog{path: path, f: f, key: key, size: int64(good)}, st, nil
+	return &chatLog{path: path, f: f, key: key, size: int64(good), base: int64(good)}, st, nil
 }
 
 func openChatRecord(sealed []byte, key *e2ee.BackupKey) ([]byte, error) {
@@ -368,26 +353,110 @@ func (l *chatLog) append(r chatRecord) error {
 	return nil
 }
 
-// compact replaces the log with one snapshot record of st, atomically.
-func (l *chatLog) compact(st *chatState) error {
-	snap, err := st.snapshot()
+// rewrite replaces the log with records holding all of st: its history
+// in records of about rewriteRecordBytes, then one record of the session
+// states and the sequence number. Replaying the new log gives st. The new
+// log is written to a temporary file, synced and renamed over the old
+// one, so a crash leaves one or the other.
+func (l *chatLog) rewrite(st *chatState) error {
+	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("client: chat store snapshot: %w", err)
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
-	b, err := sealChatRecord(snap, l.key)
-	if err != nil {
+	defer os.Remove(tmp.Name())
+	fail := func(err error) error {
+		tmp.Close()
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	if err := tmp.Chmod(HomeFileMode); err != nil {
+		return fail(err)
+	}
+	var size int64
+	write := func(r chatRecord) error {
+		b, err := sealChatRecord(r, l.key)
+		if err != nil {
+			return err
+		}
+		size += int64(len(b))
+		_, err = tmp.Write(b)
 		return err
 	}
-	if err := writeFileAtomic(l.path, b); err != nil {
-		return err
+	var rec chatRecord
+	n := 0
+	for _, h := range st.history {
+		for _, m := range h {
+			rec.History = append(rec.History, encodeChatMessage(m))
+			if n += len(m.Text) + 200; n >= rewriteRecordBytes {
+				if err := write(rec); err != nil {
+					return fail(err)
+				}
+				rec, n = chatRecord{}, 0
+			}
+		}
+	}
+	if len(rec.History) > 0 {
+		if err := write(rec); err != nil {
+			return fail(err)
+		}
+	}
+	sessions, err := st.snapshotSessions()
+	if err != nil {
+		return fail(err)
+	}
+	if err := write(sessions); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), l.path); err != nil {
+		return fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND, HomeFileMode)
 	if err != nil {
 		return fmt.Errorf("client: chat store: %w", err)
 	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return fmt.Errorf("client: chat store: %w", err)
+	}
 	l.f.Close()
-	l.f, l.size = f, int64(len(b))
+	l.f, l.size, l.base = f, size, size
 	return nil
+}
+
+// needsCompaction reports whether the log has grown enough to be
+// compacted (ChatCompactSize, ChatCompactGrowth).
+func (l *chatLog) needsCompaction() bool {
+	return l.size > max(ChatCompactSize, ChatCompactGrowth*l.base)
+}
+
+// compact writes the log afresh from st (rewrite): one record per
+// rewriteRecordBytes of history, then the session states, so a history of
+// any size compacts.
+func (l *chatLog) compact(st *chatState) error { return l.rewrite(st) }
+
+// snapshotSessions is a record of st's session states and sequence number.
+func (s *chatState) snapshotSessions() (chatRecord, error) {
+	r := chatRecord{Seq: s.seq}
+	for peer, ss := range s.senders {
+		b, err := ss.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Senders = append(r.Senders, senderStateWire{Peer: peer.Bytes(), State: b})
+	}
+	for _, rs := range s.receivers {
+		b, err := rs.MarshalBinary()
+		if err != nil {
+			return chatRecord{}, err
+		}
+		r.Receivers = append(r.Receivers, b)
+	}
+	return r, nil
 }
 
 func (l *chatLog) close() error {

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,6 +121,93 @@ func TestChatLog(t *testing.T) {
 	}
 }
 
+// A history larger than one record may hold (MaxChatRecordSize) compacts:
+// the message that makes the log compact is stored, the compacted log
+// replays to the same history, and the next message is appended without
+// writing the whole history again.
+func TestChatLogCompactsLargeHistory(t *testing.T) {
+	dir, _, msg := storeFixture(t)
+	// The default frame size: the tests' 64-byte frames would make
+	// sealing 70 MiB the test's cost.
+	key, err := e2ee.DeriveBackupKey([]byte("store pass"), e2ee.BackupParams{Time: 1, MemoryKiB: 8, Threads: 1, ChunkSize: e2ee.DefaultBackupChunkSize}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, st, err := openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { l.close() }()
+	const perRecord = 40
+	messages := ((MaxChatRecordSize+4<<20)/MaxTextSize/perRecord + 1) * perRecord // about 70 MiB of text
+	text := func(seq uint64) string {
+		return fmt.Sprintf("%08d", seq) + strings.Repeat(string(rune('a'+seq%26)), MaxTextSize-8)
+	}
+	var seq uint64
+	for seq < uint64(messages) {
+		var rec chatRecord
+		for range perRecord {
+			m := msg(seq, text(seq))
+			rec.History = append(rec.History, encodeChatMessage(m))
+			st.insert(m)
+			seq++
+		}
+		rec.Seq = seq
+		st.seq = seq
+		if err := l.append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.size <= MaxChatRecordSize {
+		t.Fatalf("log of %d bytes: the test needs more than %d", l.size, MaxChatRecordSize)
+	}
+
+	// The log is past ChatCompactSize: the next message compacts it.
+	ch := &Chat{st: st, store: l}
+	m := msg(seq, "after compaction")
+	st.insert(m)
+	if err := ch.persistLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m)}, Seq: seq + 1}); err != nil {
+		t.Fatalf("message stored with a history of %d bytes: %v", l.size, err)
+	}
+	st.seq = seq + 1
+	compacted := l.size
+	fi, err := os.Stat(filepath.Join(dir, ChatLogFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != compacted || compacted > int64(messages)*(MaxTextSize+1024) {
+		t.Fatalf("compacted log of %d bytes on disk, %d counted, %d messages", fi.Size(), compacted, messages+1)
+	}
+
+	// One more message is appended, the history not written again.
+	m2 := msg(seq+1, "appended")
+	st.insert(m2)
+	if err := ch.persistLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m2)}, Seq: seq + 2}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, ChatLogFile)); err != nil || fi.Size() != l.size || l.size-compacted > 4096 {
+		t.Fatalf("after one more message: %d bytes counted (%d after compaction), stat %v", l.size, compacted, err)
+	}
+	l.close()
+
+	l, again, err := openChatLog(dir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := again.history[msg(0, "").Peer]
+	if len(h) != messages+2 || again.seq != seq+2 {
+		t.Fatalf("replayed %d messages, seq %d; want %d, %d", len(h), again.seq, messages+2, seq+2)
+	}
+	for i, got := range h[:messages] {
+		if got.Seq != uint64(i) || got.Text != text(uint64(i)) {
+			t.Fatalf("message %d: seq %d, text of %d bytes", i, got.Seq, len(got.Text))
+		}
+	}
+	if h[messages].Text != "after compaction" || h[messages+1].Text != "appended" {
+		t.Fatalf("last messages %q, %q", h[messages].Text, h[messages+1].Text)
+	}
+}
+
 // FuzzSplitChatLog: any log bytes split into records that lie inside the
 // input and end at the reported length, or give an error.
 func FuzzSplitChatLog(f *testing.F) {
@@ -165,8 +254,15 @@ func FuzzChatRecord(f *testing.F) {
 		if err := st.apply(r); err != nil {
 			return
 		}
-		if _, err := st.snapshot(); err != nil {
+		if _, err := st.snapshotSessions(); err != nil {
 			t.Fatalf("applied record does not snapshot: %v", err)
+		}
+		for _, h := range st.history {
+			for _, m := range h {
+				if _, err := decodeChatMessage(encodeChatMessage(m)); err != nil {
+					t.Fatalf("applied message does not re-encode: %v", err)
+				}
+			}
 		}
 	})
 }
