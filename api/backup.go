@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -69,11 +70,21 @@ func backupError(err error) (int, string) {
 	return http.StatusInternalServerError, "internal"
 }
 
-func (s *Server) writeBackupError(w http.ResponseWriter, err error) {
+// StatusClientClosedRequest answers a request whose client went away
+// before the node finished it (nobody reads the answer).
+const StatusClientClosedRequest = 499
+
+func (s *Server) writeBackupError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The client cancelled or disconnected: not a failure of the node.
+		s.log.Debug("backup request abandoned by the client", "method", r.Method, "path", r.URL.Path, "err", err)
+		WriteError(w, StatusClientClosedRequest, "cancelled", "request cancelled by the client")
+		return
+	}
 	status, code := backupError(err)
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
-		s.log.Error("backup request failed", "err", err)
+		s.log.Error("backup request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error"
 	}
 	WriteError(w, status, code, msg)
@@ -118,7 +129,7 @@ type backupCheckRequest struct {
 func (s *Server) backupCheck(w http.ResponseWriter, r *http.Request) {
 	auth, err := uploadAuth(r)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	var req backupCheckRequest
@@ -130,7 +141,7 @@ func (s *Server) backupCheck(w http.ResponseWriter, r *http.Request) {
 	}
 	q, err := s.backup.Check(r.Context(), auth, *req.Bytes, *req.Chunks)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	WriteJSON(w, http.StatusOK, q)
@@ -139,7 +150,7 @@ func (s *Server) backupCheck(w http.ResponseWriter, r *http.Request) {
 func (s *Server) backupPutChunk(w http.ResponseWriter, r *http.Request) {
 	c, err := wire.ParseChunkCID(r.PathValue("cid"))
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	manifest := false
@@ -153,17 +164,17 @@ func (s *Server) backupPutChunk(w http.ResponseWriter, r *http.Request) {
 	}
 	auth, err := uploadAuth(r)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	data, err := readChunk(w, r)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	n, err := s.backup.Put(r.Context(), c, data, manifest, auth)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"cid": c.String(), "replicas": n})
@@ -199,12 +210,12 @@ func readChunk(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 func (s *Server) backupGetChunk(w http.ResponseWriter, r *http.Request) {
 	c, err := wire.ParseChunkCID(r.PathValue("cid"))
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	data, err := s.backup.Get(r.Context(), c)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -219,12 +230,12 @@ func (s *Server) backupGetChunk(w http.ResponseWriter, r *http.Request) {
 func (s *Server) backupReplicas(w http.ResponseWriter, r *http.Request) {
 	c, err := wire.ParseChunkCID(r.PathValue("cid"))
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	holders, err := s.backup.Replicas(r.Context(), c)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	ids := make([]string, len(holders))
@@ -246,7 +257,7 @@ func (s *Server) backupPutPointer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.backup.PutPointer(r.Context(), body); err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -260,7 +271,7 @@ func (s *Server) backupGetPointer(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := s.backup.Pointer(r.Context(), user)
 	if err != nil {
-		s.writeBackupError(w, err)
+		s.writeBackupError(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/cbor")
