@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/backupstore"
+	"github.com/volo-chat/volo/e2ee"
 )
 
 // EnvBenchBackupMB sets the history size of the backup benchmarks in MiB
@@ -172,5 +174,102 @@ func BenchmarkRestore1GiB(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(fetch.Seconds()/float64(b.N), "download+decode-s/op")
+	b.ReportMetric(imp.Seconds()/float64(b.N), "import-s/op")
+}
+
+// packBench packs ch's history into memory as a backup does (default
+// Argon2id cost and frames), returning the backup stream.
+func packBench(b *testing.B, ch *Chat, c *Client) []byte {
+	b.Helper()
+	st, err := c.Home().State()
+	if err != nil {
+		b.Fatal(err)
+	}
+	kdf := e2ee.DefaultBackupParams()
+	peers, messages, _ := ch.backupBound(kdf)
+	var res BackupResult
+	var out bytes.Buffer
+	_, err = ch.pack(b.Context(), benchBackupPassword, kdf, st, peers, newProgress(nil, PhasePack, int64(messages)), &res, func(c pendingChunk) error {
+		out.Write(c.data)
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// BenchmarkBackupPack is the client's share of a backup, with no node:
+// the archive, Zstandard, encryption (default Argon2id cost) and the
+// chunks' CIDs, for $VOLO_BENCH_BACKUP_MB MiB of history, the chunks
+// dropped. MB/s is history text per second.
+func BenchmarkBackupPack(b *testing.B) {
+	ch, c, _ := openTestChatKDF(b, backupKDF)
+	n := fillHistory(b, ch, benchBackupBytes(b))
+	st, err := c.Home().State()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(n))
+	kdf := e2ee.DefaultBackupParams()
+	var size int64
+	for b.Loop() {
+		peers, messages, _ := ch.backupBound(kdf)
+		var res BackupResult
+		size = 0
+		_, err := ch.pack(b.Context(), benchBackupPassword, kdf, st, peers, newProgress(nil, PhasePack, int64(messages)), &res, func(c pendingChunk) error {
+			size += int64(len(c.data))
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(size)/float64(n), "backup/history")
+}
+
+// BenchmarkRestoreFromMemory is the client's share of a restore, with no
+// node: decrypt, decompress and decode a backup held in memory, then
+// import it into the empty chat store of the same user's home (written
+// with fsync), for $VOLO_BENCH_BACKUP_MB MiB of history. MB/s is history
+// text per second.
+func BenchmarkRestoreFromMemory(b *testing.B) {
+	ch, c, pass := openTestChatKDF(b, backupKDF)
+	n := fillHistory(b, ch, benchBackupBytes(b))
+	data := packBench(b, ch, c)
+	ch.Close() // its history was only in memory: the store is empty
+	logPath := filepath.Join(c.Home().Dir(), ChatLogFile)
+	b.SetBytes(int64(n))
+	var decode, imp time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		if err := os.Remove(logPath); err != nil && !os.IsNotExist(err) {
+			b.Fatal(err)
+		}
+		ch2, err := c.OpenChat(pass)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		a, err := decodeBackup(bytes.NewReader(data), benchBackupPassword)
+		if err != nil {
+			b.Fatal(err)
+		}
+		decoded := time.Now()
+		added, err := ch2.importArchive(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		decode += decoded.Sub(start)
+		imp += time.Since(decoded)
+		b.StopTimer()
+		if added != a.Messages {
+			b.Fatalf("imported %d of %d", added, a.Messages)
+		}
+		ch2.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(decode.Seconds()/float64(b.N), "decode-s/op")
 	b.ReportMetric(imp.Seconds()/float64(b.N), "import-s/op")
 }

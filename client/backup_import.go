@@ -21,15 +21,15 @@ type msgKey struct {
 // Messages of existing are never changed. It returns the new history and
 // the number of messages added.
 func mergeHistory(existing, restored []ChatMessage) ([]ChatMessage, int) {
-	have := make(map[msgKey]bool, len(existing))
+	have := make(map[msgKey]struct{}, len(existing)+len(restored))
 	for _, m := range existing {
-		have[msgKey{m.Device, m.Seq}] = true
+		have[msgKey{m.Device, m.Seq}] = struct{}{}
 	}
-	var fresh []ChatMessage
+	fresh := make([]ChatMessage, 0, len(restored))
 	for _, m := range restored {
 		k := msgKey{m.Device, m.Seq}
-		if !have[k] {
-			have[k] = true
+		if _, ok := have[k]; !ok {
+			have[k] = struct{}{}
 			fresh = append(fresh, m)
 		}
 	}

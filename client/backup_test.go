@@ -340,7 +340,14 @@ func TestMergeHistory(t *testing.T) {
 // openTestChat opens a chat on a home with a device and no node.
 func openTestChat(t *testing.T) (*Chat, *Client, []byte) {
 	t.Helper()
-	h, err := OpenHome(filepath.Join(t.TempDir(), "home"), testKDF)
+	return openTestChatKDF(t, testKDF)
+}
+
+// openTestChatKDF is openTestChat with a home whose keys (and chat store)
+// use kdf.
+func openTestChatKDF(t testing.TB, kdf e2ee.BackupParams) (*Chat, *Client, []byte) {
+	t.Helper()
+	h, err := OpenHome(filepath.Join(t.TempDir(), "home"), kdf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +356,7 @@ func openTestChat(t *testing.T) (*Chat, *Client, []byte) {
 	if err := h.Create(keys, pass, st); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(Options{Home: h.Dir(), Node: "http://127.0.0.1:1", KDF: testKDF})
+	c, err := New(Options{Home: h.Dir(), Node: "http://127.0.0.1:1", KDF: kdf})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func newTestHome(t *testing.T) *Home {
 }
 
 // testDevice makes keys and a genesis chain for a home's state.
-func testDevice(t *testing.T) (e2ee.DeviceKeys, State) {
+func testDevice(t testing.TB) (e2ee.DeviceKeys, State) {
 	t.Helper()
 	keys, err := e2ee.GenerateDeviceKeys(rand.Reader)
 	if err != nil {

@@ -40,6 +40,9 @@ const (
 	rewriteRecordBytes = 8 << 20
 	// chatRecordHeader is the length prefix of a record.
 	chatRecordHeader = 4
+	// chatFrameOverhead bounds what the e2ee backup stream adds to each
+	// frame of a record (frame header and tag).
+	chatFrameOverhead = 64
 )
 
 // ChatMessage is one message of a conversation's local history.
@@ -317,6 +320,8 @@ func sealChatRecord(r chatRecord, key *e2ee.BackupKey) ([]byte, error) {
 	}
 	defer clear(pt)
 	var buf bytes.Buffer
+	frame := max(int(key.Params().ChunkSize), e2ee.MinBackupChunkSize)
+	buf.Grow(chatRecordHeader + e2ee.BackupHeaderSize + len(pt) + (len(pt)/frame+1)*chatFrameOverhead)
 	buf.Write(make([]byte, chatRecordHeader))
 	w, err := e2ee.NewBackupWriterWithKey(&buf, key, nil)
 	if err != nil {
@@ -354,8 +359,8 @@ func (l *chatLog) append(r chatRecord) error {
 }
 
 // rewrite replaces the log with records holding all of st: its history
-// in records of about rewriteRecordBytes, then one record of the session
-// states and the sequence number. Replaying the new log gives st. The new
+// in records of about rewriteRecordBytes (sealed in parallel), then one
+// record of the session states and the sequence number. Replaying the new log gives st. The new
 // log is written to a temporary file, synced and renamed over the old
 // one, so a crash leaves one or the other.
 func (l *chatLog) rewrite(st *chatState) error {
@@ -371,39 +376,41 @@ func (l *chatLog) rewrite(st *chatState) error {
 	if err := tmp.Chmod(HomeFileMode); err != nil {
 		return fail(err)
 	}
+	// Records are built here, sealed on several cores and written in
+	// order; the session states come last.
 	var size int64
-	write := func(r chatRecord) error {
-		b, err := sealChatRecord(r, l.key)
+	err = orderedPipeline(pipelineWorkers(), func(emit func(chatRecord) error) error {
+		var rec chatRecord
+		n := 0
+		for _, h := range st.history {
+			for _, m := range h {
+				rec.History = append(rec.History, encodeChatMessage(m))
+				if n += len(m.Text) + 200; n >= rewriteRecordBytes {
+					if err := emit(rec); err != nil {
+						return err
+					}
+					rec, n = chatRecord{}, 0
+				}
+			}
+		}
+		if len(rec.History) > 0 {
+			if err := emit(rec); err != nil {
+				return err
+			}
+		}
+		sessions, err := st.snapshotSessions()
 		if err != nil {
 			return err
 		}
+		return emit(sessions)
+	}, func(r chatRecord) ([]byte, error) {
+		return sealChatRecord(r, l.key)
+	}, func(b []byte) error {
 		size += int64(len(b))
-		_, err = tmp.Write(b)
+		_, err := tmp.Write(b)
 		return err
-	}
-	var rec chatRecord
-	n := 0
-	for _, h := range st.history {
-		for _, m := range h {
-			rec.History = append(rec.History, encodeChatMessage(m))
-			if n += len(m.Text) + 200; n >= rewriteRecordBytes {
-				if err := write(rec); err != nil {
-					return fail(err)
-				}
-				rec, n = chatRecord{}, 0
-			}
-		}
-	}
-	if len(rec.History) > 0 {
-		if err := write(rec); err != nil {
-			return fail(err)
-		}
-	}
-	sessions, err := st.snapshotSessions()
+	})
 	if err != nil {
-		return fail(err)
-	}
-	if err := write(sessions); err != nil {
 		return fail(err)
 	}
 	if err := tmp.Sync(); err != nil {
