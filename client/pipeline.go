@@ -52,6 +52,11 @@ func orderedPipeline[In, Out any](workers int, produce func(emit func(In) error)
 		defer close(order)
 		defer close(jobs)
 		prodErr <- produce(func(in In) error {
+			select {
+			case <-stop:
+				return errPipelineStopped
+			default:
+			}
 			r := make(chan result, 1)
 			select {
 			case order <- r:

@@ -360,9 +360,9 @@ func (l *chatLog) append(r chatRecord) error {
 
 // rewrite replaces the log with records holding all of st: its history
 // in records of about rewriteRecordBytes (sealed in parallel), then one
-// record of the session states and the sequence number. Replaying the new log gives st. The new
-// log is written to a temporary file, synced and renamed over the old
-// one, so a crash leaves one or the other.
+// record of the session states and the sequence number. Replaying the
+// new log gives st. The new log is written to a temporary file, synced
+// and renamed over the old one, so a crash leaves one or the other.
 func (l *chatLog) rewrite(st *chatState) error {
 	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".tmp-*")
 	if err != nil {
