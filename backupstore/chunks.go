@@ -2,8 +2,10 @@ package backupstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -53,15 +55,241 @@ type Usage struct {
 	Chunks uint64 `cbor:"2,keyasint" json:"used_chunks"`
 }
 
-// chunkStore is the node's chunks, their metadata and the per-user usage,
-// kept consistent by writing all three in one transaction.
+// Limits of the chunk store's group commit.
+const (
+	// maxCommitOps bounds the writes one group commit takes.
+	maxCommitOps = 256
+	// maxCommitBytes bounds the chunk bytes one group commit takes.
+	maxCommitBytes = 64 << 20
+	// maxQueuedOps bounds the writes waiting for the committer.
+	maxQueuedOps = 256
+)
+
+// chunkStore is the node's chunks, their metadata and the per-user usage.
+//
+// Every write of them (stores and removals) goes through one committer
+// goroutine, in order, so the quota check and the usage of each write see
+// every write before it and never conflict. Writes that arrive while a
+// commit is being synced share the next one: a synced write of many chunks
+// costs one fsync, not one per chunk. A write returns once its
+// transaction is committed (durably, with the store's sync writes).
 type chunkStore struct {
 	db          *store.Prefixed
 	quotaBytes  uint64
 	quotaChunks uint64
+
+	ops     chan *chunkOp
+	stop    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
+	// batched, when set, is told the number of writes of each commit.
+	batched func(n int)
+}
+
+// chunkOp is one write waiting for the committer.
+type chunkOp struct {
+	remove bool
+	c      cid.Cid
+	// store
+	data []byte
+	meta chunkMeta
+	// remove: only a chunk charged to owner, unless owner is zero
+	owner e2ee.UserID
+	// results: changed is isNew for a store, removed for a remove
+	changed bool
+	err     error
+	done    chan struct{}
+}
+
+func newChunkStore(db *store.Prefixed, quotaBytes, quotaChunks uint64) *chunkStore {
+	cs := &chunkStore{
+		db: db, quotaBytes: quotaBytes, quotaChunks: quotaChunks,
+		ops: make(chan *chunkOp, maxQueuedOps), stop: make(chan struct{}),
+	}
+	cs.wg.Add(1)
+	go cs.commitLoop()
+	return cs
+}
+
+// close stops the committer after the commit in progress; writes after
+// it fail with ErrStopped.
+func (cs *chunkStore) close() {
+	cs.stopped.Do(func() { close(cs.stop) })
+	cs.wg.Wait()
 }
 
 func ckey(prefix string, b []byte) []byte { return append([]byte(prefix), b...) }
+
+// submit hands o to the committer and waits until it is committed. ctx
+// bounds the wait for room in the queue only: a write being committed is
+// not abandoned half-way.
+func (cs *chunkStore) submit(ctx context.Context, o *chunkOp) error {
+	o.done = make(chan struct{})
+	select {
+	case <-cs.stop:
+		return ErrStopped
+	default:
+	}
+	select {
+	case cs.ops <- o:
+	case <-cs.stop:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-cs.stop:
+		// close waits for the committer, which finishes o or drops it.
+		cs.wg.Wait()
+		select {
+		case <-o.done:
+			return o.err
+		default:
+			return ErrStopped
+		}
+	}
+}
+
+func (cs *chunkStore) commitLoop() {
+	defer cs.wg.Done()
+	for {
+		var batch []*chunkOp
+		select {
+		case o := <-cs.ops:
+			batch = append(batch, o)
+		case <-cs.stop:
+			return
+		}
+		size := len(batch[0].data)
+	drain:
+		for len(batch) < maxCommitOps && size < maxCommitBytes {
+			select {
+			case o := <-cs.ops:
+				batch = append(batch, o)
+				size += len(o.data)
+			default:
+				break drain
+			}
+		}
+		if cs.batched != nil {
+			cs.batched(len(batch))
+		}
+		for rest := batch; len(rest) > 0; {
+			n, err := cs.commitTxn(rest)
+			if err != nil {
+				for _, o := range rest[:n] {
+					o.changed, o.err = false, fmt.Errorf("backupstore: commit: %w", err)
+				}
+			}
+			rest = rest[n:]
+		}
+		for _, o := range batch {
+			close(o.done)
+		}
+	}
+}
+
+// commitTxn applies the first writes of ops in one transaction and commits
+// it, returning how many it took (at least one). When a write does not fit
+// the transaction, the writes before it are committed alone; a write too
+// big for any transaction fails by itself. err is the failure of the
+// transaction, shared by the n writes it took.
+func (cs *chunkStore) commitTxn(ops []*chunkOp) (n int, err error) {
+	for range maxTxnRetries {
+		n, err = cs.tryTxn(ops)
+		if !errors.Is(err, badger.ErrConflict) {
+			return n, err
+		}
+	}
+	return n, err
+}
+
+func (cs *chunkStore) tryTxn(ops []*chunkOp) (int, error) {
+	txn := cs.db.NewTransaction(true)
+	defer txn.Discard()
+	for i, o := range ops {
+		err := cs.apply(txn, o)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrTxnTooBig) && i > 0:
+			txn.Discard()
+			return cs.tryTxn(ops[:i])
+		case errors.Is(err, badger.ErrTxnTooBig):
+			o.changed, o.err = false, fmt.Errorf("backupstore: store chunk %s: %w", o.c, err)
+			return 1, nil
+		default:
+			return len(ops), err
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return len(ops), err
+	}
+	return len(ops), nil
+}
+
+// apply adds one write to txn. A refusal (the quota) is the write's own
+// result and leaves txn unchanged; an error is the transaction's.
+func (cs *chunkStore) apply(txn *badger.Txn, o *chunkOp) error {
+	o.changed, o.err = false, nil
+	mk, ck := cs.db.Key(ckey(keyMeta, o.c.Bytes())), cs.db.Key(ckey(keyChunk, o.c.Bytes()))
+	m, held, err := getMeta(txn, mk)
+	if err != nil {
+		return err
+	}
+	if o.remove {
+		if !held || (!o.owner.IsZero() && !m.Owner.Equal(o.owner)) {
+			return nil
+		}
+	} else {
+		if held {
+			return nil
+		}
+		m = o.meta
+	}
+	uk := cs.db.Key(ckey(keyUsage, m.Owner.Bytes()))
+	u, err := getUsage(txn, uk)
+	if err != nil {
+		return err
+	}
+	if o.remove {
+		u.Bytes -= min(u.Bytes, m.Size)
+		u.Chunks -= min(u.Chunks, 1)
+		if err := txn.Delete(ck); err != nil {
+			return err
+		}
+		if err := txn.Delete(mk); err != nil {
+			return err
+		}
+		if u == (Usage{}) {
+			err = txn.Delete(uk)
+		} else {
+			err = setCBOR(txn, uk, u)
+		}
+	} else {
+		if u.Bytes+m.Size > cs.quotaBytes || u.Chunks+1 > cs.quotaChunks {
+			o.err = fmt.Errorf("%w: user %s holds %d bytes in %d chunks here; %d more bytes would pass the quota of %d bytes in %d chunks",
+				ErrQuotaExceeded, m.Owner, u.Bytes, u.Chunks, m.Size, cs.quotaBytes, cs.quotaChunks)
+			return nil
+		}
+		u.Bytes += m.Size
+		u.Chunks++
+		if err := txn.Set(ck, o.data); err != nil {
+			return err
+		}
+		if err := setCBOR(txn, mk, m); err != nil {
+			return err
+		}
+		err = setCBOR(txn, uk, u)
+	}
+	if err != nil {
+		return err
+	}
+	o.changed = true
+	return nil
+}
 
 // update runs fn in a transaction, again when it conflicts with another.
 func (cs *chunkStore) update(fn func(txn *badger.Txn) error) error {
@@ -110,68 +338,25 @@ func setCBOR(txn *badger.Txn, k []byte, v any) error {
 
 // put stores data under c, charged to m.Owner, unless the node holds c
 // already (then nothing changes and isNew is false). The quota check, the
-// chunk, its metadata and the usage are one transaction: concurrent
-// uploads cannot overrun the quota together.
-func (cs *chunkStore) put(c cid.Cid, data []byte, m chunkMeta) (isNew bool, err error) {
-	mk, ck, uk := cs.db.Key(ckey(keyMeta, c.Bytes())), cs.db.Key(ckey(keyChunk, c.Bytes())), cs.db.Key(ckey(keyUsage, m.Owner.Bytes()))
-	err = cs.update(func(txn *badger.Txn) error {
-		isNew = false
-		if _, held, err := getMeta(txn, mk); err != nil || held {
-			return err
-		}
-		u, err := getUsage(txn, uk)
-		if err != nil {
-			return err
-		}
-		if u.Bytes+m.Size > cs.quotaBytes || u.Chunks+1 > cs.quotaChunks {
-			return fmt.Errorf("%w: user %s holds %d bytes in %d chunks here; %d more bytes would pass the quota of %d bytes in %d chunks",
-				ErrQuotaExceeded, m.Owner, u.Bytes, u.Chunks, m.Size, cs.quotaBytes, cs.quotaChunks)
-		}
-		u.Bytes += m.Size
-		u.Chunks++
-		if err := txn.Set(ck, data); err != nil {
-			return err
-		}
-		if err := setCBOR(txn, mk, m); err != nil {
-			return err
-		}
-		isNew = true
-		return setCBOR(txn, uk, u)
-	})
-	return isNew, err
+// chunk, its metadata and the usage commit together, after every write
+// queued before: concurrent uploads cannot overrun the quota together.
+// data must not change until put returns.
+func (cs *chunkStore) put(ctx context.Context, c cid.Cid, data []byte, m chunkMeta) (isNew bool, err error) {
+	o := &chunkOp{c: c, data: data, meta: m}
+	if err := cs.submit(ctx, o); err != nil {
+		return false, err
+	}
+	return o.changed, nil
 }
 
 // remove deletes c and uncharges its owner. With owner set, only a chunk
 // charged to owner is removed. It reports whether c was removed.
-func (cs *chunkStore) remove(c cid.Cid, owner e2ee.UserID) (bool, error) {
-	mk, ck := cs.db.Key(ckey(keyMeta, c.Bytes())), cs.db.Key(ckey(keyChunk, c.Bytes()))
-	removed := false
-	err := cs.update(func(txn *badger.Txn) error {
-		removed = false
-		m, held, err := getMeta(txn, mk)
-		if err != nil || !held || (!owner.IsZero() && !m.Owner.Equal(owner)) {
-			return err
-		}
-		uk := cs.db.Key(ckey(keyUsage, m.Owner.Bytes()))
-		u, err := getUsage(txn, uk)
-		if err != nil {
-			return err
-		}
-		u.Bytes -= min(u.Bytes, m.Size)
-		u.Chunks -= min(u.Chunks, 1)
-		if err := txn.Delete(ck); err != nil {
-			return err
-		}
-		if err := txn.Delete(mk); err != nil {
-			return err
-		}
-		removed = true
-		if u == (Usage{}) {
-			return txn.Delete(uk)
-		}
-		return setCBOR(txn, uk, u)
-	})
-	return removed, err
+func (cs *chunkStore) remove(ctx context.Context, c cid.Cid, owner e2ee.UserID) (bool, error) {
+	o := &chunkOp{remove: true, c: c, owner: owner}
+	if err := cs.submit(ctx, o); err != nil {
+		return false, err
+	}
+	return o.changed, nil
 }
 
 // errCorrupt reports a stored chunk whose bytes no longer match its CID.

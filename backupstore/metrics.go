@@ -17,6 +17,8 @@ type metrics struct {
 	gcBytes    prometheus.Counter
 	corrupt    prometheus.Counter
 	served     *prometheus.CounterVec
+	// commitBatch is the number of writes each group commit took.
+	commitBatch prometheus.Histogram
 }
 
 // newMetrics builds the metrics and registers them on reg (nil: not
@@ -59,6 +61,11 @@ func newMetrics(reg prometheus.Registerer, cs *chunkStore) (*metrics, error) {
 			Name: "volo_backup_chunks_served_total",
 			Help: "Chunks served to clients of this node, by where they came from (local, replica, provider).",
 		}, []string{"source"}),
+		commitBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "volo_backup_commit_batch_chunks",
+			Help:    "Chunk writes (stores and removals) that shared one synced commit of the store.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -80,7 +87,7 @@ func newMetrics(reg prometheus.Registerer, cs *chunkStore) (*metrics, error) {
 			return float64(sum)
 		}
 	}
-	cs2 := []prometheus.Collector{m.stored, m.bytes, m.refusals, m.repairs, m.handedOver, m.gcDeleted, m.gcBytes, m.corrupt, m.served,
+	cs2 := []prometheus.Collector{m.stored, m.bytes, m.refusals, m.repairs, m.handedOver, m.gcDeleted, m.gcBytes, m.corrupt, m.served, m.commitBatch,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "volo_backup_held_chunks",
 			Help: "Chunks held on this storage node.",

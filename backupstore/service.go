@@ -112,20 +112,23 @@ func New(cfg Config, host *p2p.Host, db *store.Prefixed, users UserLookup, log *
 	}
 	s := &Service{
 		cfg: cfg, host: host, users: users, log: log, now: time.Now,
-		cs:      &chunkStore{db: db, quotaBytes: cfg.QuotaBytes, quotaChunks: cfg.QuotaChunks},
 		provide: make(chan cid.Cid, provideQueue),
 	}
 	for _, o := range opts {
 		o(s)
 	}
-	met, err := newMetrics(reg, s.cs)
+	cs := newChunkStore(db, cfg.QuotaBytes, cfg.QuotaChunks)
+	met, err := newMetrics(reg, cs)
 	if err != nil {
+		cs.close()
 		return nil, err
 	}
-	s.met = met
 	if err := host.Validators().Add(wire.PointerNamespace, PointerValidator{}); err != nil {
+		cs.close()
 		return nil, fmt.Errorf("backupstore: %w", err)
 	}
+	cs.batched = func(n int) { met.commitBatch.Observe(float64(n)) }
+	s.cs, s.met = cs, met
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -178,6 +181,7 @@ func (s *Service) Stop() error {
 	}
 	s.cancel()
 	s.wg.Wait()
+	s.cs.close()
 	return nil
 }
 
@@ -289,7 +293,16 @@ func (s *Service) storeLocal(ctx context.Context, c cid.Cid, data []byte, kind u
 	if err := s.verifyAuth(ctx, a, c.String(), window); err != nil {
 		return false, err
 	}
-	isNew, err := s.cs.put(c, data, chunkMeta{
+	return s.storeChecked(ctx, c, data, kind, a)
+}
+
+// storeChecked stores one chunk on this node whose CID, kind and
+// authorization have been checked on this node.
+func (s *Service) storeChecked(ctx context.Context, c cid.Cid, data []byte, kind uint8, a authorization) (bool, error) {
+	if !s.cfg.Enabled {
+		return false, ErrNotStorage
+	}
+	isNew, err := s.cs.put(ctx, c, data, chunkMeta{
 		Owner: a.User, Size: uint64(len(data)), Stored: s.now().UnixMilli(), Kind: kind,
 		Device: a.Device, Time: a.Time.Unix(), Sig: a.Signature, Entry: a.Entry,
 	})
@@ -364,15 +377,25 @@ func (s *Service) Put(ctx context.Context, c cid.Cid, data []byte, manifest bool
 		kind = kindManifest
 	}
 	a := authorization{UploadAuth: auth, Entry: s.host.ID().String()}
-	if err := s.checkChunk(c, data, kind, a.User); err != nil {
-		return 0, err
+	// The holders are looked up while the chunk and the authorization
+	// are checked; nothing is sent before both checks pass.
+	var peers []peer.ID
+	var lookupErr error
+	lookup := make(chan struct{})
+	go func() {
+		defer close(lookup)
+		peers, lookupErr = s.Holders(ctx, c)
+	}()
+	err := s.checkChunk(c, data, kind, a.User)
+	if err == nil {
+		err = s.verifyAuth(ctx, a, c.String(), true)
 	}
-	if err := s.verifyAuth(ctx, a, c.String(), true); err != nil {
-		return 0, err
-	}
-	peers, err := s.Holders(ctx, c)
+	<-lookup
 	if err != nil {
 		return 0, err
+	}
+	if lookupErr != nil {
+		return 0, lookupErr
 	}
 	quorum := min(s.cfg.WriteQuorum, len(peers))
 	type result struct {
@@ -387,7 +410,9 @@ func (s *Service) Put(ctx context.Context, c cid.Cid, data []byte, manifest bool
 			var r result
 			r.p = p
 			if p == s.host.ID() {
-				r.isNew, r.err = s.storeLocal(bg, c, data, kind, a, true)
+				// Checked above: this node's copy is not hashed and
+				// verified twice.
+				r.isNew, r.err = s.storeChecked(bg, c, data, kind, a)
 			} else {
 				r.isNew, r.err = s.storeRemote(bg, p, msgStore, c, data, kind, a)
 			}
@@ -456,7 +481,7 @@ func (s *Service) Put(ctx context.Context, c cid.Cid, data []byte, manifest bool
 func (s *Service) release(ctx context.Context, p peer.ID, c cid.Cid, a authorization) {
 	var err error
 	if p == s.host.ID() {
-		_, err = s.cs.remove(c, a.User)
+		_, err = s.cs.remove(ctx, c, a.User)
 	} else {
 		h := header{Type: msgRelease, CID: c.Bytes()}
 		a.put(&h)
@@ -617,7 +642,7 @@ func (s *Service) getLocal(c cid.Cid) ([]byte, error) {
 	if errors.Is(err, errCorrupt) {
 		s.met.corrupt.Inc()
 		s.log.Error("stored chunk does not match its CID; dropped", "cid", c.String(), "err", err)
-		if _, rerr := s.cs.remove(c, e2ee.UserID{}); rerr != nil {
+		if _, rerr := s.cs.remove(s.ctx, c, e2ee.UserID{}); rerr != nil {
 			s.log.Error("drop corrupt chunk", "cid", c.String(), "err", rerr)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
@@ -767,7 +792,7 @@ func (s *Service) handle(st network.Stream) {
 				s.refuse(st, err)
 				return
 			}
-			if _, err := s.cs.remove(req.CID, req.Auth.User); err != nil {
+			if _, err := s.cs.remove(ctx, req.CID, req.Auth.User); err != nil {
 				s.refuse(st, err)
 				return
 			}
@@ -1068,7 +1093,7 @@ func (s *Service) allHold(peers []peer.ID, holds map[peer.ID]map[cid.Cid]bool, c
 // handOver deletes a chunk this node no longer should hold and its closest
 // nodes all hold.
 func (s *Service) handOver(c cid.Cid) {
-	if ok, err := s.cs.remove(c, e2ee.UserID{}); err != nil {
+	if ok, err := s.cs.remove(s.ctx, c, e2ee.UserID{}); err != nil {
 		s.log.Warn("delete handed-over chunk", "cid", c.String(), "err", err)
 	} else if ok {
 		s.met.handedOver.Inc()
@@ -1110,7 +1135,7 @@ func (s *Service) GCAt(ctx context.Context, now time.Time) (int, error) {
 			if m, ok, _ := s.cs.meta(c); ok {
 				size = m.Size
 			}
-			ok, err := s.cs.remove(c, owner)
+			ok, err := s.cs.remove(ctx, c, owner)
 			if err != nil {
 				errs = append(errs, err)
 				continue
