@@ -365,15 +365,27 @@ var errCorrupt = errors.New("backupstore: stored chunk does not match its CID")
 // get returns the chunk stored under c after checking it against c. A
 // chunk that fails the check is reported with errCorrupt and never returned.
 func (cs *chunkStore) get(c cid.Cid) ([]byte, error) {
+	return cs.getInto(c, func(n int) []byte { return make([]byte, n) })
+}
+
+// getInto is get into a buffer from alloc.
+func (cs *chunkStore) getInto(c cid.Cid, alloc func(n int) []byte) ([]byte, error) {
 	var data []byte
 	err := cs.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(cs.db.Key(ckey(keyChunk, c.Bytes())))
 		if err != nil {
 			return err
 		}
-		data, err = item.ValueCopy(nil)
+		size := item.ValueSize()
+		if size <= 0 || size > wire.MaxChunkSize {
+			return fmt.Errorf("%w: %s: stored value of %d bytes", errCorrupt, c, size)
+		}
+		data, err = item.ValueCopy(alloc(int(size))[:0])
 		return err
 	})
+	if errors.Is(err, errCorrupt) {
+		return nil, err
+	}
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound
 	}

@@ -295,6 +295,11 @@ func writeMessage(w io.Writer, h header, body []byte) error {
 
 // readPart reads one length-prefixed part of at most limit bytes.
 func readPart(r *bufio.Reader, limit int) ([]byte, error) {
+	return readPartInto(r, limit, func(n int) []byte { return make([]byte, n) })
+}
+
+// readPartInto is readPart into a buffer from alloc.
+func readPartInto(r *bufio.Reader, limit int, alloc func(n int) []byte) ([]byte, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -305,7 +310,7 @@ func readPart(r *bufio.Reader, limit int) ([]byte, error) {
 	if n == 0 || n > uint64(limit) {
 		return nil, badFrame("part of %d bytes, limit %d", n, limit)
 	}
-	b := make([]byte, n)
+	b := alloc(int(n))
 	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, fmt.Errorf("backupstore: read message: %w", err)
 	}

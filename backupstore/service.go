@@ -638,7 +638,12 @@ func (s *Service) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
 // CID is dropped (and counted and logged): it is missing from now on, and
 // the repair of another holder restores it.
 func (s *Service) getLocal(c cid.Cid) ([]byte, error) {
-	data, err := s.cs.get(c)
+	return s.getLocalInto(c, func(n int) []byte { return make([]byte, n) })
+}
+
+// getLocalInto is getLocal into a buffer from alloc.
+func (s *Service) getLocalInto(c cid.Cid, alloc func(n int) []byte) ([]byte, error) {
+	data, err := s.cs.getInto(c, alloc)
 	if errors.Is(err, errCorrupt) {
 		s.met.corrupt.Inc()
 		s.log.Error("stored chunk does not match its CID; dropped", "cid", c.String(), "err", err)
@@ -771,10 +776,13 @@ func (s *Service) handle(st network.Stream) {
 	}
 	var body []byte
 	if hasBody(req.Type) {
-		if body, err = readPart(br, wire.MaxChunkSize); err != nil {
+		// The chunk is committed (or refused) before the handler returns:
+		// its buffer goes back to the pool then.
+		if body, err = readPartInto(br, wire.MaxChunkSize, getBuffer); err != nil {
 			s.refuse(st, err)
 			return
 		}
+		defer putBuffer(body)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, RequestTimeout)
 	defer cancel()
@@ -813,12 +821,13 @@ func (s *Service) handle(st network.Stream) {
 			s.refuse(st, ErrNotStorage)
 			return
 		}
-		data, err := s.getLocal(req.CID)
+		data, err := s.getLocalInto(req.CID, getBuffer)
 		if err != nil {
 			s.refuse(st, err)
 			return
 		}
-		s.reply(st, header{Type: msgChunk}, data)
+		s.reply(st, header{Type: msgChunk}, data) // the stream copies what it sends
+		putBuffer(data)
 	case msgHas:
 		held, err := s.hasOn(ctx, s.host.ID(), req.CIDs)
 		if err != nil {
