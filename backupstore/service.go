@@ -381,19 +381,23 @@ func (s *Service) Put(ctx context.Context, c cid.Cid, data []byte, manifest bool
 	// are checked; nothing is sent before both checks pass.
 	var peers []peer.ID
 	var lookupErr error
+	lookupCtx, cancelLookup := context.WithCancel(ctx)
+	defer cancelLookup()
 	lookup := make(chan struct{})
 	go func() {
 		defer close(lookup)
-		peers, lookupErr = s.Holders(ctx, c)
+		peers, lookupErr = s.Holders(lookupCtx, c)
 	}()
 	err := s.checkChunk(c, data, kind, a.User)
 	if err == nil {
 		err = s.verifyAuth(ctx, a, c.String(), true)
 	}
-	<-lookup
 	if err != nil {
+		cancelLookup()
+		<-lookup
 		return 0, err
 	}
+	<-lookup
 	if lookupErr != nil {
 		return 0, lookupErr
 	}
