@@ -32,7 +32,7 @@ type testUser struct {
 	device e2ee.DeviceID
 }
 
-func newTestUser(t *testing.T) testUser {
+func newTestUser(t testing.TB) testUser {
 	t.Helper()
 	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
 	if err != nil {
