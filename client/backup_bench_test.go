@@ -121,12 +121,14 @@ func BenchmarkBackup1GiB(b *testing.B) {
 	n := fillHistory(b, chA, benchBackupBytes(b))
 	b.SetBytes(int64(n))
 	var res BackupResult
+	cpu := processCPU()
 	for b.Loop() {
 		var err error
 		if res, err = chA.Backup(b.Context(), benchBackupPassword, BackupOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(float64(res.Pointer.Size)/float64(n), "backup/history")
 }
 
@@ -143,7 +145,7 @@ func BenchmarkRestore1GiB(b *testing.B) {
 	}
 	logPath := filepath.Join(alice2.Home().Dir(), ChatLogFile)
 	b.SetBytes(int64(n))
-	var fetch, imp time.Duration
+	var fetch, imp, cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		if err := os.Remove(logPath); err != nil && !os.IsNotExist(err) {
@@ -154,6 +156,7 @@ func BenchmarkRestore1GiB(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu0 := processCPU()
 		start := time.Now()
 		var downloaded time.Time
 		res, err := ch2.Restore(b.Context(), benchBackupPassword, BackupOptions{Progress: func(p BackupProgress) {
@@ -163,6 +166,7 @@ func BenchmarkRestore1GiB(b *testing.B) {
 		}})
 		fetch += downloaded.Sub(start)
 		imp += time.Since(downloaded)
+		cpu += processCPU() - cpu0
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -173,6 +177,7 @@ func BenchmarkRestore1GiB(b *testing.B) {
 		ch2.Close()
 		b.StartTimer()
 	}
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(fetch.Seconds()/float64(b.N), "download+decode-s/op")
 	b.ReportMetric(imp.Seconds()/float64(b.N), "import-s/op")
 }
@@ -213,6 +218,7 @@ func BenchmarkBackupPack(b *testing.B) {
 	b.SetBytes(int64(n))
 	kdf := e2ee.DefaultBackupParams()
 	var size int64
+	cpu := processCPU()
 	for b.Loop() {
 		peers, messages, _ := ch.backupBound(kdf)
 		var res BackupResult
@@ -225,6 +231,7 @@ func BenchmarkBackupPack(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric((processCPU()-cpu).Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(float64(size)/float64(n), "backup/history")
 }
 
@@ -240,7 +247,7 @@ func BenchmarkRestoreFromMemory(b *testing.B) {
 	ch.Close() // its history was only in memory: the store is empty
 	logPath := filepath.Join(c.Home().Dir(), ChatLogFile)
 	b.SetBytes(int64(n))
-	var decode, imp time.Duration
+	var decode, imp, cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		if err := os.Remove(logPath); err != nil && !os.IsNotExist(err) {
@@ -251,6 +258,7 @@ func BenchmarkRestoreFromMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu0 := processCPU()
 		start := time.Now()
 		a, err := decodeBackup(bytes.NewReader(data), benchBackupPassword)
 		if err != nil {
@@ -263,6 +271,7 @@ func BenchmarkRestoreFromMemory(b *testing.B) {
 		}
 		decode += decoded.Sub(start)
 		imp += time.Since(decoded)
+		cpu += processCPU() - cpu0
 		b.StopTimer()
 		if added != a.Messages {
 			b.Fatalf("imported %d of %d", added, a.Messages)
@@ -270,6 +279,7 @@ func BenchmarkRestoreFromMemory(b *testing.B) {
 		ch2.Close()
 		b.StartTimer()
 	}
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	b.ReportMetric(decode.Seconds()/float64(b.N), "decode-s/op")
 	b.ReportMetric(imp.Seconds()/float64(b.N), "import-s/op")
 }
