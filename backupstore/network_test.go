@@ -33,9 +33,12 @@ func backupNet(t testing.TB, n int, edit func(i int, c *backupstore.Config)) *te
 		}
 	}))
 	// Wait until identify has told every node which peers store backups.
+	// A node whose routing table lost a peer (a query that timed out on a
+	// busy machine drops it) refreshes the table to find it again.
 	probe := wire.ChunkCID([]byte("probe"))
 	deadline := time.Now().Add(30 * time.Second)
 	for i, nd := range nw.Nodes {
+		refresh := time.Now().Add(2 * time.Second)
 		for {
 			peers, err := nd.Backup().Holders(t.Context(), probe)
 			if err == nil && len(peers) == min(3, storageCount(nw)) {
@@ -43,6 +46,10 @@ func backupNet(t testing.TB, n int, edit func(i int, c *backupstore.Config)) *te
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("node %d sees holders %v (%v)", i, peers, err)
+			}
+			if time.Now().After(refresh) {
+				nd.Host().RefreshRoutingTable(t.Context())
+				refresh = time.Now().Add(2 * time.Second)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
