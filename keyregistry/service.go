@@ -94,6 +94,7 @@ type Service struct {
 	am       anchorMetrics
 	mirror   mirror
 	stopOnce sync.Once
+	verified verifiedRecords
 }
 
 type metrics struct {
@@ -545,8 +546,10 @@ func (s *Service) local(ctx context.Context, user e2ee.UserID) (Chain, error) {
 		return Chain{}, fmt.Errorf("keyregistry: store: %w", err)
 	}
 	// Verified before it was stored; verified again, as every read of a
-	// chain is, so that a damaged store cannot serve a bad chain.
-	return DecodeRecord(v, user)
+	// chain is, so that a damaged store cannot serve a bad chain — unless
+	// these exact bytes were verified before (the cache is keyed by their
+	// hash, so damaged bytes miss it).
+	return s.verified.decode(v, user)
 }
 
 // fetch reads user's chain from the DHT and verifies it.
