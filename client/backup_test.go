@@ -519,6 +519,39 @@ func TestPackDecodes(t *testing.T) {
 	}
 }
 
+// A history of several BackupSegmentSize segments packs into several
+// independent Zstandard frames, compressed in parallel and written in
+// order: the backup decodes to the same history, in order.
+func TestPackManySegments(t *testing.T) {
+	kdf := e2ee.BackupParams{Time: 1, MemoryKiB: 8, Threads: 1, ChunkSize: e2ee.DefaultBackupChunkSize}
+	ch, c, _ := openTestChatKDF(t, kdf)
+	if n := fillHistory(t, ch, 3*BackupSegmentSize+BackupSegmentSize/2); n <= 3*BackupSegmentSize {
+		t.Fatalf("history of %d bytes", n)
+	}
+	st, _ := c.Home().State()
+	peers, messages, _ := ch.backupBound(kdf)
+	var res BackupResult
+	var data []byte
+	pw := []byte("a long enough password")
+	_, err := ch.pack(t.Context(), pw, kdf, st, peers, newProgress(nil, PhasePack, int64(messages)), &res, func(c pendingChunk) error {
+		data = append(data, c.data...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := decodeBackup(bytes.NewReader(data), pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Messages != messages || res.Messages != messages {
+		t.Fatalf("decoded %d messages, packed %d, the history has %d", a.Messages, res.Messages, messages)
+	}
+	for _, p := range peers {
+		sameHistory(t, a.History[p], ch.History(p))
+	}
+}
+
 func TestSampleIndexes(t *testing.T) {
 	if got := sampleIndexes(3, 32); !slices.Equal(got, []int{0, 1, 2}) {
 		t.Fatal(got)
