@@ -20,11 +20,17 @@ type Config struct {
 	// browsers and clients reach this API, for OAuth redirect URLs; empty
 	// means the URL the server listens on.
 	PublicURL string `toml:"public_url"`
+	// WSSendRate and WSSendBurst bound the envelopes one device may send
+	// over its WebSocket: a token bucket refilled at WSSendRate per second
+	// holding at most WSSendBurst.
+	WSSendRate  float64 `toml:"ws_send_rate"`
+	WSSendBurst int     `toml:"ws_send_burst"`
 }
 
 // DefaultConfig listens on 127.0.0.1:8080.
 func DefaultConfig() Config {
-	return Config{Listen: "127.0.0.1:8080", ShutdownTimeout: config.Duration(5 * time.Second)}
+	return Config{Listen: "127.0.0.1:8080", ShutdownTimeout: config.Duration(5 * time.Second),
+		WSSendRate: DefaultWSSendRate, WSSendBurst: DefaultWSSendBurst}
 }
 
 // Validate checks every field and names the first bad one.
@@ -41,6 +47,12 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
 			return fmt.Errorf("api.public_url: %q is not scheme://host[:port]", c.PublicURL)
 		}
+	}
+	if c.WSSendRate <= 0 {
+		return fmt.Errorf("api.ws_send_rate: must be positive, got %v", c.WSSendRate)
+	}
+	if c.WSSendBurst < 1 {
+		return fmt.Errorf("api.ws_send_burst: must be at least 1, got %d", c.WSSendBurst)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("api.shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)

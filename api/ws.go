@@ -27,9 +27,10 @@ const (
 	WSWriteTimeout = 15 * time.Second
 	// MaxWSConnsPerIP bounds the sockets one client address may hold.
 	MaxWSConnsPerIP = 32
-	// WSSendRate and WSSendBurst bound the envelopes one device may send.
-	WSSendRate  = 500 // envelopes per second
-	WSSendBurst = 2000
+	// DefaultWSSendRate and DefaultWSSendBurst are the defaults of
+	// Config.WSSendRate and WSSendBurst: the envelopes one device may send.
+	DefaultWSSendRate  = 500 // envelopes per second
+	DefaultWSSendBurst = 2000
 	// wsOutQueue is the number of frames waiting for a slow client before
 	// the node gives up on it.
 	wsOutQueue = 256
@@ -244,7 +245,7 @@ var errBadFrame = errors.New("bad frame")
 // envelopes reach the relays in the order it sent them. It returns nil when
 // the connection ends and an error for a fatal protocol violation.
 func (s *Server) wsReadLoop(ctx context.Context, sess *wsSession) error {
-	limiter := rate.NewLimiter(WSSendRate, WSSendBurst)
+	limiter := rate.NewLimiter(rate.Limit(s.cfg.WSSendRate), s.cfg.WSSendBurst)
 	for {
 		f, err := s.wsRead(ctx, sess.conn)
 		if errors.Is(err, errBadFrame) {

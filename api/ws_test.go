@@ -11,6 +11,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -305,7 +306,11 @@ func TestWebSocketRejects(t *testing.T) {
 }
 
 func TestWebSocketFloodAndOversize(t *testing.T) {
-	nw := testnet.New(t, 1)
+	// A bucket of two frames refilled at one envelope a second: the third
+	// frame is limited however slowly this machine sends.
+	nw := testnet.New(t, 1, testnet.Configure(func(_ int, cfg *node.Config) {
+		cfg.API.WSSendRate, cfg.API.WSSendBurst = 1, 2*wire.MaxSendBatch
+	}))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	url := nw.Nodes[0].APIURL()
@@ -318,11 +323,10 @@ func TestWebSocketFloodAndOversize(t *testing.T) {
 			t.Fatalf("answer %+v", f)
 		}
 		// Send frames of 64 envelopes until the node's burst allowance is
-		// spent: every envelope then comes back rate_limited, none stored.
-		// (The allowance refills while frames go by, so a slow machine
-		// needs a few frames more than the burst alone.)
+		// spent: the first two frames are stored, then every envelope comes
+		// back rate_limited, none stored.
 		limited := false
-		for req := uint64(1); req <= 150 && !limited; req++ {
+		for req := uint64(1); req <= 3 && !limited; req++ {
 			var batch [][]byte
 			for range wire.MaxSendBatch {
 				_, raw := envelopeTo(t, bob, "flood")
@@ -332,6 +336,9 @@ func TestWebSocketFloodAndOversize(t *testing.T) {
 			res := readFrame(t, ctx, c)
 			if res.Type != wire.FrameSendResult || res.RequestID != req {
 				t.Fatalf("answer %+v", res)
+			}
+			if req <= 2 && res.Results[0].Code == wire.ResultRateLimited {
+				t.Fatalf("frame %d within the burst: %+v", req, res.Results[0])
 			}
 			if res.Results[0].Code == wire.ResultRateLimited {
 				limited = true
