@@ -117,7 +117,9 @@ func countMessages(h map[e2ee.UserID][]ChatMessage) int {
 // message of a is large (133 KiB that do not compress).
 func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB *inbox, idB Identity, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 3*e2eTimeout)
+	// A guard against a hang, not a speed limit: with -race on a machine
+	// busy compiling other packages the 2n messages took over 6 minutes.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
