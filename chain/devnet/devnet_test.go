@@ -228,13 +228,8 @@ func TestRefusals(t *testing.T) {
 	d := startDevnet(t, Config{})
 	key, genesisIn := devnetKey(t, d)
 	other, payee := testKey(t)
-	good := txSpec{
-		inputs:  []utxoKey{genesisIn},
-		outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
-		fee:     200_000,
-		ttl:     1_000_000,
-		signers: []ed25519.PrivateKey{key},
-	}
+	good := payFromGenesis(d, key, genesisIn, payee)
+	good.ttl = 1_000_000
 	d.MakeBlock()
 	d.MakeBlock()
 	for _, tc := range []struct {
@@ -297,12 +292,7 @@ func TestRollback(t *testing.T) {
 	next(t, ntc) // roll-backward to the origin
 	b1 := d.MakeBlock()
 	next(t, ntc)
-	spec := txSpec{
-		inputs:  []utxoKey{genesisIn},
-		outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
-		fee:     200_000,
-		signers: []ed25519.PrivateKey{key},
-	}
+	spec := payFromGenesis(d, key, genesisIn, payee)
 	raw, _ := spec.build(t)
 	if err := submit(t, d, raw); err != nil {
 		t.Fatal(err)
@@ -352,12 +342,7 @@ func TestRestart(t *testing.T) {
 	}
 	key, genesisIn := devnetKey(t, d)
 	_, payee := testKey(t)
-	spec := txSpec{
-		inputs:  []utxoKey{genesisIn},
-		outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
-		fee:     200_000,
-		signers: []ed25519.PrivateKey{key},
-	}
+	spec := payFromGenesis(d, key, genesisIn, payee)
 	raw, id := spec.build(t)
 	if _, err := d.submit(gledger.TxTypeConway, raw); err != nil {
 		t.Fatal(err)

@@ -252,3 +252,14 @@ func testKey(t testing.TB) (ed25519.PrivateKey, common.Address) {
 	}
 	return k, a
 }
+
+// payFromGenesis spends the devnet key's genesis output: 5 ADA to payee,
+// the rest back to the devnet's address, with a fee of 0.2 ADA.
+func payFromGenesis(d *Devnet, key ed25519.PrivateKey, genesisIn utxoKey, payee common.Address) txSpec {
+	return txSpec{
+		inputs:  []utxoKey{genesisIn},
+		outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
+		fee:     200_000,
+		signers: []ed25519.PrivateKey{key},
+	}
+}

@@ -2,7 +2,6 @@ package devnet
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"testing"
 	"testing/synctest"
@@ -68,12 +67,7 @@ func TestIdleDevnetPauses(t *testing.T) {
 		}
 		key, genesisIn := devnetKey(t, d)
 		_, payee := testKey(t)
-		spec := txSpec{
-			inputs:  []utxoKey{genesisIn},
-			outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
-			fee:     200_000,
-			signers: []ed25519.PrivateKey{key},
-		}
+		spec := payFromGenesis(d, key, genesisIn, payee)
 		raw, _ := spec.build(t)
 		if _, err := d.submit(gledger.TxTypeConway, raw); err != nil {
 			t.Fatal(err)
@@ -119,13 +113,8 @@ func FuzzSubmit(f *testing.F) {
 	defer d.Stop()
 	key, genesisIn := devnetKey(f, d)
 	_, payee := testKey(f)
-	good := txSpec{
-		inputs:  []utxoKey{genesisIn},
-		outputs: []txOut{{payee, 5_000_000}, {d.Address(), DefaultFundLovelace - 5_000_000 - 200_000}},
-		fee:     200_000,
-		meta:    map[string]any{"v": 1, "root": make([]byte, 32)},
-		signers: []ed25519.PrivateKey{key},
-	}
+	good := payFromGenesis(d, key, genesisIn, payee)
+	good.meta = map[string]any{"v": 1, "root": make([]byte, 32)}
 	raw, _ := good.build(f)
 	f.Add(raw)
 	unsigned := good
