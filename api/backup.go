@@ -47,27 +47,18 @@ func (s *Server) mountBackup(mux *http.ServeMux) {
 
 // backupError maps the backup store's errors to the status and code of
 // docs/api.md.
-func backupError(err error) (int, string) {
-	for _, m := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{backupstore.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
-		{backupstore.ErrQuotaExceeded, http.StatusRequestEntityTooLarge, "quota_exceeded"},
-		{wire.ErrBadChunk, http.StatusBadRequest, "bad_chunk"},
-		{wire.ErrBadPointer, http.StatusBadRequest, "bad_pointer"},
-		{backupstore.ErrStalePointer, http.StatusConflict, "stale_pointer"},
-		{backupstore.ErrNotFound, http.StatusNotFound, "not_found"},
-		{backupstore.ErrNoStorage, http.StatusServiceUnavailable, "no_storage"},
-		{backupstore.ErrNoQuorum, http.StatusServiceUnavailable, "no_quorum"},
-		{backupstore.ErrStopped, http.StatusServiceUnavailable, "unavailable"},
-	} {
-		if errors.Is(err, m.err) {
-			return m.status, m.code
-		}
-	}
-	return http.StatusInternalServerError, "internal"
+func backupError(err error) (int, string) { return errorStatus(err, backupErrors) }
+
+var backupErrors = []errorCode{
+	{backupstore.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
+	{backupstore.ErrQuotaExceeded, http.StatusRequestEntityTooLarge, "quota_exceeded"},
+	{wire.ErrBadChunk, http.StatusBadRequest, "bad_chunk"},
+	{wire.ErrBadPointer, http.StatusBadRequest, "bad_pointer"},
+	{backupstore.ErrStalePointer, http.StatusConflict, "stale_pointer"},
+	{backupstore.ErrNotFound, http.StatusNotFound, "not_found"},
+	{backupstore.ErrNoStorage, http.StatusServiceUnavailable, "no_storage"},
+	{backupstore.ErrNoQuorum, http.StatusServiceUnavailable, "no_quorum"},
+	{backupstore.ErrStopped, http.StatusServiceUnavailable, "unavailable"},
 }
 
 // StatusClientClosedRequest answers a request whose client went away

@@ -45,39 +45,30 @@ func (s *Server) mountRegistry(mux *http.ServeMux) {
 
 // registryError maps the registry's errors to the status and code of
 // docs/api.md.
-func registryError(err error) (int, string) {
-	for _, m := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{keyregistry.ErrTooManyNonces, http.StatusTooManyRequests, "too_many_nonces"},
-		{keyregistry.ErrBadNonce, http.StatusUnauthorized, "bad_nonce"},
-		{keyregistry.ErrBadTicket, http.StatusUnauthorized, "bad_ticket"},
-		{keyregistry.ErrInvalidProof, http.StatusUnprocessableEntity, "invalid_proof"},
-		{keyregistry.ErrInvalidLink, http.StatusUnprocessableEntity, "invalid_link"},
-		{keyregistry.ErrStaleChain, http.StatusConflict, "stale_chain"},
-		{keyregistry.ErrAlreadyRegistered, http.StatusConflict, "already_registered"},
-		{keyregistry.ErrUserNotFound, http.StatusNotFound, "user_not_found"},
-		{keyregistry.ErrUnknownProvider, http.StatusNotFound, "unknown_provider"},
-		{keyregistry.ErrBadLoginID, http.StatusBadRequest, "bad_login_id"},
-		{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, "too_many_logins"},
-		{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, "provider_unavailable"},
-		{keyregistry.ErrBadState, http.StatusBadRequest, "bad_state"},
-		{keyregistry.ErrOIDCExchange, http.StatusBadRequest, "oidc_exchange_failed"},
-		{keyregistry.ErrBadIDToken, http.StatusBadRequest, "bad_id_token"},
-		{keyregistry.ErrMailboxFull, http.StatusTooManyRequests, "mailbox_full"},
-		{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, "too_many_mailboxes"},
-		{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-		{keyregistry.ErrEmptyMessage, http.StatusBadRequest, "bad_request"},
-		{keyregistry.ErrBatchNotFound, http.StatusNotFound, "batch_not_found"},
-		{keyregistry.ErrBadBatch, http.StatusBadRequest, "bad_cid"},
-	} {
-		if errors.Is(err, m.err) {
-			return m.status, m.code
-		}
-	}
-	return http.StatusInternalServerError, "internal"
+func registryError(err error) (int, string) { return errorStatus(err, registryErrors) }
+
+var registryErrors = []errorCode{
+	{keyregistry.ErrTooManyNonces, http.StatusTooManyRequests, "too_many_nonces"},
+	{keyregistry.ErrBadNonce, http.StatusUnauthorized, "bad_nonce"},
+	{keyregistry.ErrBadTicket, http.StatusUnauthorized, "bad_ticket"},
+	{keyregistry.ErrInvalidProof, http.StatusUnprocessableEntity, "invalid_proof"},
+	{keyregistry.ErrInvalidLink, http.StatusUnprocessableEntity, "invalid_link"},
+	{keyregistry.ErrStaleChain, http.StatusConflict, "stale_chain"},
+	{keyregistry.ErrAlreadyRegistered, http.StatusConflict, "already_registered"},
+	{keyregistry.ErrUserNotFound, http.StatusNotFound, "user_not_found"},
+	{keyregistry.ErrUnknownProvider, http.StatusNotFound, "unknown_provider"},
+	{keyregistry.ErrBadLoginID, http.StatusBadRequest, "bad_login_id"},
+	{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, "too_many_logins"},
+	{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, "provider_unavailable"},
+	{keyregistry.ErrBadState, http.StatusBadRequest, "bad_state"},
+	{keyregistry.ErrOIDCExchange, http.StatusBadRequest, "oidc_exchange_failed"},
+	{keyregistry.ErrBadIDToken, http.StatusBadRequest, "bad_id_token"},
+	{keyregistry.ErrMailboxFull, http.StatusTooManyRequests, "mailbox_full"},
+	{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, "too_many_mailboxes"},
+	{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
+	{keyregistry.ErrEmptyMessage, http.StatusBadRequest, "bad_request"},
+	{keyregistry.ErrBatchNotFound, http.StatusNotFound, "batch_not_found"},
+	{keyregistry.ErrBadBatch, http.StatusBadRequest, "bad_cid"},
 }
 
 func (s *Server) writeRegistryError(w http.ResponseWriter, err error) {

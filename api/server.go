@@ -272,3 +272,22 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.code = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// errorCode is one row of a service's error table: the status and code
+// (docs/api.md) an error answers with.
+type errorCode struct {
+	err    error
+	status int
+	code   string
+}
+
+// errorStatus answers err with the first row of table it matches, else
+// 500 internal.
+func errorStatus(err error, table []errorCode) (int, string) {
+	for _, m := range table {
+		if errors.Is(err, m.err) {
+			return m.status, m.code
+		}
+	}
+	return http.StatusInternalServerError, "internal"
+}
