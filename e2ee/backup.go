@@ -14,6 +14,8 @@ import (
 	"io"
 	"math"
 
+	"github.com/volo-chat/volo/ident"
+
 	"golang.org/x/crypto/argon2"
 )
 
@@ -116,13 +118,13 @@ func DefaultBackupParams() BackupParams {
 func (p BackupParams) validate() error {
 	switch {
 	case p.Time < 1 || p.Time > MaxBackupKDFTime:
-		return fmt.Errorf("e2ee: backup params: Argon2id time %d outside [1, %d]: %w", p.Time, MaxBackupKDFTime, ErrMalformed)
+		return fmt.Errorf("e2ee: backup params: Argon2id time %d outside [1, %d]: %w", p.Time, MaxBackupKDFTime, ident.ErrMalformed)
 	case p.Threads < 1 || p.Threads > MaxBackupKDFThreads:
-		return fmt.Errorf("e2ee: backup params: Argon2id threads %d outside [1, %d]: %w", p.Threads, MaxBackupKDFThreads, ErrMalformed)
+		return fmt.Errorf("e2ee: backup params: Argon2id threads %d outside [1, %d]: %w", p.Threads, MaxBackupKDFThreads, ident.ErrMalformed)
 	case p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > MaxBackupKDFMemoryKiB:
-		return fmt.Errorf("e2ee: backup params: Argon2id memory %d KiB outside [%d, %d]: %w", p.MemoryKiB, 8*uint32(p.Threads), MaxBackupKDFMemoryKiB, ErrMalformed)
+		return fmt.Errorf("e2ee: backup params: Argon2id memory %d KiB outside [%d, %d]: %w", p.MemoryKiB, 8*uint32(p.Threads), MaxBackupKDFMemoryKiB, ident.ErrMalformed)
 	case p.ChunkSize < MinBackupChunkSize || p.ChunkSize > MaxBackupChunkSize:
-		return fmt.Errorf("e2ee: backup params: chunk size %d outside [%d, %d]: %w", p.ChunkSize, MinBackupChunkSize, MaxBackupChunkSize, ErrMalformed)
+		return fmt.Errorf("e2ee: backup params: chunk size %d outside [%d, %d]: %w", p.ChunkSize, MinBackupChunkSize, MaxBackupChunkSize, ident.ErrMalformed)
 	}
 	return nil
 }
@@ -161,17 +163,17 @@ func DecodeBackupHeader(b []byte) (BackupHeader, error) {
 		return h, fmt.Errorf("e2ee: decode backup header: %d bytes, want %d: %w", len(b), BackupHeaderSize, ErrTruncated)
 	}
 	if len(b) > BackupHeaderSize {
-		return h, fmt.Errorf("e2ee: decode backup header: %d bytes, want %d: %w", len(b), BackupHeaderSize, ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode backup header: %d bytes, want %d: %w", len(b), BackupHeaderSize, ident.ErrMalformed)
 	}
 	if string(b[:len(backupMagic)]) != backupMagic {
-		return h, fmt.Errorf("e2ee: decode backup header: not a Volo backup (bad magic): %w", ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode backup header: not a Volo backup (bad magic): %w", ident.ErrMalformed)
 	}
 	p := b[len(backupMagic):]
 	if p[0] != BackupVersion {
-		return h, fmt.Errorf("e2ee: decode backup header: unsupported version %d: %w", p[0], ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode backup header: unsupported version %d: %w", p[0], ident.ErrMalformed)
 	}
 	if p[1] != backupKDFArgon2id {
-		return h, fmt.Errorf("e2ee: decode backup header: unsupported KDF %d: %w", p[1], ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode backup header: unsupported KDF %d: %w", p[1], ident.ErrMalformed)
 	}
 	p = p[2:]
 	h.Params.Time = binary.BigEndian.Uint32(p[0:4])

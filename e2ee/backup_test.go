@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // testBackupParams are cheap Argon2id parameters and small chunks so that
@@ -173,11 +175,11 @@ func TestBackupTamperEveryByte(t *testing.T) {
 	allowed := func(pos int) []error {
 		switch {
 		case pos < offParams: // magic, version, KDF
-			return []error{ErrMalformed}
+			return []error{ident.ErrMalformed}
 		case pos < offChunk: // KDF params: out of bounds or another key
-			return []error{ErrMalformed, ErrWrongPassword}
+			return []error{ident.ErrMalformed, ErrWrongPassword}
 		case pos < offSalt: // chunk size: out of bounds or frames no longer fit
-			return []error{ErrMalformed, ErrTampered, ErrTruncated}
+			return []error{ident.ErrMalformed, ErrTampered, ErrTruncated}
 		case pos < offPrefix:
 			return []error{ErrWrongPassword}
 		case pos < offCheck:
@@ -325,17 +327,17 @@ func TestDecodeBackupHeader(t *testing.T) {
 		want error
 	}{
 		{"short", good[:BackupHeaderSize-1], ErrTruncated},
-		{"long", append(bytes.Clone(good), 0), ErrMalformed},
-		{"magic", append([]byte("VOLOBKUQ"), good[8:]...), ErrMalformed},
-		{"version", append(append(bytes.Clone(good[:8]), 2), good[9:]...), ErrMalformed},
-		{"kdf", append(append(bytes.Clone(good[:9]), 2), good[10:]...), ErrMalformed},
-		{"time 0", mutate(func(h *BackupHeader) { h.Params.Time = 0 }), ErrMalformed},
-		{"time too high", mutate(func(h *BackupHeader) { h.Params.Time = MaxBackupKDFTime + 1 }), ErrMalformed},
-		{"memory terabytes", mutate(func(h *BackupHeader) { h.Params.MemoryKiB = 1 << 31 }), ErrMalformed},
-		{"memory below 8 KiB per lane", mutate(func(h *BackupHeader) { h.Params.Threads = 9 }), ErrMalformed},
-		{"threads 0", mutate(func(h *BackupHeader) { h.Params.Threads = 0 }), ErrMalformed},
-		{"chunk too small", mutate(func(h *BackupHeader) { h.Params.ChunkSize = MinBackupChunkSize - 1 }), ErrMalformed},
-		{"chunk too big", mutate(func(h *BackupHeader) { h.Params.ChunkSize = MaxBackupChunkSize + 1 }), ErrMalformed},
+		{"long", append(bytes.Clone(good), 0), ident.ErrMalformed},
+		{"magic", append([]byte("VOLOBKUQ"), good[8:]...), ident.ErrMalformed},
+		{"version", append(append(bytes.Clone(good[:8]), 2), good[9:]...), ident.ErrMalformed},
+		{"kdf", append(append(bytes.Clone(good[:9]), 2), good[10:]...), ident.ErrMalformed},
+		{"time 0", mutate(func(h *BackupHeader) { h.Params.Time = 0 }), ident.ErrMalformed},
+		{"time too high", mutate(func(h *BackupHeader) { h.Params.Time = MaxBackupKDFTime + 1 }), ident.ErrMalformed},
+		{"memory terabytes", mutate(func(h *BackupHeader) { h.Params.MemoryKiB = 1 << 31 }), ident.ErrMalformed},
+		{"memory below 8 KiB per lane", mutate(func(h *BackupHeader) { h.Params.Threads = 9 }), ident.ErrMalformed},
+		{"threads 0", mutate(func(h *BackupHeader) { h.Params.Threads = 0 }), ident.ErrMalformed},
+		{"chunk too small", mutate(func(h *BackupHeader) { h.Params.ChunkSize = MinBackupChunkSize - 1 }), ident.ErrMalformed},
+		{"chunk too big", mutate(func(h *BackupHeader) { h.Params.ChunkSize = MaxBackupChunkSize + 1 }), ident.ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -344,7 +346,7 @@ func TestDecodeBackupHeader(t *testing.T) {
 			}
 		})
 	}
-	if err := (BackupParams{Time: 1, MemoryKiB: 1 << 30, Threads: 1, ChunkSize: 1 << 16}).validate(); !errors.Is(err, ErrMalformed) {
+	if err := (BackupParams{Time: 1, MemoryKiB: 1 << 30, Threads: 1, ChunkSize: 1 << 16}).validate(); !errors.Is(err, ident.ErrMalformed) {
 		t.Fatalf("writer params above the bounds: got %v", err)
 	}
 }
@@ -395,7 +397,7 @@ func TestBackupWriterErrors(t *testing.T) {
 	if _, err := w.Write([]byte("late")); err == nil {
 		t.Fatal("write after Close accepted")
 	}
-	if _, err := DeriveBackupKey(testPassword, BackupParams{}, nil); !errors.Is(err, ErrMalformed) {
+	if _, err := DeriveBackupKey(testPassword, BackupParams{}, nil); !errors.Is(err, ident.ErrMalformed) {
 		t.Fatalf("zero params: got %v", err)
 	}
 	if _, err := DeriveBackupKey(testPassword, testBackupParams, iotest.ErrReader(errors.New("no entropy"))); err == nil {

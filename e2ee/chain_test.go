@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // testTime returns 2026-01-01T00:00:00Z plus sec seconds.
@@ -17,9 +19,9 @@ func testTime(sec int64) time.Time { return time.Unix(1767225600+sec, 0).UTC() }
 // C revokes A.
 type chainFixture struct {
 	a, b, c DeviceKeys
-	user    UserID
-	links   []Link
-	sets    []DeviceSet // sets[i] = state after links[:i+1]
+	user    ident.UserID
+	links   []ident.Link
+	sets    []ident.DeviceSet // sets[i] = state after links[:i+1]
 }
 
 func newChainFixture(t testing.TB) chainFixture {
@@ -34,21 +36,21 @@ func newChainFixture(t testing.TB) chainFixture {
 		t.Fatal(err)
 	}
 	f.user = g.UserID()
-	set, err := VerifyChain(f.user, []Link{g})
+	set, err := ident.VerifyChain(f.user, []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.links = []Link{g}
-	f.sets = []DeviceSet{set}
+	f.links = []ident.Link{g}
+	f.sets = []ident.DeviceSet{set}
 	f.add(t, f.a, f.b, testTime(60))
 	f.add(t, f.b, f.c, testTime(120))
 	f.revoke(t, f.c, f.a.ID(), testTime(180))
 	return f
 }
 
-func (f chainFixture) last() DeviceSet { return f.sets[len(f.sets)-1] }
+func (f chainFixture) last() ident.DeviceSet { return f.sets[len(f.sets)-1] }
 
-func (f *chainFixture) push(t testing.TB, l Link) {
+func (f *chainFixture) push(t testing.TB, l ident.Link) {
 	t.Helper()
 	set, err := f.last().Apply(l)
 	if err != nil {
@@ -65,7 +67,7 @@ func (f *chainFixture) add(t testing.TB, signer, newDev DeviceKeys, now time.Tim
 		t.Fatal(err)
 	}
 	// The request travels as bytes from the new device to the old one.
-	req, err = DecodeAddDeviceRequest(req.Encode())
+	req, err = ident.DecodeAddDeviceRequest(req.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +78,7 @@ func (f *chainFixture) add(t testing.TB, signer, newDev DeviceKeys, now time.Tim
 	f.push(t, l)
 }
 
-func (f *chainFixture) revoke(t testing.TB, signer DeviceKeys, target DeviceID, now time.Time) {
+func (f *chainFixture) revoke(t testing.TB, signer DeviceKeys, target ident.DeviceID, now time.Time) {
 	t.Helper()
 	l, err := NewRevokeDevice(f.last(), signer, target, now)
 	if err != nil {
@@ -85,7 +87,7 @@ func (f *chainFixture) revoke(t testing.TB, signer DeviceKeys, target DeviceID, 
 	f.push(t, l)
 }
 
-func encodeLinks(links []Link) [][]byte {
+func encodeLinks(links []ident.Link) [][]byte {
 	out := make([][]byte, len(links))
 	for i, l := range links {
 		out[i] = l.Encode()
@@ -95,7 +97,7 @@ func encodeLinks(links []Link) [][]byte {
 
 func TestChainRoundTrip(t *testing.T) {
 	f := newChainFixture(t)
-	set, links, err := DecodeChain(f.user, encodeLinks(f.links))
+	set, links, err := ident.DecodeChain(f.user, encodeLinks(f.links))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,10 +120,10 @@ func TestChainRoundTrip(t *testing.T) {
 	}
 	devs := set.Devices()
 	ids := set.DeviceIDs()
-	if len(devs) != 2 || !slices.IsSortedFunc(ids, DeviceID.Compare) || !devs[0].ID().Equal(ids[0]) {
+	if len(devs) != 2 || !slices.IsSortedFunc(ids, ident.DeviceID.Compare) || !devs[0].ID().Equal(ids[0]) {
 		t.Fatal("Devices not sorted by ID")
 	}
-	if Relate(f.last(), set) != ChainSame {
+	if ident.Relate(f.last(), set) != ident.ChainSame {
 		t.Fatal("VerifyChain and Apply disagree")
 	}
 	// Apply leaves its receiver alone.
@@ -140,14 +142,14 @@ func TestLinkTimeNeverGoesBack(t *testing.T) {
 	if got := f.links[len(f.links)-1].Time; !got.Equal(f.links[len(f.links)-2].Time) {
 		t.Fatalf("time %v not clamped", got)
 	}
-	if _, err := VerifyChain(f.user, f.links); err != nil {
+	if _, err := ident.VerifyChain(f.user, f.links); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func chainErr(t *testing.T, err error, index int, want error) {
 	t.Helper()
-	var ce *ChainError
+	var ce *ident.ChainError
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a *ChainError", err)
 	}
@@ -163,130 +165,130 @@ func TestVerifyChainFailures(t *testing.T) {
 
 	t.Run("wrong user ID", func(t *testing.T) {
 		g, _ := NewGenesis(mallory, testTime(0))
-		_, err := VerifyChain(g.UserID(), f.links)
-		chainErr(t, err, 0, ErrUserIDMismatch)
+		_, err := ident.VerifyChain(g.UserID(), f.links)
+		chainErr(t, err, 0, ident.ErrUserIDMismatch)
 	})
 	t.Run("empty", func(t *testing.T) {
-		_, err := VerifyChain(f.user, nil)
-		chainErr(t, err, 0, ErrEmptyChain)
+		_, err := ident.VerifyChain(f.user, nil)
+		chainErr(t, err, 0, ident.ErrEmptyChain)
 	})
 	t.Run("missing link", func(t *testing.T) {
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[2], f.links[3]})
-		chainErr(t, err, 1, ErrChainOrder)
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[2], f.links[3]})
+		chainErr(t, err, 1, ident.ErrChainOrder)
 	})
 	t.Run("reordered links", func(t *testing.T) {
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[2], f.links[1], f.links[3]})
-		chainErr(t, err, 1, ErrChainOrder)
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[2], f.links[1], f.links[3]})
+		chainErr(t, err, 1, ident.ErrChainOrder)
 	})
 	t.Run("genesis not first", func(t *testing.T) {
-		_, err := VerifyChain(f.user, f.links[1:])
-		chainErr(t, err, 0, ErrChainOrder)
+		_, err := ident.VerifyChain(f.user, f.links[1:])
+		chainErr(t, err, 0, ident.ErrChainOrder)
 	})
 	t.Run("second genesis", func(t *testing.T) {
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[0]})
-		chainErr(t, err, 1, ErrChainOrder)
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[0]})
+		chainErr(t, err, 1, ident.ErrChainOrder)
 	})
 	t.Run("wrong prev", func(t *testing.T) {
 		l := f.links[2]
 		l.Prev = f.links[0].ID()
-		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
-		chainErr(t, err, 2, ErrChainOrder)
+		l.Sig = f.b.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ident.ErrChainOrder)
 	})
 	t.Run("time going back", func(t *testing.T) {
 		l := f.links[2]
 		l.Time = testTime(30)
-		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
-		chainErr(t, err, 2, ErrChainOrder)
+		l.Sig = f.b.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ident.ErrChainOrder)
 	})
 	t.Run("forged link by a device not in the chain", func(t *testing.T) {
 		req, _ := NewAddDeviceRequest(afterB.Head(), mallory)
-		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+		l := ident.Link{Seq: 3, Kind: ident.LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
 			Device: mallory.Public(), Signer: mallory.ID(), DeviceSig: req.Sig}
-		l.Sig = mallory.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
-		chainErr(t, err, 2, ErrForgedLink)
-		if _, err := NewAddDevice(afterB, mallory, req, testTime(100)); !errors.Is(err, ErrForgedLink) {
+		l.Sig = mallory.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ident.ErrForgedLink)
+		if _, err := NewAddDevice(afterB, mallory, req, testTime(100)); !errors.Is(err, ident.ErrForgedLink) {
 			t.Fatalf("NewAddDevice by outsider: %v", err)
 		}
 	})
 	t.Run("forged link claiming a chain device as signer", func(t *testing.T) {
 		req, _ := NewAddDeviceRequest(afterB.Head(), mallory)
-		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+		l := ident.Link{Seq: 3, Kind: ident.LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
 			Device: mallory.Public(), Signer: f.b.ID(), DeviceSig: req.Sig}
-		l.Sig = mallory.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
-		chainErr(t, err, 2, ErrBadSignature)
+		l.Sig = mallory.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ident.ErrBadSignature)
 	})
 	t.Run("add without the new device's consent", func(t *testing.T) {
 		other, _ := NewAddDeviceRequest(afterB.Head(), fixedDeviceKeys(t, "other"))
-		l := Link{Seq: 3, Kind: LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
+		l := ident.Link{Seq: 3, Kind: ident.LinkAddDevice, Prev: afterB.Head().Link, Time: testTime(100),
 			Device: mallory.Public(), Signer: f.b.ID(), DeviceSig: other.Sig}
-		l.Sig = f.b.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, []Link{f.links[0], f.links[1], l})
-		chainErr(t, err, 2, ErrBadSignature)
-		forged := AddDeviceRequest{Head: afterB.Head(), Device: mallory.Public(), Sig: other.Sig}
-		if _, err := NewAddDevice(afterB, f.b, forged, testTime(100)); !errors.Is(err, ErrBadSignature) {
+		l.Sig = f.b.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, []ident.Link{f.links[0], f.links[1], l})
+		chainErr(t, err, 2, ident.ErrBadSignature)
+		forged := ident.AddDeviceRequest{Head: afterB.Head(), Device: mallory.Public(), Sig: other.Sig}
+		if _, err := NewAddDevice(afterB, f.b, forged, testTime(100)); !errors.Is(err, ident.ErrBadSignature) {
 			t.Fatalf("NewAddDevice with forged request: %v", err)
 		}
-		if _, err := DecodeAddDeviceRequest(forged.Encode()); !errors.Is(err, ErrBadSignature) {
+		if _, err := ident.DecodeAddDeviceRequest(forged.Encode()); !errors.Is(err, ident.ErrBadSignature) {
 			t.Fatalf("DecodeAddDeviceRequest of forged request: %v", err)
 		}
 	})
 	t.Run("revoked device signing", func(t *testing.T) {
 		set := f.last()
-		l := Link{Seq: 5, Kind: LinkRevokeDevice, Prev: set.Head().Link, Time: testTime(300),
+		l := ident.Link{Seq: 5, Kind: ident.LinkRevokeDevice, Prev: set.Head().Link, Time: testTime(300),
 			Revoked: f.b.ID(), Signer: f.a.ID()}
-		l.Sig = f.a.Signing.Sign(DomainLink, l.signedBytes())
-		_, err := VerifyChain(f.user, append(slices.Clone(f.links), l))
-		chainErr(t, err, 4, ErrRevokedDevice)
-		if _, err := NewRevokeDevice(set, f.a, f.b.ID(), testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+		l.Sig = f.a.Signing.Sign(ident.DomainLink, l.SignedBytes())
+		_, err := ident.VerifyChain(f.user, append(slices.Clone(f.links), l))
+		chainErr(t, err, 4, ident.ErrRevokedDevice)
+		if _, err := NewRevokeDevice(set, f.a, f.b.ID(), testTime(300)); !errors.Is(err, ident.ErrRevokedDevice) {
 			t.Fatalf("NewRevokeDevice by revoked device: %v", err)
 		}
 	})
 	t.Run("revoke twice", func(t *testing.T) {
-		if _, err := NewRevokeDevice(f.last(), f.b, f.a.ID(), testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+		if _, err := NewRevokeDevice(f.last(), f.b, f.a.ID(), testTime(300)); !errors.Is(err, ident.ErrRevokedDevice) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("revoke self and last device", func(t *testing.T) {
-		if _, err := NewRevokeDevice(f.sets[0], f.a, f.a.ID(), testTime(300)); !errors.Is(err, ErrInvalidLink) {
+		if _, err := NewRevokeDevice(f.sets[0], f.a, f.a.ID(), testTime(300)); !errors.Is(err, ident.ErrInvalidLink) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("revoke unknown device", func(t *testing.T) {
-		if _, err := NewRevokeDevice(f.last(), f.b, mallory.ID(), testTime(300)); !errors.Is(err, ErrInvalidLink) {
+		if _, err := NewRevokeDevice(f.last(), f.b, mallory.ID(), testTime(300)); !errors.Is(err, ident.ErrInvalidLink) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("re-add revoked device", func(t *testing.T) {
 		req, _ := NewAddDeviceRequest(f.last().Head(), f.a)
-		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ErrRevokedDevice) {
+		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ident.ErrRevokedDevice) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("add twice", func(t *testing.T) {
 		req, _ := NewAddDeviceRequest(f.last().Head(), f.c)
-		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ErrInvalidLink) {
+		if _, err := NewAddDevice(f.last(), f.b, req, testTime(300)); !errors.Is(err, ident.ErrInvalidLink) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("stale request replayed at a later head", func(t *testing.T) {
 		req, _ := NewAddDeviceRequest(f.sets[0].Head(), f.b)
-		if _, err := NewAddDevice(f.last(), f.c, req, testTime(300)); !errors.Is(err, ErrChainOrder) {
+		if _, err := NewAddDevice(f.last(), f.c, req, testTime(300)); !errors.Is(err, ident.ErrChainOrder) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("apply to empty set", func(t *testing.T) {
-		if _, err := (DeviceSet{}).Apply(f.links[1]); !errors.Is(err, ErrEmptyChain) {
+		if _, err := (ident.DeviceSet{}).Apply(f.links[1]); !errors.Is(err, ident.ErrEmptyChain) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("too many links", func(t *testing.T) {
-		many := make([]Link, MaxChainLinks+1)
-		_, err := VerifyChain(f.user, many)
-		chainErr(t, err, MaxChainLinks, ErrChainLimit)
+		many := make([]ident.Link, ident.MaxChainLinks+1)
+		_, err := ident.VerifyChain(f.user, many)
+		chainErr(t, err, ident.MaxChainLinks, ident.ErrChainLimit)
 	})
 }
 
@@ -301,8 +303,8 @@ func TestChainTamperEveryByte(t *testing.T) {
 				mod := slices.Clone(enc)
 				mod[i] = bytes.Clone(enc[i])
 				mod[i][pos] ^= flip
-				_, _, err := DecodeChain(f.user, mod)
-				var ce *ChainError
+				_, _, err := ident.DecodeChain(f.user, mod)
+				var ce *ident.ChainError
 				if !errors.As(err, &ce) || ce.Index != i {
 					t.Fatalf("link %d byte %d ^%#x: got %v", i, pos, flip, err)
 				}
@@ -315,37 +317,39 @@ func TestDecodeLinkRejects(t *testing.T) {
 	f := newChainFixture(t)
 	for i, l := range f.links {
 		enc := l.Encode()
-		if len(enc) > MaxLinkSize {
+		if len(enc) > ident.MaxLinkSize {
 			t.Fatalf("link %d is %d bytes", i, len(enc))
 		}
 		for _, cut := range []int{0, 1, len(enc) / 2, len(enc) - 1} {
-			if _, err := DecodeLink(enc[:cut]); !errors.Is(err, ErrMalformed) {
+			if _, err := ident.DecodeLink(enc[:cut]); !errors.Is(err, ident.ErrMalformed) {
 				t.Errorf("link %d cut at %d: %v", i, cut, err)
 			}
 		}
-		if _, err := DecodeLink(append(bytes.Clone(enc), 0)); !errors.Is(err, ErrMalformed) {
+		if _, err := ident.DecodeLink(append(bytes.Clone(enc), 0)); !errors.Is(err, ident.ErrMalformed) {
 			t.Errorf("link %d with a trailing byte: %v", i, err)
 		}
 	}
 	// Fields not allowed for the kind.
 	g := f.links[0]
 	g.Revoked = f.b.ID()
-	if _, err := DecodeLink(g.Encode()); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeLink(g.Encode()); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("genesis with revoked: %v", err)
 	}
 	r := f.links[3]
 	r.Device = f.b.Public()
-	if _, err := DecodeLink(r.Encode()); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeLink(r.Encode()); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("revoke with device: %v", err)
 	}
 	k := f.links[1]
 	k.Kind = 9
-	if _, err := DecodeLink(k.Encode()); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeLink(k.Encode()); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("unknown kind: %v", err)
 	}
 	// Non-canonical: the same map with keys out of order.
-	w := f.links[3].wire(true)
-	m := map[int]any{1: w.Seq, 2: w.Kind, 3: w.Prev, 4: w.Time, 6: w.Revoked, 7: w.Signer, 9: w.Sig}
+	var m map[int]any
+	if err := ident.DecMode.Unmarshal(f.links[3].Encode(), &m); err != nil {
+		t.Fatal(err)
+	}
 	canon := marshalCBOR(m)
 	if !bytes.Equal(canon, f.links[3].Encode()) {
 		t.Fatal("test setup: map form differs")
@@ -355,7 +359,7 @@ func TestDecodeLinkRejects(t *testing.T) {
 	if canon[1] != 0x01 || canon[2] != 0x04 || canon[3] != 0x02 || canon[4] != 0x03 {
 		t.Fatalf("test setup: unexpected prefix %x", canon[:5])
 	}
-	if _, err := DecodeLink(swapped); !errors.Is(err, ErrNonCanonical) {
+	if _, err := ident.DecodeLink(swapped); !errors.Is(err, ident.ErrNonCanonical) {
 		t.Errorf("keys out of order: %v", err)
 	}
 }
@@ -368,22 +372,22 @@ func TestRelate(t *testing.T) {
 		links: slices.Clone(f.links[:2]), sets: slices.Clone(f.sets[:2])}
 	fork.add(t, fork.a, fixedDeviceKeys(t, "alice tv"), testTime(100))
 	g, _ := NewGenesis(fixedDeviceKeys(t, "bob"), testTime(0))
-	bob, _ := VerifyChain(g.UserID(), []Link{g})
+	bob, _ := ident.VerifyChain(g.UserID(), []ident.Link{g})
 
 	cases := []struct {
-		known, cand DeviceSet
-		want        ChainRelation
+		known, cand ident.DeviceSet
+		want        ident.ChainRelation
 	}{
-		{f.last(), f.last(), ChainSame},
-		{f.last(), other.last(), ChainExtends},
-		{other.last(), f.last(), ChainRollback},
-		{f.sets[3], f.sets[1], ChainRollback},
-		{f.last(), fork.last(), ChainForked},
-		{fork.last(), f.last(), ChainForked},
-		{f.last(), bob, ChainOtherUser},
+		{f.last(), f.last(), ident.ChainSame},
+		{f.last(), other.last(), ident.ChainExtends},
+		{other.last(), f.last(), ident.ChainRollback},
+		{f.sets[3], f.sets[1], ident.ChainRollback},
+		{f.last(), fork.last(), ident.ChainForked},
+		{fork.last(), f.last(), ident.ChainForked},
+		{f.last(), bob, ident.ChainOtherUser},
 	}
 	for i, c := range cases {
-		if got := Relate(c.known, c.cand); got != c.want {
+		if got := ident.Relate(c.known, c.cand); got != c.want {
 			t.Errorf("case %d: got %v, want %v", i, got, c.want)
 		}
 	}
@@ -391,11 +395,11 @@ func TestRelate(t *testing.T) {
 
 func TestActiveDeviceLimit(t *testing.T) {
 	f := newChainFixture(t)
-	for i := f.last().Len(); i < MaxActiveDevices; i++ {
+	for i := f.last().Len(); i < ident.MaxActiveDevices; i++ {
 		f.add(t, f.b, fixedDeviceKeys(t, "extra "+string(rune('A'+i))), testTime(int64(1000+i)))
 	}
 	req, _ := NewAddDeviceRequest(f.last().Head(), fixedDeviceKeys(t, "one too many"))
-	if _, err := NewAddDevice(f.last(), f.b, req, testTime(5000)); !errors.Is(err, ErrChainLimit) {
+	if _, err := NewAddDevice(f.last(), f.b, req, testTime(5000)); !errors.Is(err, ident.ErrChainLimit) {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -434,7 +438,7 @@ func TestChainVectors(t *testing.T) {
 
 	var v chainVector
 	readVectorFile(t, "chain_vectors.json", &v)
-	user, err := ParseUserID(v.User)
+	user, err := ident.ParseUserID(v.User)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,7 +446,7 @@ func TestChainVectors(t *testing.T) {
 	for _, l := range v.Links {
 		enc = append(enc, mustHex(t, l.Encoded))
 	}
-	set, links, err := DecodeChain(user, enc)
+	set, links, err := ident.DecodeChain(user, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,12 +463,12 @@ func TestChainVectors(t *testing.T) {
 		t.Fatalf("devices %v, want %v", final, v.Final)
 	}
 	for _, s := range v.Revkd {
-		id, _ := ParseDeviceID(s)
+		id, _ := ident.ParseDeviceID(s)
 		if !set.Revoked(id) {
 			t.Fatalf("%s not revoked", s)
 		}
 	}
-	req, err := DecodeAddDeviceRequest(mustHex(t, v.Req))
+	req, err := ident.DecodeAddDeviceRequest(mustHex(t, v.Req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,13 +486,13 @@ func fiftyLinkChain(b testing.TB) chainFixture {
 		b.Fatal(err)
 	}
 	f.user = g.UserID()
-	set, err := VerifyChain(f.user, []Link{g})
+	set, err := ident.VerifyChain(f.user, []ident.Link{g})
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.links, f.sets = []Link{g}, []DeviceSet{set}
-	keys := map[DeviceID]DeviceKeys{f.a.ID(): f.a}
-	order := []DeviceID{f.a.ID()}
+	f.links, f.sets = []ident.Link{g}, []ident.DeviceSet{set}
+	keys := map[ident.DeviceID]DeviceKeys{f.a.ID(): f.a}
+	order := []ident.DeviceID{f.a.ID()}
 	for i := 1; len(f.links) < 50; i++ {
 		newest := keys[order[len(order)-1]]
 		if i%4 == 0 && len(order) > 1 {
@@ -510,7 +514,7 @@ func BenchmarkVerifyChain50(b *testing.B) {
 	f := fiftyLinkChain(b)
 	enc := encodeLinks(f.links)
 	for b.Loop() {
-		if _, _, err := DecodeChain(f.user, enc); err != nil {
+		if _, _, err := ident.DecodeChain(f.user, enc); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -531,4 +535,28 @@ func BenchmarkApplyLink(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "links/s")
+}
+
+func TestUserIDRoundTrip(t *testing.T) {
+	g, err := NewGenesis(fixedDeviceKeys(t, "uid"), testTime(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := g.UserID()
+	p, err := ident.ParseUserID(id.String())
+	if err != nil || !p.Equal(id) {
+		t.Fatalf("parse: %v", err)
+	}
+	q, err := ident.UserIDFromBytes(id.Bytes())
+	if err != nil || !q.Equal(id) {
+		t.Fatalf("from bytes: %v", err)
+	}
+	b, _ := id.MarshalCBOR()
+	var r ident.UserID
+	if err := r.UnmarshalCBOR(b); err != nil || !r.Equal(id) {
+		t.Fatalf("cbor: %v", err)
+	}
+	if !bytes.Equal(g.ID().Bytes(), id.Bytes()) {
+		t.Fatal("user ID is not the genesis link ID")
+	}
 }

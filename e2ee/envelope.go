@@ -4,6 +4,8 @@ import (
 	"crypto/hpke"
 	"errors"
 	"fmt"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Envelope sealing (docs/protocol.md, "Envelope sealing"): what a relay
@@ -49,8 +51,8 @@ var ErrEnvelopeOpen = errors.New("e2ee: envelope does not open (another recipien
 // SealedContent is what an envelope holds once opened.
 type SealedContent struct {
 	Kind   EnvelopeKind
-	Sender UserID // the sending user, as the sender stated it
-	Body   []byte // an encoded Message or KeyBundle, checked by their decoders
+	Sender ident.UserID // the sending user, as the sender stated it
+	Body   []byte       // an encoded Message or KeyBundle, checked by their decoders
 }
 
 type sealedContentWire struct {
@@ -62,8 +64,8 @@ type sealedContentWire struct {
 // envelopeInfo is the HPKE info: "volo/v1/envelope" || 0x00 || recipient
 // device ID bytes, so an envelope opened by one device cannot be passed off
 // as sealed to another.
-func envelopeInfo(to DeviceID) []byte {
-	b := make([]byte, 0, len(envelopeInfoLabel)+1+cidLen)
+func envelopeInfo(to ident.DeviceID) []byte {
+	b := make([]byte, 0, len(envelopeInfoLabel)+1+ident.IDSize)
 	b = append(append(b, envelopeInfoLabel...), 0)
 	return append(b, to.Bytes()...)
 }
@@ -73,18 +75,18 @@ func envelopeInfo(to DeviceID) []byte {
 // is only a claim: the receiver checks it against the signature inside the
 // body (OpenKeyBundle, ReceiverSession.Decrypt). HPKE draws its randomness
 // from crypto/rand.
-func SealEnvelope(to DevicePublic, kind EnvelopeKind, sender UserID, body []byte) ([]byte, error) {
+func SealEnvelope(to ident.DevicePublic, kind EnvelopeKind, sender ident.UserID, body []byte) ([]byte, error) {
 	if kind != EnvelopeMessage && kind != EnvelopeKeyBundle {
-		return nil, fmt.Errorf("e2ee: seal envelope: %s: %w", kind, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: seal envelope: %s: %w", kind, ident.ErrMalformed)
 	}
 	if sender.IsZero() {
-		return nil, fmt.Errorf("e2ee: seal envelope: no sender: %w", ErrBadID)
+		return nil, fmt.Errorf("e2ee: seal envelope: no sender: %w", ident.ErrBadID)
 	}
 	if len(body) == 0 || len(body) > MaxSealedBodySize {
-		return nil, fmt.Errorf("e2ee: seal envelope: body of %d bytes (1 to %d): %w", len(body), MaxSealedBodySize, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: seal envelope: body of %d bytes (1 to %d): %w", len(body), MaxSealedBodySize, ident.ErrMalformed)
 	}
 	if to.Messaging.IsZero() {
-		return nil, fmt.Errorf("e2ee: seal envelope: recipient without a messaging key: %w", ErrBadKey)
+		return nil, fmt.Errorf("e2ee: seal envelope: recipient without a messaging key: %w", ident.ErrBadKey)
 	}
 	pt := marshalCBOR(sealedContentWire{Kind: uint64(kind), Sender: sender.Bytes(), Body: body})
 	ct, err := hpke.Seal(to.Messaging.HPKE(), hpke.HKDFSHA256(), hpke.AES256GCM(), envelopeInfo(to.ID()), pt)
@@ -100,13 +102,13 @@ func SealEnvelope(to DevicePublic, kind EnvelopeKind, sender UserID, body []byte
 // ErrNonCanonical.
 func OpenEnvelope(keys DeviceKeys, ciphertext []byte) (SealedContent, error) {
 	if len(ciphertext) > MaxSealedEnvelopeSize {
-		return SealedContent{}, fmt.Errorf("e2ee: open envelope: %d bytes, limit %d: %w", len(ciphertext), MaxSealedEnvelopeSize, ErrMalformed)
+		return SealedContent{}, fmt.Errorf("e2ee: open envelope: %d bytes, limit %d: %w", len(ciphertext), MaxSealedEnvelopeSize, ident.ErrMalformed)
 	}
 	if len(ciphertext) < hpkeEncSize+16 {
 		return SealedContent{}, fmt.Errorf("e2ee: open envelope: %d bytes: %w", len(ciphertext), ErrEnvelopeOpen)
 	}
 	if keys.Messaging.IsZero() {
-		return SealedContent{}, fmt.Errorf("e2ee: open envelope: no messaging key: %w", ErrBadKey)
+		return SealedContent{}, fmt.Errorf("e2ee: open envelope: no messaging key: %w", ident.ErrBadKey)
 	}
 	pt, err := hpke.Open(keys.Messaging.HPKE(), hpke.HKDFSHA256(), hpke.AES256GCM(), envelopeInfo(keys.ID()), ciphertext)
 	if err != nil {
@@ -124,13 +126,13 @@ func decodeSealedContent(pt []byte) (SealedContent, error) {
 	kind := EnvelopeKind(w.Kind)
 	switch {
 	case w.Kind > 255 || (kind != EnvelopeMessage && kind != EnvelopeKeyBundle):
-		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: unknown kind %d: %w", w.Kind, ErrMalformed)
+		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: unknown kind %d: %w", w.Kind, ident.ErrMalformed)
 	case len(w.Body) == 0 || len(w.Body) > MaxSealedBodySize:
-		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: body of %d bytes: %w", len(w.Body), ErrMalformed)
+		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: body of %d bytes: %w", len(w.Body), ident.ErrMalformed)
 	}
-	sender, err := UserIDFromBytes(w.Sender)
+	sender, err := ident.UserIDFromBytes(w.Sender)
 	if err != nil {
-		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: sender: %v: %w", err, ErrMalformed)
+		return SealedContent{}, fmt.Errorf("e2ee: sealed envelope: sender: %v: %w", err, ident.ErrMalformed)
 	}
 	return SealedContent{Kind: kind, Sender: sender, Body: w.Body}, nil
 }

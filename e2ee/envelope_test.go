@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"testing/cryptotest"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func TestEnvelopeSealOpen(t *testing.T) {
@@ -56,14 +58,14 @@ func TestEnvelopeSealRefusesBadInput(t *testing.T) {
 	cases := map[string]func() error{
 		"kind 0":     func() error { _, err := SealEnvelope(to, 0, alice.id(), []byte("x")); return err },
 		"kind 3":     func() error { _, err := SealEnvelope(to, 3, alice.id(), []byte("x")); return err },
-		"no sender":  func() error { _, err := SealEnvelope(to, EnvelopeMessage, UserID{}, []byte("x")); return err },
+		"no sender":  func() error { _, err := SealEnvelope(to, EnvelopeMessage, ident.UserID{}, []byte("x")); return err },
 		"empty body": func() error { _, err := SealEnvelope(to, EnvelopeMessage, alice.id(), nil); return err },
 		"large body": func() error {
 			_, err := SealEnvelope(to, EnvelopeMessage, alice.id(), make([]byte, MaxSealedBodySize+1))
 			return err
 		},
 		"no key": func() error {
-			_, err := SealEnvelope(DevicePublic{}, EnvelopeMessage, alice.id(), []byte("x"))
+			_, err := SealEnvelope(ident.DevicePublic{}, EnvelopeMessage, alice.id(), []byte("x"))
 			return err
 		},
 	}
@@ -83,7 +85,7 @@ func TestEnvelopeSealRefusesBadInput(t *testing.T) {
 	if _, err := OpenEnvelope(bob.keys[0], ct); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenEnvelope(bob.keys[0], make([]byte, MaxSealedEnvelopeSize+1)); !errors.Is(err, ErrMalformed) {
+	if _, err := OpenEnvelope(bob.keys[0], make([]byte, MaxSealedEnvelopeSize+1)); !errors.Is(err, ident.ErrMalformed) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
@@ -105,7 +107,7 @@ func TestSealedContentDecoding(t *testing.T) {
 		"not cbor":   {0xff},
 	}
 	for name, b := range bad {
-		if _, err := decodeSealedContent(b); !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+		if _, err := decodeSealedContent(b); !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -178,7 +180,7 @@ func FuzzOpenEnvelope(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := OpenEnvelope(bob.keys[0], data)
 		if err != nil {
-			if !isOneOf(err, ErrEnvelopeOpen, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ErrEnvelopeOpen, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
@@ -197,7 +199,7 @@ func FuzzDecodeSealedContent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := decodeSealedContent(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

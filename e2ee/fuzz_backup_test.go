@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func FuzzDecodeBackupHeader(f *testing.F) {
@@ -20,7 +22,7 @@ func FuzzDecodeBackupHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := DecodeBackupHeader(b)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrTruncated) {
+			if !errors.Is(err, ident.ErrMalformed) && !errors.Is(err, ErrTruncated) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
@@ -37,7 +39,7 @@ func FuzzDecodeBackupHeader(f *testing.F) {
 // backupReaderErrors are the errors NewBackupReaderWithKey and its reader
 // may return on hostile input; anything else is a bug.
 var backupReaderErrors = []error{
-	ErrMalformed, ErrTruncated, ErrWrongPassword, ErrTampered,
+	ident.ErrMalformed, ErrTruncated, ErrWrongPassword, ErrTampered,
 	ErrBackupReordered, ErrBackupDuplicateChunk, ErrBackupTrailingData,
 }
 

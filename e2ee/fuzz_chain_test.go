@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func FuzzDecodeLink(f *testing.F) {
@@ -13,9 +15,9 @@ func FuzzDecodeLink(f *testing.F) {
 		f.Add(l.Encode())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		l, err := DecodeLink(data)
+		l, err := ident.DecodeLink(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNonCanonical) {
+			if !errors.Is(err, ident.ErrMalformed) && !errors.Is(err, ident.ErrNonCanonical) {
 				t.Fatalf("error without sentinel: %v", err)
 			}
 			return
@@ -39,7 +41,7 @@ func frameLinks(enc [][]byte) []byte {
 
 func unframeLinks(data []byte) [][]byte {
 	var out [][]byte
-	for len(data) >= 2 && len(out) <= MaxChainLinks {
+	for len(data) >= 2 && len(out) <= ident.MaxChainLinks {
 		n := int(binary.BigEndian.Uint16(data))
 		data = data[2:]
 		n = min(n, len(data))
@@ -63,23 +65,23 @@ func FuzzVerifyChain(f *testing.F) {
 		if len(links) == 0 {
 			return
 		}
-		g, err := DecodeLink(links[0])
+		g, err := ident.DecodeLink(links[0])
 		if err != nil {
 			return
 		}
-		set, decoded, err := DecodeChain(g.UserID(), links)
+		set, decoded, err := ident.DecodeChain(g.UserID(), links)
 		if err != nil {
-			var ce *ChainError
+			var ce *ident.ChainError
 			if !errors.As(err, &ce) || ce.Index < 0 || ce.Index >= len(links) {
 				t.Fatalf("error is not a ChainError naming a link: %v", err)
 			}
 			return
 		}
-		if set.Version() != uint64(len(links)) || set.Len() == 0 || set.Len() > MaxActiveDevices {
+		if set.Version() != uint64(len(links)) || set.Len() == 0 || set.Len() > ident.MaxActiveDevices {
 			t.Fatalf("version %d for %d links, %d devices", set.Version(), len(links), set.Len())
 		}
 		// Incremental verification agrees with whole-chain verification.
-		inc, err := VerifyChain(g.UserID(), decoded[:1])
+		inc, err := ident.VerifyChain(g.UserID(), decoded[:1])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +90,7 @@ func FuzzVerifyChain(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		if Relate(set, inc) != ChainSame {
+		if ident.Relate(set, inc) != ident.ChainSame {
 			t.Fatal("Apply and VerifyChain disagree")
 		}
 	})
@@ -102,7 +104,7 @@ func FuzzDecodeAddDeviceRequest(f *testing.F) {
 	}
 	f.Add(req.Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := DecodeAddDeviceRequest(data)
+		r, err := ident.DecodeAddDeviceRequest(data)
 		if err != nil {
 			return
 		}

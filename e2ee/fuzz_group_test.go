@@ -3,12 +3,14 @@ package e2ee
 import (
 	"bytes"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func FuzzDecodeGroupState(f *testing.F) {
 	fx := newGroupFixture(f)
 	f.Add(fx.g.Encode())
-	g2, err := fx.g.Next(fx.alice.keys[0], fx.alice.id(), []UserID{fx.alice.id(), fx.bob.id()}, fx.g.Admins, testTime(20))
+	g2, err := fx.g.Next(fx.alice.keys[0], fx.alice.id(), []ident.UserID{fx.alice.id(), fx.bob.id()}, fx.g.Admins, testTime(20))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -16,7 +18,7 @@ func FuzzDecodeGroupState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		g, err := DecodeGroupState(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

@@ -3,6 +3,8 @@ package e2ee
 import (
 	"bytes"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func keyBundleFuzzFixture(f *testing.F) (alice, bob *msgUser, s *SenderSession, enc []byte) {
@@ -24,7 +26,7 @@ func FuzzDecodeKeyBundle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeKeyBundle(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
@@ -45,7 +47,7 @@ func FuzzOpenKeyBundle(f *testing.F) {
 		}
 		r, err := OpenKeyBundle(b, alice.set, bob.keys[0])
 		if err != nil {
-			if !isOneOf(err, ErrUnknownSender, ErrRevokedDevice, ErrBadSignature, ErrNotRecipient, ErrKeyBundleOpen, ErrMalformed) {
+			if !isOneOf(err, ErrUnknownSender, ident.ErrRevokedDevice, ident.ErrBadSignature, ErrNotRecipient, ErrKeyBundleOpen, ident.ErrMalformed) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

@@ -3,13 +3,15 @@ package e2ee
 import (
 	"bytes"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func FuzzParseDeviceID(f *testing.F) {
 	f.Add(fixedDeviceKeys(f, "a").ID().String())
 	f.Add("bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi")
 	f.Fuzz(func(t *testing.T, s string) {
-		id, err := ParseDeviceID(s)
+		id, err := ident.ParseDeviceID(s)
 		if err != nil {
 			return
 		}
@@ -20,7 +22,7 @@ func FuzzParseDeviceID(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back DeviceID
+		var back ident.DeviceID
 		if err := back.UnmarshalCBOR(b); err != nil || !back.Equal(id) {
 			t.Fatalf("CBOR round trip: %v", err)
 		}
@@ -34,14 +36,14 @@ func FuzzParseUserID(f *testing.F) {
 	}
 	f.Add(g.UserID().String())
 	f.Fuzz(func(t *testing.T, s string) {
-		id, err := ParseUserID(s)
+		id, err := ident.ParseUserID(s)
 		if err != nil {
 			return
 		}
 		if id.String() != s {
 			t.Fatalf("parsed %q prints as %q", s, id)
 		}
-		back, err := UserIDFromBytes(id.Bytes())
+		back, err := ident.UserIDFromBytes(id.Bytes())
 		if err != nil || !back.Equal(id) {
 			t.Fatalf("bytes round trip: %v", err)
 		}
@@ -69,7 +71,7 @@ func FuzzParseDeviceKeys(f *testing.F) {
 func FuzzDecodeDevicePublic(f *testing.F) {
 	f.Add(fixedDeviceKeys(f, "a").Public().Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := DecodeDevicePublic(data)
+		d, err := ident.DecodeDevicePublic(data)
 		if err != nil {
 			return
 		}
@@ -85,14 +87,14 @@ func FuzzDecodeRegistrationProof(f *testing.F) {
 	f.Add(SignRegistration(k, nonce).Encode())
 	f.Add(SignRegistration(k, nonce[:16]).Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := DecodeRegistrationProof(data)
+		p, err := ident.DecodeRegistrationProof(data)
 		if err != nil {
 			return
 		}
 		if !bytes.Equal(p.Encode(), data) {
 			t.Fatal("re-encodes differently")
 		}
-		if _, err := VerifyRegistration(p, p.Nonce); err == nil && !p.ID.Equal(p.Device.ID()) {
+		if _, err := ident.VerifyRegistration(p, p.Nonce); err == nil && !p.ID.Equal(p.Device.ID()) {
 			t.Fatal("verified a proof whose ID does not match its keys")
 		}
 	})

@@ -3,6 +3,8 @@ package e2ee
 import (
 	"bytes"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func FuzzParseLinkingCode(f *testing.F) {
@@ -59,7 +61,7 @@ func FuzzOpenLinkingMessage(f *testing.F) {
 func FuzzDecodeChainHead(f *testing.F) {
 	f.Add(newChainFixture(f).last().Head().Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := DecodeChainHead(data)
+		h, err := ident.DecodeChainHead(data)
 		if err != nil {
 			return
 		}
@@ -93,7 +95,7 @@ func FuzzParseRendezvousID(f *testing.F) {
 	rv := fixedLinkingCode(f).Rendezvous()
 	f.Add(rv.String())
 	f.Fuzz(func(t *testing.T, s string) {
-		r, err := ParseRendezvousID(s)
+		r, err := ident.ParseRendezvousID(s)
 		if err != nil {
 			return
 		}

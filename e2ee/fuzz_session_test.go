@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // sessionFuzzFixture: alice's session to bob, bob's receiver state at its
@@ -43,7 +45,7 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := DecodeMessage(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
@@ -63,7 +65,7 @@ func FuzzDecryptMessage(f *testing.F) {
 		r := *r0
 		pt, err := decryptWith(&r, data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical, ErrUnknownSession, ErrBadSignature, ErrReplay, ErrOutsideWindow, ErrTampered) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical, ErrUnknownSession, ident.ErrBadSignature, ErrReplay, ErrOutsideWindow, ErrTampered) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			if r.next != r0.next || len(r.skipped) != 0 || r.chainKey != r0.chainKey {
@@ -90,7 +92,7 @@ func FuzzUnmarshalReceiverState(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := UnmarshalReceiverSession(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
@@ -116,7 +118,7 @@ func FuzzUnmarshalSenderSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := UnmarshalSenderSession(data)
 		if err != nil {
-			if !isOneOf(err, ErrMalformed, ErrNonCanonical) {
+			if !isOneOf(err, ident.ErrMalformed, ident.ErrNonCanonical) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"time"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Groups (docs/protocol.md, "Groups").
@@ -14,7 +16,7 @@ const (
 	// MaxGroupMembers bounds the users of one group.
 	MaxGroupMembers = 1024
 	// maxGroupStateSize bounds an encoded group state.
-	maxGroupStateSize = 2*MaxGroupMembers*(2+cidLen) + 512
+	maxGroupStateSize = 2*MaxGroupMembers*(2+ident.IDSize) + 512
 	groupStateVersion = 1
 )
 
@@ -45,11 +47,11 @@ type GroupState struct {
 	ID         ConversationID
 	Version    uint64         // 1 for a new group, then +1 per change
 	Prev       GroupStateHash // hash of the previous state; zero for version 1
-	Members    []UserID       // sorted, no repeats
-	Admins     []UserID       // sorted, no repeats, a subset of Members
+	Members    []ident.UserID // sorted, no repeats
+	Admins     []ident.UserID // sorted, no repeats, a subset of Members
 	Time       time.Time      // millisecond precision
-	SignerUser UserID         // an admin (of the previous state, for version > 1)
-	Signer     DeviceID       // the signing device, one of SignerUser's
+	SignerUser ident.UserID   // an admin (of the previous state, for version > 1)
+	Signer     ident.DeviceID // the signing device, one of SignerUser's
 	Sig        []byte         // Signer's signature (DomainGroup) over the encoding without Sig
 }
 
@@ -66,7 +68,7 @@ type groupStateWire struct {
 	Sig        []byte   `cbor:"10,keyasint,omitempty"`
 }
 
-func userIDsBytes(ids []UserID) [][]byte {
+func userIDsBytes(ids []ident.UserID) [][]byte {
 	out := make([][]byte, len(ids))
 	for i, id := range ids {
 		out[i] = idBytes(!id.IsZero(), id.Bytes)
@@ -103,21 +105,21 @@ func (g *GroupState) signedBytes() []byte { return marshalCBOR(g.wire(false)) }
 func (g *GroupState) Hash() GroupStateHash { return sha256.Sum256(g.Encode()) }
 
 // IsMember reports whether u is a member.
-func (g *GroupState) IsMember(u UserID) bool { return containsUser(g.Members, u) }
+func (g *GroupState) IsMember(u ident.UserID) bool { return containsUser(g.Members, u) }
 
 // IsAdmin reports whether u is an admin.
-func (g *GroupState) IsAdmin(u UserID) bool { return containsUser(g.Admins, u) }
+func (g *GroupState) IsAdmin(u ident.UserID) bool { return containsUser(g.Admins, u) }
 
-func containsUser(sorted []UserID, u UserID) bool {
-	_, ok := slices.BinarySearchFunc(sorted, u, UserID.Compare)
+func containsUser(sorted []ident.UserID, u ident.UserID) bool {
+	_, ok := slices.BinarySearchFunc(sorted, u, ident.UserID.Compare)
 	return ok
 }
 
 // sortUsers returns ids sorted without repeats.
-func sortUsers(ids []UserID) []UserID {
+func sortUsers(ids []ident.UserID) []ident.UserID {
 	s := slices.Clone(ids)
-	slices.SortFunc(s, UserID.Compare)
-	return slices.CompactFunc(s, UserID.Equal)
+	slices.SortFunc(s, ident.UserID.Compare)
+	return slices.CompactFunc(s, ident.UserID.Equal)
 }
 
 // checkShape checks the rules a state must follow on its own.
@@ -139,7 +141,7 @@ func (g *GroupState) checkShape() error {
 	case g.Time.UnixMilli() < 0:
 		return bad("time before 1970")
 	}
-	for _, list := range [][]UserID{g.Members, g.Admins} {
+	for _, list := range [][]ident.UserID{g.Members, g.Admins} {
 		for i, u := range list {
 			if u.IsZero() || (i > 0 && list[i-1].Compare(u) >= 0) {
 				return bad("user lists must be sorted, without repeats")
@@ -154,9 +156,9 @@ func (g *GroupState) checkShape() error {
 	return nil
 }
 
-func signGroupState(g GroupState, signer DeviceKeys, signerUser UserID, now time.Time) (GroupState, error) {
+func signGroupState(g GroupState, signer DeviceKeys, signerUser ident.UserID, now time.Time) (GroupState, error) {
 	if signer.Signing.IsZero() || signer.Messaging.IsZero() {
-		return GroupState{}, fmt.Errorf("e2ee: sign group state: empty device keys: %w", ErrBadKey)
+		return GroupState{}, fmt.Errorf("e2ee: sign group state: empty device keys: %w", ident.ErrBadKey)
 	}
 	g.Members = sortUsers(g.Members)
 	g.Admins = sortUsers(g.Admins)
@@ -166,14 +168,14 @@ func signGroupState(g GroupState, signer DeviceKeys, signerUser UserID, now time
 	if err := g.checkShape(); err != nil {
 		return GroupState{}, err
 	}
-	g.Sig = signer.Signing.Sign(DomainGroup, g.signedBytes())
+	g.Sig = signer.Signing.Sign(ident.DomainGroup, g.signedBytes())
 	return g, nil
 }
 
 // NewGroup makes version 1 of a new group with a random ID from rand
 // (crypto/rand if nil), signed by creator, a device of creatorUser, who
 // must be among admins. members and admins are sorted and deduplicated.
-func NewGroup(creator DeviceKeys, creatorUser UserID, members, admins []UserID, now time.Time, rand io.Reader) (GroupState, error) {
+func NewGroup(creator DeviceKeys, creatorUser ident.UserID, members, admins []ident.UserID, now time.Time, rand io.Reader) (GroupState, error) {
 	id, err := NewConversationID(rand)
 	if err != nil {
 		return GroupState{}, err
@@ -186,7 +188,7 @@ func NewGroup(creator DeviceKeys, creatorUser UserID, members, admins []UserID, 
 
 // Next makes the state that follows g with the given members and admins,
 // signed by signer, a device of signerUser, who must be an admin of g.
-func (g *GroupState) Next(signer DeviceKeys, signerUser UserID, members, admins []UserID, now time.Time) (GroupState, error) {
+func (g *GroupState) Next(signer DeviceKeys, signerUser ident.UserID, members, admins []ident.UserID, now time.Time) (GroupState, error) {
 	if !g.IsAdmin(signerUser) {
 		return GroupState{}, fmt.Errorf("e2ee: update group %s: %s: %w", g.ID, signerUser, ErrNotAdmin)
 	}
@@ -198,18 +200,18 @@ func (g *GroupState) Next(signer DeviceKeys, signerUser UserID, members, admins 
 
 // verifyGroupSigner checks that g's signer device is an active device of
 // signerSet, the verified device set of g.SignerUser, and its signature.
-func verifyGroupSigner(g *GroupState, signerSet DeviceSet) error {
+func verifyGroupSigner(g *GroupState, signerSet ident.DeviceSet) error {
 	if !signerSet.User().Equal(g.SignerUser) {
 		return fmt.Errorf("e2ee: group %s version %d: signer user %s, device set of %s: %w", g.ID, g.Version, g.SignerUser, signerSet.User(), ErrUnknownSender)
 	}
 	if signerSet.Revoked(g.Signer) {
-		return fmt.Errorf("e2ee: group %s version %d: signer device %s: %w", g.ID, g.Version, g.Signer, ErrRevokedDevice)
+		return fmt.Errorf("e2ee: group %s version %d: signer device %s: %w", g.ID, g.Version, g.Signer, ident.ErrRevokedDevice)
 	}
 	dev, ok := signerSet.Lookup(g.Signer)
 	if !ok {
 		return fmt.Errorf("e2ee: group %s version %d: signer device %s: %w", g.ID, g.Version, g.Signer, ErrUnknownSender)
 	}
-	if err := dev.Signing.Verify(DomainGroup, g.signedBytes(), g.Sig); err != nil {
+	if err := dev.Signing.Verify(ident.DomainGroup, g.signedBytes(), g.Sig); err != nil {
 		return fmt.Errorf("e2ee: group %s version %d: %w", g.ID, g.Version, err)
 	}
 	return nil
@@ -218,7 +220,7 @@ func verifyGroupSigner(g *GroupState, signerSet DeviceSet) error {
 // VerifyNewGroup checks version 1 of a group: its shape, that its signer
 // is one of its admins, and the signature against signerSet, the verified
 // device set of the signer's user.
-func VerifyNewGroup(g GroupState, signerSet DeviceSet) error {
+func VerifyNewGroup(g GroupState, signerSet ident.DeviceSet) error {
 	if err := g.checkShape(); err != nil {
 		return err
 	}
@@ -235,7 +237,7 @@ func VerifyNewGroup(g GroupState, signerSet DeviceSet) error {
 // same group, version prev+1, Prev = prev.Hash(), time not before prev's
 // (ErrGroupOrder); its signer an admin of prev (ErrNotAdmin); its signature
 // against signerSet, the verified device set of the signer's user.
-func VerifyGroupUpdate(prev, next GroupState, signerSet DeviceSet) error {
+func VerifyGroupUpdate(prev, next GroupState, signerSet ident.DeviceSet) error {
 	if err := next.checkShape(); err != nil {
 		return err
 	}
@@ -255,8 +257,8 @@ func VerifyGroupUpdate(prev, next GroupState, signerSet DeviceSet) error {
 }
 
 // RemovedMembers returns the members of prev that are not members of next.
-func RemovedMembers(prev, next GroupState) []UserID {
-	var out []UserID
+func RemovedMembers(prev, next GroupState) []ident.UserID {
+	var out []ident.UserID
 	for _, u := range prev.Members {
 		if !next.IsMember(u) {
 			out = append(out, u)
@@ -274,7 +276,7 @@ func DecodeGroupState(data []byte) (GroupState, error) {
 		return GroupState{}, err
 	}
 	bad := func(format string, a ...any) (GroupState, error) {
-		return GroupState{}, fmt.Errorf("e2ee: decode group state: "+format+": %w", append(a, ErrMalformed)...)
+		return GroupState{}, fmt.Errorf("e2ee: decode group state: "+format+": %w", append(a, ident.ErrMalformed)...)
 	}
 	if w.Format != groupStateVersion {
 		return bad("unsupported format %d", w.Format)
@@ -290,10 +292,10 @@ func DecodeGroupState(data []byte) (GroupState, error) {
 		return bad("too many members")
 	}
 	var err error
-	users := func(list [][]byte) ([]UserID, error) {
-		out := make([]UserID, len(list))
+	users := func(list [][]byte) ([]ident.UserID, error) {
+		out := make([]ident.UserID, len(list))
 		for i, b := range list {
-			if out[i], err = UserIDFromBytes(b); err != nil {
+			if out[i], err = ident.UserIDFromBytes(b); err != nil {
 				return nil, err
 			}
 		}
@@ -309,18 +311,18 @@ func DecodeGroupState(data []byte) (GroupState, error) {
 		return bad("negative time")
 	}
 	g.Time = time.UnixMilli(w.Time).UTC()
-	if g.SignerUser, err = UserIDFromBytes(w.SignerUser); err != nil {
+	if g.SignerUser, err = ident.UserIDFromBytes(w.SignerUser); err != nil {
 		return bad("signer user: %v", err)
 	}
-	if g.Signer, err = DeviceIDFromBytes(w.Signer); err != nil {
+	if g.Signer, err = ident.DeviceIDFromBytes(w.Signer); err != nil {
 		return bad("signer device: %v", err)
 	}
-	if len(w.Sig) != SignatureSize {
+	if len(w.Sig) != ident.SignatureSize {
 		return bad("signature of %d bytes", len(w.Sig))
 	}
 	g.Sig = w.Sig
 	if err := g.checkShape(); err != nil {
-		return GroupState{}, fmt.Errorf("e2ee: decode group state: %v: %w", err, ErrMalformed)
+		return GroupState{}, fmt.Errorf("e2ee: decode group state: %v: %w", err, ident.ErrMalformed)
 	}
 	return g, nil
 }
@@ -330,7 +332,7 @@ func DecodeGroupState(data []byte) (GroupState, error) {
 // members, exactly one per member (ErrGroupMembers otherwise); sender,
 // a device of senderUser, must be a member. Call it for a new group, after
 // every membership change, and whenever RenewalPolicy.NeedsRenewal says so.
-func NewGroupSession(g GroupState, sender DeviceKeys, senderUser UserID, memberSets []DeviceSet, now time.Time, rand io.Reader) (*SenderSession, KeyBundle, error) {
+func NewGroupSession(g GroupState, sender DeviceKeys, senderUser ident.UserID, memberSets []ident.DeviceSet, now time.Time, rand io.Reader) (*SenderSession, KeyBundle, error) {
 	if err := CheckGroupMembers(g, memberSets); err != nil {
 		return nil, KeyBundle{}, err
 	}
@@ -350,7 +352,7 @@ func NewGroupSession(g GroupState, sender DeviceKeys, senderUser UserID, memberS
 
 // CheckGroupMembers reports whether memberSets hold exactly one device set
 // per member of g, and no other.
-func CheckGroupMembers(g GroupState, memberSets []DeviceSet) error {
+func CheckGroupMembers(g GroupState, memberSets []ident.DeviceSet) error {
 	sorted := sortedSets(memberSets)
 	if len(sorted) != len(memberSets) || len(sorted) != len(g.Members) {
 		return fmt.Errorf("e2ee: group %s: %d device sets for %d members: %w", g.ID, len(memberSets), len(g.Members), ErrGroupMembers)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"slices"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // groupFixture: alice (admin, two devices), bob and carol (one device each).
@@ -17,7 +19,7 @@ func newGroupFixture(t testing.TB) groupFixture {
 	t.Helper()
 	f := groupFixture{alice: newMsgUser(t, "alice", 2), bob: newMsgUser(t, "bob", 1), carol: newMsgUser(t, "carol", 1)}
 	var err error
-	f.g, err = NewGroup(f.alice.keys[0], f.alice.id(), []UserID{f.carol.id(), f.bob.id(), f.alice.id()}, []UserID{f.alice.id()}, testTime(10), detRand("group"))
+	f.g, err = NewGroup(f.alice.keys[0], f.alice.id(), []ident.UserID{f.carol.id(), f.bob.id(), f.alice.id()}, []ident.UserID{f.alice.id()}, testTime(10), detRand("group"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +32,7 @@ func TestGroupCreateAndUpdate(t *testing.T) {
 	if err := VerifyNewGroup(g, f.alice.set); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.IsSortedFunc(g.Members, UserID.Compare) || len(g.Members) != 3 || !g.IsAdmin(f.alice.id()) || g.IsAdmin(f.bob.id()) {
+	if !slices.IsSortedFunc(g.Members, ident.UserID.Compare) || len(g.Members) != 3 || !g.IsAdmin(f.alice.id()) || g.IsAdmin(f.bob.id()) {
 		t.Fatalf("members %v admins %v", g.Members, g.Admins)
 	}
 	d, err := DecodeGroupState(g.Encode())
@@ -41,14 +43,14 @@ func TestGroupCreateAndUpdate(t *testing.T) {
 		t.Fatal("group state does not round trip")
 	}
 	// Alice makes bob an admin; bob then removes carol.
-	g2, err := g.Next(f.alice.keys[1], f.alice.id(), g.Members, []UserID{f.alice.id(), f.bob.id()}, testTime(20))
+	g2, err := g.Next(f.alice.keys[1], f.alice.id(), g.Members, []ident.UserID{f.alice.id(), f.bob.id()}, testTime(20))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := VerifyGroupUpdate(g, g2, f.alice.set); err != nil {
 		t.Fatal(err)
 	}
-	g3, err := g2.Next(f.bob.keys[0], f.bob.id(), []UserID{f.alice.id(), f.bob.id()}, []UserID{f.alice.id(), f.bob.id()}, testTime(30))
+	g3, err := g2.Next(f.bob.keys[0], f.bob.id(), []ident.UserID{f.alice.id(), f.bob.id()}, []ident.UserID{f.alice.id(), f.bob.id()}, testTime(30))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +68,10 @@ func TestGroupFailures(t *testing.T) {
 	members := g.Members
 	// A non-admin cannot make the next state, and a state made by one
 	// (here by signing it directly) does not verify.
-	if _, err := g.Next(f.bob.keys[0], f.bob.id(), members, []UserID{f.bob.id()}, testTime(20)); !errors.Is(err, ErrNotAdmin) {
+	if _, err := g.Next(f.bob.keys[0], f.bob.id(), members, []ident.UserID{f.bob.id()}, testTime(20)); !errors.Is(err, ErrNotAdmin) {
 		t.Fatalf("Next by a non-admin: got %v", err)
 	}
-	byBob, err := signGroupState(GroupState{ID: g.ID, Version: 2, Prev: g.Hash(), Members: members, Admins: []UserID{f.bob.id()}}, f.bob.keys[0], f.bob.id(), testTime(20))
+	byBob, err := signGroupState(GroupState{ID: g.ID, Version: 2, Prev: g.Hash(), Members: members, Admins: []ident.UserID{f.bob.id()}}, f.bob.keys[0], f.bob.id(), testTime(20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +83,7 @@ func TestGroupFailures(t *testing.T) {
 	revoked.revoke(t, 0)
 	other, _ := NewGroup(f.alice.keys[0], f.alice.id(), members, g.Admins, testTime(10), detRand("other group"))
 	resign := func(s GroupState) GroupState {
-		s.Sig = f.alice.keys[0].Signing.Sign(DomainGroup, s.signedBytes())
+		s.Sig = f.alice.keys[0].Signing.Sign(ident.DomainGroup, s.signedBytes())
 		return s
 	}
 	mod := func(fn func(s *GroupState)) GroupState {
@@ -92,23 +94,23 @@ func TestGroupFailures(t *testing.T) {
 	tests := []struct {
 		name string
 		next GroupState
-		set  DeviceSet
+		set  ident.DeviceSet
 		want error
 	}{
 		{"non-admin signer", byBob, f.bob.set, ErrNotAdmin},
-		{"revoked signer device", next, revoked.set, ErrRevokedDevice},
+		{"revoked signer device", next, revoked.set, ident.ErrRevokedDevice},
 		{"device set of another user", next, f.bob.set, ErrUnknownSender},
-		{"bad signature", func() GroupState { c := next; c.Sig = bytes.Clone(c.Sig); c.Sig[5] ^= 1; return c }(), f.alice.set, ErrBadSignature},
+		{"bad signature", func() GroupState { c := next; c.Sig = bytes.Clone(c.Sig); c.Sig[5] ^= 1; return c }(), f.alice.set, ident.ErrBadSignature},
 		{"other device's signature", func() GroupState {
 			c := next
-			c.Sig = f.alice.keys[1].Signing.Sign(DomainGroup, c.signedBytes())
+			c.Sig = f.alice.keys[1].Signing.Sign(ident.DomainGroup, c.signedBytes())
 			return c
-		}(), f.alice.set, ErrBadSignature},
+		}(), f.alice.set, ident.ErrBadSignature},
 		{"version skipped", mod(func(s *GroupState) { s.Version = 3 }), f.alice.set, ErrGroupOrder},
 		{"wrong previous hash", mod(func(s *GroupState) { s.Prev[0] ^= 1 }), f.alice.set, ErrGroupOrder},
 		{"another group", mod(func(s *GroupState) { s.ID = other.ID }), f.alice.set, ErrGroupOrder},
 		{"time before previous", mod(func(s *GroupState) { s.Time = testTime(0) }), f.alice.set, ErrGroupOrder},
-		{"admin not a member", mod(func(s *GroupState) { s.Admins = sortUsers([]UserID{f.alice.id(), newMsgUser(t, "dave", 1).id()}) }), f.alice.set, ErrInvalidGroup},
+		{"admin not a member", mod(func(s *GroupState) { s.Admins = sortUsers([]ident.UserID{f.alice.id(), newMsgUser(t, "dave", 1).id()}) }), f.alice.set, ErrInvalidGroup},
 		{"no members", mod(func(s *GroupState) { s.Members, s.Admins = nil, nil }), f.alice.set, ErrInvalidGroup},
 	}
 	for _, tt := range tests {
@@ -121,11 +123,11 @@ func TestGroupFailures(t *testing.T) {
 	if err := VerifyNewGroup(next, f.alice.set); !errors.Is(err, ErrGroupOrder) {
 		t.Fatalf("version 2 as a new group: got %v", err)
 	}
-	notAdmin, _ := signGroupState(GroupState{ID: other.ID, Version: 1, Members: members, Admins: []UserID{f.alice.id()}}, f.bob.keys[0], f.bob.id(), testTime(0))
+	notAdmin, _ := signGroupState(GroupState{ID: other.ID, Version: 1, Members: members, Admins: []ident.UserID{f.alice.id()}}, f.bob.keys[0], f.bob.id(), testTime(0))
 	if err := VerifyNewGroup(notAdmin, f.bob.set); !errors.Is(err, ErrNotAdmin) {
 		t.Fatalf("new group signed by a non-admin: got %v", err)
 	}
-	if _, err := NewGroup(f.bob.keys[0], f.bob.id(), members, []UserID{f.alice.id()}, testTime(0), nil); !errors.Is(err, ErrNotAdmin) {
+	if _, err := NewGroup(f.bob.keys[0], f.bob.id(), members, []ident.UserID{f.alice.id()}, testTime(0), nil); !errors.Is(err, ErrNotAdmin) {
 		t.Fatalf("NewGroup by a non-admin: got %v", err)
 	}
 }
@@ -143,7 +145,7 @@ func TestGroupStateTamperEveryByte(t *testing.T) {
 		if err == nil {
 			t.Fatalf("byte %d flipped: state accepted", pos)
 		}
-		if !slices.ContainsFunc([]error{ErrMalformed, ErrNonCanonical, ErrBadSignature, ErrUnknownSender, ErrNotAdmin, ErrGroupOrder}, func(e error) bool { return errors.Is(err, e) }) {
+		if !slices.ContainsFunc([]error{ident.ErrMalformed, ident.ErrNonCanonical, ident.ErrBadSignature, ErrUnknownSender, ErrNotAdmin, ErrGroupOrder}, func(e error) bool { return errors.Is(err, e) }) {
 			t.Errorf("byte %d flipped: unexpected error %v", pos, err)
 		}
 	}
@@ -163,7 +165,7 @@ func TestGroupRemoveMember(t *testing.T) {
 		s *SenderSession
 	}
 	var senders []sender
-	inbox := map[DeviceID]*ReceiverSessions{}
+	inbox := map[ident.DeviceID]*ReceiverSessions{}
 	for _, u := range members {
 		for _, k := range u.keys {
 			inbox[k.ID()] = &ReceiverSessions{}
@@ -196,7 +198,7 @@ func TestGroupRemoveMember(t *testing.T) {
 		}
 	}
 	// Alice removes carol.
-	g2, err := f.g.Next(f.alice.keys[0], f.alice.id(), []UserID{f.alice.id(), f.bob.id()}, f.g.Admins, now)
+	g2, err := f.g.Next(f.alice.keys[0], f.alice.id(), []ident.UserID{f.alice.id(), f.bob.id()}, f.g.Admins, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestGroupRemoveMember(t *testing.T) {
 	}
 }
 
-func findKeys(users []*msgUser, id DeviceID) DeviceKeys {
+func findKeys(users []*msgUser, id ident.DeviceID) DeviceKeys {
 	for _, u := range users {
 		for _, k := range u.keys {
 			if k.ID().Equal(id) {

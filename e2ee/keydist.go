@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Key distribution (docs/protocol.md, "Key distribution").
@@ -23,7 +25,7 @@ const (
 	// key: enc || AES-256-GCM(session ID || session key).
 	SealedSessionKeySize = hpkeEncSize + sessionPayloadSize + 16
 	// MaxKeyBundleSize bounds an encoded key bundle.
-	MaxKeyBundleSize = MaxKeyBundleRecipients*(1+2+cidLen+3+SealedSessionKeySize) + 512
+	MaxKeyBundleSize = MaxKeyBundleRecipients*(1+2+ident.IDSize+3+SealedSessionKeySize) + 512
 	keyBundleVersion = 1
 )
 
@@ -49,7 +51,7 @@ var (
 
 // KeyBundleEntry is one recipient device's sealed session key.
 type KeyBundleEntry struct {
-	Recipient DeviceID
+	Recipient ident.DeviceID
 	Sealed    []byte // HPKE enc || ciphertext, SealedSessionKeySize bytes
 }
 
@@ -59,8 +61,8 @@ type KeyBundleEntry struct {
 type KeyBundle struct {
 	Conversation ConversationID
 	Session      SessionID
-	SenderUser   UserID
-	Sender       DeviceID
+	SenderUser   ident.UserID
+	Sender       ident.DeviceID
 	Created      time.Time        // the session's creation time, millisecond precision
 	Entries      []KeyBundleEntry // sorted by recipient device ID, no repeats
 	Sig          []byte
@@ -112,9 +114,9 @@ func (b *KeyBundle) signedBytes() []byte { return marshalCBOR(b.wire(false)) }
 //
 //	"volo/v1/keydist" || 0x00 || conversation ID (16) || session ID (16) ||
 //	sender device ID (36) || recipient device ID (36)
-func keyDistInfo(conv ConversationID, session SessionID, sender, recipient DeviceID) []byte {
-	info := make([]byte, 0, len(DomainKeyDist)+1+ConversationIDSize+SessionIDSize+2*cidLen)
-	info = append(info, DomainKeyDist...)
+func keyDistInfo(conv ConversationID, session SessionID, sender, recipient ident.DeviceID) []byte {
+	info := make([]byte, 0, len(ident.DomainKeyDist)+1+ConversationIDSize+SessionIDSize+2*ident.IDSize)
+	info = append(info, ident.DomainKeyDist...)
 	info = append(info, 0)
 	info = append(info, conv[:]...)
 	info = append(info, session[:]...)
@@ -126,9 +128,9 @@ func keyDistInfo(conv ConversationID, session SessionID, sender, recipient Devic
 // to: every active device of every participant set, the sender's own other
 // devices included and the sender device itself excluded, sorted by device
 // ID without repeats.
-func RecipientDevices(sender DeviceID, participants []DeviceSet) []DevicePublic {
+func RecipientDevices(sender ident.DeviceID, participants []ident.DeviceSet) []ident.DevicePublic {
 	recs := recipients(sender, participants)
-	out := make([]DevicePublic, len(recs))
+	out := make([]ident.DevicePublic, len(recs))
 	for i, r := range recs {
 		out[i] = r.pub
 	}
@@ -136,11 +138,11 @@ func RecipientDevices(sender DeviceID, participants []DeviceSet) []DevicePublic 
 }
 
 type recipient struct {
-	id  DeviceID
-	pub DevicePublic
+	id  ident.DeviceID
+	pub ident.DevicePublic
 }
 
-func recipients(sender DeviceID, participants []DeviceSet) []recipient {
+func recipients(sender ident.DeviceID, participants []ident.DeviceSet) []recipient {
 	var n int
 	for _, s := range participants {
 		n += s.Len()
@@ -163,17 +165,17 @@ func recipients(sender DeviceID, participants []DeviceSet) []recipient {
 // first message (ErrSessionStarted), with the participants s was made for
 // (ErrParticipantsChanged); the sender's own device set must be among
 // them. HPKE draws its randomness from crypto/rand.
-func NewKeyBundle(s *SenderSession, sender DeviceKeys, participants []DeviceSet) (KeyBundle, error) {
+func NewKeyBundle(s *SenderSession, sender DeviceKeys, participants []ident.DeviceSet) (KeyBundle, error) {
 	if s.next != 0 {
 		return KeyBundle{}, fmt.Errorf("e2ee: key bundle for session %s after %d messages: %w", s.id, s.next, ErrSessionStarted)
 	}
 	if sender.Signing.IsZero() || !sender.Signing.Public().Equal(s.signing) {
-		return KeyBundle{}, fmt.Errorf("e2ee: key bundle: keys are not the session's sender device %s: %w", s.sender, ErrBadKey)
+		return KeyBundle{}, fmt.Errorf("e2ee: key bundle: keys are not the session's sender device %s: %w", s.sender, ident.ErrBadKey)
 	}
 	if FingerprintParticipants(participants) != s.participants {
 		return KeyBundle{}, fmt.Errorf("e2ee: key bundle for session %s: %w", s.id, ErrParticipantsChanged)
 	}
-	own := slices.IndexFunc(participants, func(d DeviceSet) bool { return d.User().Equal(s.senderUser) })
+	own := slices.IndexFunc(participants, func(d ident.DeviceSet) bool { return d.User().Equal(s.senderUser) })
 	if own < 0 {
 		return KeyBundle{}, fmt.Errorf("e2ee: key bundle: the sender's own device set is not among the participants: %w", ErrUnknownSender)
 	}
@@ -203,7 +205,7 @@ func NewKeyBundle(s *SenderSession, sender DeviceKeys, participants []DeviceSet)
 		}
 		b.Entries[i] = KeyBundleEntry{Recipient: id, Sealed: sealed}
 	}
-	b.Sig = sender.Signing.Sign(DomainKeyDist, b.signedBytes())
+	b.Sig = sender.Signing.Sign(ident.DomainKeyDist, b.signedBytes())
 	return b, nil
 }
 
@@ -216,7 +218,7 @@ func DecodeKeyBundle(data []byte) (KeyBundle, error) {
 		return KeyBundle{}, err
 	}
 	bad := func(format string, a ...any) (KeyBundle, error) {
-		return KeyBundle{}, fmt.Errorf("e2ee: decode key bundle: "+format+": %w", append(a, ErrMalformed)...)
+		return KeyBundle{}, fmt.Errorf("e2ee: decode key bundle: "+format+": %w", append(a, ident.ErrMalformed)...)
 	}
 	if w.Version != keyBundleVersion {
 		return bad("unsupported version %d", w.Version)
@@ -226,10 +228,10 @@ func DecodeKeyBundle(data []byte) (KeyBundle, error) {
 		return bad("conversation or session ID size")
 	}
 	var err error
-	if b.SenderUser, err = UserIDFromBytes(w.SenderUser); err != nil {
+	if b.SenderUser, err = ident.UserIDFromBytes(w.SenderUser); err != nil {
 		return bad("sender user: %v", err)
 	}
-	if b.Sender, err = DeviceIDFromBytes(w.Sender); err != nil {
+	if b.Sender, err = ident.DeviceIDFromBytes(w.Sender); err != nil {
 		return bad("sender device: %v", err)
 	}
 	if w.Created < 0 {
@@ -241,7 +243,7 @@ func DecodeKeyBundle(data []byte) (KeyBundle, error) {
 	}
 	b.Entries = make([]KeyBundleEntry, len(w.Entries))
 	for i, e := range w.Entries {
-		if b.Entries[i].Recipient, err = DeviceIDFromBytes(e.Recipient); err != nil {
+		if b.Entries[i].Recipient, err = ident.DeviceIDFromBytes(e.Recipient); err != nil {
 			return bad("entry %d: %v", i, err)
 		}
 		if i > 0 && bytes.Compare(w.Entries[i-1].Recipient, e.Recipient) >= 0 {
@@ -252,7 +254,7 @@ func DecodeKeyBundle(data []byte) (KeyBundle, error) {
 		}
 		b.Entries[i].Sealed = e.Sealed
 	}
-	if len(w.Sig) != SignatureSize {
+	if len(w.Sig) != ident.SignatureSize {
 		return bad("signature of %d bytes", len(w.Sig))
 	}
 	b.Sig = w.Sig
@@ -260,8 +262,8 @@ func DecodeKeyBundle(data []byte) (KeyBundle, error) {
 }
 
 // Entry returns the entry of recipient, if any.
-func (b *KeyBundle) Entry(recipient DeviceID) (KeyBundleEntry, bool) {
-	i, ok := slices.BinarySearchFunc(b.Entries, recipient, func(e KeyBundleEntry, id DeviceID) int { return e.Recipient.Compare(id) })
+func (b *KeyBundle) Entry(recipient ident.DeviceID) (KeyBundleEntry, bool) {
+	i, ok := slices.BinarySearchFunc(b.Entries, recipient, func(e KeyBundleEntry, id ident.DeviceID) int { return e.Recipient.Compare(id) })
 	if !ok {
 		return KeyBundleEntry{}, false
 	}
@@ -275,18 +277,18 @@ func (b *KeyBundle) Entry(recipient DeviceID) (KeyBundleEntry, bool) {
 // verify (ErrBadSignature), recipient must have an entry (ErrNotRecipient)
 // and the entry must open (ErrKeyBundleOpen). It returns the receiver
 // state of the session at counter 0.
-func OpenKeyBundle(b KeyBundle, senderSet DeviceSet, recipient DeviceKeys) (*ReceiverSession, error) {
+func OpenKeyBundle(b KeyBundle, senderSet ident.DeviceSet, recipient DeviceKeys) (*ReceiverSession, error) {
 	if !senderSet.User().Equal(b.SenderUser) {
 		return nil, fmt.Errorf("e2ee: open key bundle: sender user %s, device set of %s: %w", b.SenderUser, senderSet.User(), ErrUnknownSender)
 	}
 	if senderSet.Revoked(b.Sender) {
-		return nil, fmt.Errorf("e2ee: open key bundle: sender device %s: %w", b.Sender, ErrRevokedDevice)
+		return nil, fmt.Errorf("e2ee: open key bundle: sender device %s: %w", b.Sender, ident.ErrRevokedDevice)
 	}
 	dev, ok := senderSet.Lookup(b.Sender)
 	if !ok {
 		return nil, fmt.Errorf("e2ee: open key bundle: sender device %s: %w", b.Sender, ErrUnknownSender)
 	}
-	if err := dev.Signing.Verify(DomainKeyDist, b.signedBytes(), b.Sig); err != nil {
+	if err := dev.Signing.Verify(ident.DomainKeyDist, b.signedBytes(), b.Sig); err != nil {
 		return nil, fmt.Errorf("e2ee: open key bundle of session %s: %w", b.Session, err)
 	}
 	id := recipient.ID()
@@ -300,7 +302,7 @@ func OpenKeyBundle(b KeyBundle, senderSet DeviceSet, recipient DeviceKeys) (*Rec
 	}
 	defer clear(payload)
 	if len(payload) != sessionPayloadSize || !bytes.Equal(payload[:SessionIDSize], b.Session[:]) {
-		return nil, fmt.Errorf("e2ee: open key bundle of session %s: sealed payload names another session: %w", b.Session, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: open key bundle of session %s: sealed payload names another session: %w", b.Session, ident.ErrMalformed)
 	}
 	r := &ReceiverSession{
 		id:           b.Session,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func TestKeyBundleRecipients(t *testing.T) {
@@ -19,16 +21,16 @@ func TestKeyBundleRecipients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []DeviceID{alice.keys[0].ID(), alice.keys[2].ID(), bob.keys[1].ID(), carol.keys[0].ID()}
-	slices.SortFunc(want, DeviceID.Compare)
-	var got []DeviceID
+	want := []ident.DeviceID{alice.keys[0].ID(), alice.keys[2].ID(), bob.keys[1].ID(), carol.keys[0].ID()}
+	slices.SortFunc(want, ident.DeviceID.Compare)
+	var got []ident.DeviceID
 	for _, e := range b.Entries {
 		got = append(got, e.Recipient)
 		if len(e.Sealed) != SealedSessionKeySize {
 			t.Fatalf("sealed key of %d bytes, want %d", len(e.Sealed), SealedSessionKeySize)
 		}
 	}
-	if !slices.EqualFunc(got, want, DeviceID.Equal) {
+	if !slices.EqualFunc(got, want, ident.DeviceID.Equal) {
 		t.Fatalf("recipients %v, want %v (every active device but the sender's)", got, want)
 	}
 	// Every recipient opens the same session; the sender and the revoked
@@ -64,7 +66,7 @@ func TestKeyBundleFailures(t *testing.T) {
 		c := b
 		c.Entries = slices.Clone(b.Entries)
 		f(&c)
-		c.Sig = alice.keys[0].Signing.Sign(DomainKeyDist, c.signedBytes())
+		c.Sig = alice.keys[0].Signing.Sign(ident.DomainKeyDist, c.signedBytes())
 		return c
 	}
 	revoked := *alice
@@ -73,18 +75,18 @@ func TestKeyBundleFailures(t *testing.T) {
 	tests := []struct {
 		name      string
 		b         KeyBundle
-		senderSet DeviceSet
+		senderSet ident.DeviceSet
 		want      error
 	}{
 		{"another user's device set", b, mallory.set, ErrUnknownSender},
-		{"revoked sender device", b, revoked.set, ErrRevokedDevice},
-		{"sender device field changed", resign(func(b *KeyBundle) { b.Sender = alice.keys[1].ID() }), alice.set, ErrBadSignature},
-		{"bad signature", func() KeyBundle { c := b; c.Sig = bytes.Clone(b.Sig); c.Sig[0] ^= 1; return c }(), alice.set, ErrBadSignature},
+		{"revoked sender device", b, revoked.set, ident.ErrRevokedDevice},
+		{"sender device field changed", resign(func(b *KeyBundle) { b.Sender = alice.keys[1].ID() }), alice.set, ident.ErrBadSignature},
+		{"bad signature", func() KeyBundle { c := b; c.Sig = bytes.Clone(b.Sig); c.Sig[0] ^= 1; return c }(), alice.set, ident.ErrBadSignature},
 		{"signed by another device of the sender", func() KeyBundle {
 			c := b
-			c.Sig = alice.keys[1].Signing.Sign(DomainKeyDist, b.signedBytes())
+			c.Sig = alice.keys[1].Signing.Sign(ident.DomainKeyDist, b.signedBytes())
 			return c
-		}(), alice.set, ErrBadSignature},
+		}(), alice.set, ident.ErrBadSignature},
 		{"corrupt sealed key", resign(func(b *KeyBundle) {
 			for i := range b.Entries {
 				b.Entries[i].Sealed = bytes.Clone(b.Entries[i].Sealed)
@@ -135,7 +137,7 @@ func TestKeyBundleFailures(t *testing.T) {
 		t.Fatalf("bundle after the first message: got %v", err)
 	}
 	s3, _ := directSession(t, alice, bob, testTime(0))
-	if _, err := NewKeyBundle(s3, alice.keys[1], sets(alice, bob)); !errors.Is(err, ErrBadKey) {
+	if _, err := NewKeyBundle(s3, alice.keys[1], sets(alice, bob)); !errors.Is(err, ident.ErrBadKey) {
 		t.Fatalf("bundle signed by another device: got %v", err)
 	}
 	s4, err := NewSenderSession(alice.keys[0], alice.id(), ConversationID{1}, sets(bob), testTime(0), nil)
@@ -163,7 +165,7 @@ func TestKeyBundleTamperEveryByte(t *testing.T) {
 		if err == nil {
 			t.Fatalf("byte %d flipped: bundle accepted", pos)
 		}
-		if !slices.ContainsFunc([]error{ErrMalformed, ErrNonCanonical, ErrBadSignature, ErrUnknownSender}, func(e error) bool { return errors.Is(err, e) }) {
+		if !slices.ContainsFunc([]error{ident.ErrMalformed, ident.ErrNonCanonical, ident.ErrBadSignature, ErrUnknownSender}, func(e error) bool { return errors.Is(err, e) }) {
 			t.Errorf("byte %d flipped: unexpected error %v", pos, err)
 		}
 	}
@@ -182,16 +184,16 @@ func TestDecodeKeyBundleRejects(t *testing.T) {
 		c := b
 		c.Entries = slices.Clone(b.Entries)
 		f(&c)
-		if _, err := DecodeKeyBundle(c.Encode()); !errors.Is(err, ErrMalformed) {
+		if _, err := DecodeKeyBundle(c.Encode()); !errors.Is(err, ident.ErrMalformed) {
 			t.Errorf("%s: got %v, want ErrMalformed", name, err)
 		}
 	}
 	w := b.wire(true)
 	w.Session = w.Session[:8]
-	if _, err := DecodeKeyBundle(marshalCBOR(w)); !errors.Is(err, ErrMalformed) {
+	if _, err := DecodeKeyBundle(marshalCBOR(w)); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("short session ID: got %v, want ErrMalformed", err)
 	}
-	if _, err := DecodeKeyBundle(make([]byte, MaxKeyBundleSize+1)); !errors.Is(err, ErrMalformed) {
+	if _, err := DecodeKeyBundle(make([]byte, MaxKeyBundleSize+1)); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("oversized: got %v", err)
 	}
 }
@@ -201,7 +203,7 @@ func TestDecodeKeyBundleRejects(t *testing.T) {
 func bigConversation(b testing.TB, n int) []*msgUser {
 	var users []*msgUser
 	for n > 0 {
-		k := min(n, MaxActiveDevices)
+		k := min(n, ident.MaxActiveDevices)
 		users = append(users, newMsgUser(b, fmt.Sprintf("user %d", len(users)), k))
 		n -= k
 	}

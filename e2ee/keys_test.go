@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // The -update flag regenerates the committed test vectors. It is looked up
@@ -109,14 +111,14 @@ func TestDeviceKeysRoundTrip(t *testing.T) {
 	if !k2.ID().Equal(k.ID()) || !k2.Public().Equal(k.Public()) {
 		t.Fatal("public keys differ after round trip")
 	}
-	pub, err := DecodeDevicePublic(k.Public().Encode())
+	pub, err := ident.DecodeDevicePublic(k.Public().Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !pub.Equal(k.Public()) || !pub.ID().Equal(k.ID()) {
 		t.Fatal("DevicePublic round trip")
 	}
-	if _, err := (DeviceKeys{}).MarshalBinary(); !errors.Is(err, ErrBadKey) {
+	if _, err := (DeviceKeys{}).MarshalBinary(); !errors.Is(err, ident.ErrBadKey) {
 		t.Fatalf("empty keys marshal: %v", err)
 	}
 }
@@ -125,7 +127,7 @@ func TestPrivateKeysNeverPrinted(t *testing.T) {
 	k := fixedDeviceKeys(t, "print")
 	secrets := []string{}
 	for _, s := range [][]byte{k.Signing.Seed(), k.Messaging.Seed()} {
-		secrets = append(secrets, hex.EncodeToString(s), b32String(s), fmt.Sprint(s), string(s))
+		secrets = append(secrets, hex.EncodeToString(s), ident.Base32(s), fmt.Sprint(s), string(s))
 	}
 	for _, v := range []any{k, &k, k.Signing, k.Messaging, &k.Signing, &k.Messaging, []DeviceKeys{k}} {
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%q"} {
@@ -146,67 +148,67 @@ func TestSignVerify(t *testing.T) {
 	a := fixedDeviceKeys(t, "a")
 	b := fixedDeviceKeys(t, "b")
 	msg := []byte("hello")
-	sig := a.Signing.Sign(DomainLink, msg)
-	if err := a.Signing.Public().Verify(DomainLink, msg, sig); err != nil {
+	sig := a.Signing.Sign(ident.DomainLink, msg)
+	if err := a.Signing.Public().Verify(ident.DomainLink, msg, sig); err != nil {
 		t.Fatal(err)
 	}
 	tampered := bytes.Clone(sig)
 	tampered[10] ^= 1
 	cases := []struct {
 		name   string
-		pub    SigningPublic
+		pub    ident.SigningPublic
 		domain string
 		msg    []byte
 		sig    []byte
 	}{
-		{"wrong key", b.Signing.Public(), DomainLink, msg, sig},
-		{"wrong domain", a.Signing.Public(), DomainRegProof, msg, sig},
-		{"wrong message", a.Signing.Public(), DomainLink, []byte("hellp"), sig},
-		{"tampered signature", a.Signing.Public(), DomainLink, msg, tampered},
-		{"short signature", a.Signing.Public(), DomainLink, msg, sig[:63]},
-		{"no signature", a.Signing.Public(), DomainLink, msg, nil},
+		{"wrong key", b.Signing.Public(), ident.DomainLink, msg, sig},
+		{"wrong domain", a.Signing.Public(), ident.DomainRegProof, msg, sig},
+		{"wrong message", a.Signing.Public(), ident.DomainLink, []byte("hellp"), sig},
+		{"tampered signature", a.Signing.Public(), ident.DomainLink, msg, tampered},
+		{"short signature", a.Signing.Public(), ident.DomainLink, msg, sig[:63]},
+		{"no signature", a.Signing.Public(), ident.DomainLink, msg, nil},
 	}
 	for _, c := range cases {
-		if err := c.pub.Verify(c.domain, c.msg, c.sig); !errors.Is(err, ErrBadSignature) {
+		if err := c.pub.Verify(c.domain, c.msg, c.sig); !errors.Is(err, ident.ErrBadSignature) {
 			t.Errorf("%s: got %v, want ErrBadSignature", c.name, err)
 		}
 	}
 	// The domain separator is a NUL byte, so moving bytes between domain and
 	// message does not carry a signature over.
-	if err := a.Signing.Public().Verify("volo/v1/lin", []byte("k\x00hello"), sig); !errors.Is(err, ErrBadSignature) {
+	if err := a.Signing.Public().Verify("volo/v1/lin", []byte("k\x00hello"), sig); !errors.Is(err, ident.ErrBadSignature) {
 		t.Errorf("domain/message boundary shift: %v", err)
 	}
 }
 
 func TestParseKeys(t *testing.T) {
 	k := fixedDeviceKeys(t, "parse")
-	p, err := ParseSigningPublic(k.Signing.Public().Bytes())
+	p, err := ident.ParseSigningPublic(k.Signing.Public().Bytes())
 	if err != nil || !p.Equal(k.Signing.Public()) {
 		t.Fatalf("signing public round trip: %v", err)
 	}
-	m, err := ParseMessagingPublic(k.Messaging.Public().Bytes())
+	m, err := ident.ParseMessagingPublic(k.Messaging.Public().Bytes())
 	if err != nil || !m.Equal(k.Messaging.Public()) {
 		t.Fatalf("messaging public round trip: %v", err)
 	}
-	if len(k.Messaging.Public().Bytes()) != MessagingPublicSize {
+	if len(k.Messaging.Public().Bytes()) != ident.MessagingPublicSize {
 		t.Fatalf("messaging public size %d", len(k.Messaging.Public().Bytes()))
 	}
-	if k.Messaging.Public().HPKE().KEM().ID() != MessagingKEMID || k.Messaging.HPKE().KEM().ID() != MessagingKEMID {
+	if k.Messaging.Public().HPKE().KEM().ID() != ident.MessagingKEMID || k.Messaging.HPKE().KEM().ID() != ident.MessagingKEMID {
 		t.Fatal("wrong KEM")
 	}
 	for _, n := range []int{0, 31, 33} {
-		if _, err := ParseSigningPublic(make([]byte, n)); !errors.Is(err, ErrBadKey) {
+		if _, err := ident.ParseSigningPublic(make([]byte, n)); !errors.Is(err, ident.ErrBadKey) {
 			t.Errorf("signing public of %d bytes: %v", n, err)
 		}
-		if _, err := SigningKeyFromSeed(make([]byte, n)); !errors.Is(err, ErrBadKey) {
+		if _, err := SigningKeyFromSeed(make([]byte, n)); !errors.Is(err, ident.ErrBadKey) {
 			t.Errorf("signing seed of %d bytes: %v", n, err)
 		}
-		if _, err := MessagingKeyFromSeed(make([]byte, n)); !errors.Is(err, ErrBadKey) {
+		if _, err := MessagingKeyFromSeed(make([]byte, n)); !errors.Is(err, ident.ErrBadKey) {
 			t.Errorf("messaging seed of %d bytes: %v", n, err)
 		}
 	}
-	for _, n := range []int{0, MessagingPublicSize - 1, MessagingPublicSize + 1} {
-		if _, err := ParseMessagingPublic(make([]byte, n)); !errors.Is(err, ErrBadKey) {
+	for _, n := range []int{0, ident.MessagingPublicSize - 1, ident.MessagingPublicSize + 1} {
+		if _, err := ident.ParseMessagingPublic(make([]byte, n)); !errors.Is(err, ident.ErrBadKey) {
 			t.Errorf("messaging public of %d bytes: %v", n, err)
 		}
 	}
@@ -231,7 +233,7 @@ func TestParseDeviceKeysRejects(t *testing.T) {
 	}
 	// Version 1 encoded in a non-minimal integer form is refused.
 	nonMin := bytes.Replace(good, []byte{0x00, 0x01}, []byte{0x00, 0x18, 0x01}, 1)
-	if _, err := ParseDeviceKeys(nonMin); !errors.Is(err, ErrNonCanonical) {
+	if _, err := ParseDeviceKeys(nonMin); !errors.Is(err, ident.ErrNonCanonical) {
 		t.Errorf("non-minimal integer: %v", err)
 	}
 }
@@ -265,9 +267,9 @@ func makeKeysVector(t *testing.T, label string) keysVector {
 		MessagingPublic:  hex.EncodeToString(k.Messaging.Public().Bytes()),
 		DevicePublic:     hex.EncodeToString(k.Public().Encode()),
 		DeviceID:         k.ID().String(),
-		SignDomain:       DomainLink,
+		SignDomain:       ident.DomainLink,
 		SignMessage:      hex.EncodeToString(msg),
-		Signature:        hex.EncodeToString(k.Signing.Sign(DomainLink, msg)),
+		Signature:        hex.EncodeToString(k.Signing.Sign(ident.DomainLink, msg)),
 		SigningPublicB32: k.Signing.Public().String(),
 	}
 }
@@ -291,7 +293,7 @@ func TestKeysVectors(t *testing.T) {
 		if hex.EncodeToString(re) != v.DeviceKeys {
 			t.Fatal("device keys re-encoding differs")
 		}
-		pub, err := DecodeDevicePublic(mustHex(t, v.DevicePublic))
+		pub, err := ident.DecodeDevicePublic(mustHex(t, v.DevicePublic))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +303,7 @@ func TestKeysVectors(t *testing.T) {
 		if hex.EncodeToString(pub.Messaging.Bytes()) != v.MessagingPublic || hex.EncodeToString(pub.Signing.Bytes()) != v.SigningPublic {
 			t.Fatal("public keys differ")
 		}
-		id, err := ParseDeviceID(v.DeviceID)
+		id, err := ident.ParseDeviceID(v.DeviceID)
 		if err != nil {
 			t.Fatal(err)
 		}

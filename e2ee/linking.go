@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strings"
 	"unicode"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Device linking. The existing device shows a LinkingCode (QR or text); both
@@ -33,8 +35,6 @@ const (
 	LinkingSecretSize = 20
 	// LinkingSessionKeySize is the size of the derived session key S.
 	LinkingSessionKeySize = 32
-	// RendezvousIDSize is the size of a rendezvous mailbox name.
-	RendezvousIDSize = 32
 	// MaxLinkingNodeLength bounds the node address carried by a linking code.
 	MaxLinkingNodeLength = 512
 	// MaxLinkingMessageSize bounds one sealed linking message.
@@ -243,27 +243,10 @@ func (c LinkingCode) SessionKey() []byte { return c.derive(linkingInfoKey, Linki
 // Rendezvous returns the mailbox name: HKDF-SHA-256(secret, salt
 // "volo/v1/linking", info "volo/v1/linking rendezvous", 32 bytes). It is
 // public; being an independent HKDF output, it reveals nothing of S.
-func (c LinkingCode) Rendezvous() RendezvousID {
-	var r RendezvousID
-	copy(r[:], c.derive(linkingInfoRV, RendezvousIDSize))
+func (c LinkingCode) Rendezvous() ident.RendezvousID {
+	var r ident.RendezvousID
+	copy(r[:], c.derive(linkingInfoRV, ident.RendezvousIDSize))
 	return r
-}
-
-// RendezvousID names a linking mailbox on a node.
-type RendezvousID [RendezvousIDSize]byte
-
-// String returns lower-case unpadded base32 (52 characters).
-func (r RendezvousID) String() string { return b32String(r[:]) }
-
-// ParseRendezvousID parses the form written by String.
-func ParseRendezvousID(s string) (RendezvousID, error) {
-	var r RendezvousID
-	b, err := b32.DecodeString(strings.ToUpper(s))
-	if err != nil || len(b) != RendezvousIDSize || b32String(b) != s {
-		return r, fmt.Errorf("e2ee: parse rendezvous ID %q: %w", s, ErrBadID)
-	}
-	copy(r[:], b)
-	return r, nil
 }
 
 // LinkingRole is the side of a linking session.
@@ -293,7 +276,7 @@ func (r LinkingRole) String() string {
 type LinkingSession struct {
 	role       LinkingRole
 	aead       cipher.AEAD
-	rendezvous RendezvousID
+	rendezvous ident.RendezvousID
 	keyCheck   [linkingKeyCheckLen]byte
 	sent, recv uint32
 }
@@ -301,7 +284,7 @@ type LinkingSession struct {
 // NewLinkingSession starts one side of a linking exchange.
 func NewLinkingSession(code LinkingCode, role LinkingRole) (*LinkingSession, error) {
 	if role != LinkingExistingDevice && role != LinkingNewDevice {
-		return nil, fmt.Errorf("e2ee: new linking session: role %d: %w", role, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: new linking session: role %d: %w", role, ident.ErrMalformed)
 	}
 	block, err := aes.NewCipher(code.SessionKey())
 	if err != nil {
@@ -317,7 +300,7 @@ func NewLinkingSession(code LinkingCode, role LinkingRole) (*LinkingSession, err
 }
 
 // Rendezvous returns the mailbox name both sides use.
-func (s *LinkingSession) Rendezvous() RendezvousID { return s.rendezvous }
+func (s *LinkingSession) Rendezvous() ident.RendezvousID { return s.rendezvous }
 
 func linkingNonce(role LinkingRole, seq uint32) []byte {
 	n := make([]byte, 12)
@@ -327,7 +310,7 @@ func linkingNonce(role LinkingRole, seq uint32) []byte {
 }
 
 func (s *LinkingSession) aad(header []byte) []byte {
-	a := make([]byte, 0, len(linkingSalt)+1+RendezvousIDSize+len(header))
+	a := make([]byte, 0, len(linkingSalt)+1+ident.RendezvousIDSize+len(header))
 	a = append(a, linkingSalt...)
 	a = append(a, 0)
 	a = append(a, s.rendezvous[:]...)
@@ -341,7 +324,7 @@ func (s *LinkingSession) Seal(plaintext []byte) ([]byte, error) {
 		return nil, fmt.Errorf("e2ee: seal linking message: %d messages sent already: %w", s.sent, ErrLinkingOrder)
 	}
 	if linkingHeaderLen+len(plaintext)+s.aead.Overhead() > MaxLinkingMessageSize {
-		return nil, fmt.Errorf("e2ee: seal linking message: %d bytes, limit %d: %w", len(plaintext), MaxLinkingMessageSize-linkingHeaderLen-s.aead.Overhead(), ErrMalformed)
+		return nil, fmt.Errorf("e2ee: seal linking message: %d bytes, limit %d: %w", len(plaintext), MaxLinkingMessageSize-linkingHeaderLen-s.aead.Overhead(), ident.ErrMalformed)
 	}
 	msg := make([]byte, linkingHeaderLen, linkingHeaderLen+len(plaintext)+s.aead.Overhead())
 	msg[0] = linkingVersion
@@ -356,17 +339,17 @@ func (s *LinkingSession) Seal(plaintext []byte) ([]byte, error) {
 // Open decrypts the peer's next message. On error the session is unchanged.
 func (s *LinkingSession) Open(msg []byte) ([]byte, error) {
 	if len(msg) < linkingHeaderLen+s.aead.Overhead() || len(msg) > MaxLinkingMessageSize {
-		return nil, fmt.Errorf("e2ee: open linking message: %d bytes: %w", len(msg), ErrMalformed)
+		return nil, fmt.Errorf("e2ee: open linking message: %d bytes: %w", len(msg), ident.ErrMalformed)
 	}
 	if msg[0] != linkingVersion {
-		return nil, fmt.Errorf("e2ee: open linking message: version %d: %w", msg[0], ErrMalformed)
+		return nil, fmt.Errorf("e2ee: open linking message: version %d: %w", msg[0], ident.ErrMalformed)
 	}
 	role := LinkingRole(msg[1])
 	if role == s.role {
 		return nil, fmt.Errorf("e2ee: open linking message: sent by %s, which is this side: %w", role, ErrLinkingReflected)
 	}
 	if role != LinkingExistingDevice && role != LinkingNewDevice {
-		return nil, fmt.Errorf("e2ee: open linking message: role %d: %w", msg[1], ErrMalformed)
+		return nil, fmt.Errorf("e2ee: open linking message: role %d: %w", msg[1], ident.ErrMalformed)
 	}
 	if subtle.ConstantTimeCompare(msg[6:linkingHeaderLen], s.keyCheck[:]) != 1 {
 		return nil, fmt.Errorf("e2ee: open linking message: %w", ErrLinkingKey)
@@ -384,45 +367,4 @@ func (s *LinkingSession) Open(msg []byte) ([]byte, error) {
 	}
 	s.recv++
 	return pt, nil
-}
-
-// MaxChainHeadSize bounds an encoded ChainHead.
-const MaxChainHeadSize = 1 + (1 + 2 + cidLen) + (1 + 9) + (1 + 2 + cidLen)
-
-type chainHeadWire struct {
-	User    []byte `cbor:"1,keyasint"`
-	Version uint64 `cbor:"2,keyasint"`
-	Link    []byte `cbor:"3,keyasint"`
-}
-
-// Encode returns the canonical CBOR encoding
-// {1: user ID (bstr 36), 2: version (uint), 3: head link ID (bstr 36)},
-// the first message of a linking exchange.
-func (h ChainHead) Encode() []byte {
-	return marshalCBOR(chainHeadWire{
-		User:    idBytes(!h.User.IsZero(), h.User.Bytes),
-		Version: h.Version,
-		Link:    idBytes(!h.Link.IsZero(), h.Link.Bytes),
-	})
-}
-
-// DecodeChainHead decodes the form written by ChainHead.Encode.
-func DecodeChainHead(data []byte) (ChainHead, error) {
-	var w chainHeadWire
-	if err := unmarshalCanonical("chain head", data, MaxChainHeadSize, &w); err != nil {
-		return ChainHead{}, err
-	}
-	var h ChainHead
-	var err error
-	if h.User, err = UserIDFromBytes(w.User); err != nil {
-		return ChainHead{}, fmt.Errorf("e2ee: decode chain head: %w", err)
-	}
-	if h.Link, err = LinkIDFromBytes(w.Link); err != nil {
-		return ChainHead{}, fmt.Errorf("e2ee: decode chain head: %w", err)
-	}
-	if w.Version == 0 || w.Version > MaxChainLinks {
-		return ChainHead{}, fmt.Errorf("e2ee: decode chain head: version %d: %w", w.Version, ErrMalformed)
-	}
-	h.Version = w.Version
-	return h, nil
 }

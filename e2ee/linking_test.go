@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func fixedLinkingCode(t testing.TB) LinkingCode {
@@ -134,11 +136,11 @@ func TestLinkingDerivations(t *testing.T) {
 	if bytes.Equal(rv[:], a.SessionKey()) || len(a.SessionKey()) != LinkingSessionKeySize {
 		t.Fatal("rendezvous equals S")
 	}
-	p, err := ParseRendezvousID(rv.String())
+	p, err := ident.ParseRendezvousID(rv.String())
 	if err != nil || p != rv {
 		t.Fatalf("rendezvous round trip: %v", err)
 	}
-	if _, err := ParseRendezvousID(strings.ToUpper(rv.String())); !errors.Is(err, ErrBadID) {
+	if _, err := ident.ParseRendezvousID(strings.ToUpper(rv.String())); !errors.Is(err, ident.ErrBadID) {
 		t.Fatalf("upper-case rendezvous: %v", err)
 	}
 }
@@ -193,7 +195,7 @@ func TestLinkingFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head, err := DecodeChainHead(p1)
+	head, err := ident.DecodeChainHead(p1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func TestLinkingFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotReq, err := DecodeAddDeviceRequest(p2)
+	gotReq, err := ident.DecodeAddDeviceRequest(p2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +227,7 @@ func TestLinkingFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotLink, err := DecodeLink(p3)
+	gotLink, err := ident.DecodeLink(p3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +294,7 @@ func TestLinkingMessageFailures(t *testing.T) {
 		}
 	})
 	t.Run("too big", func(t *testing.T) {
-		if _, err := old.Seal(make([]byte, MaxLinkingMessageSize)); !errors.Is(err, ErrMalformed) {
+		if _, err := old.Seal(make([]byte, MaxLinkingMessageSize)); !errors.Is(err, ident.ErrMalformed) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -312,16 +314,16 @@ func TestLinkingMessageFailures(t *testing.T) {
 func TestDecodeChainHeadRejects(t *testing.T) {
 	f := newChainFixture(t)
 	h := f.last().Head()
-	got, err := DecodeChainHead(h.Encode())
+	got, err := ident.DecodeChainHead(h.Encode())
 	if err != nil || got != h {
 		t.Fatalf("round trip: %v", err)
 	}
 	zero := h
 	zero.Version = 0
-	if _, err := DecodeChainHead(zero.Encode()); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeChainHead(zero.Encode()); !errors.Is(err, ident.ErrMalformed) {
 		t.Fatalf("version 0: %v", err)
 	}
-	if _, err := DecodeChainHead(h.Encode()[1:]); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeChainHead(h.Encode()[1:]); !errors.Is(err, ident.ErrMalformed) {
 		t.Fatalf("cut: %v", err)
 	}
 }

@@ -5,16 +5,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 func TestRegistrationRoundTrip(t *testing.T) {
 	k := fixedDeviceKeys(t, "alice phone")
 	nonce := bytes.Repeat([]byte{7}, 32)
-	p, err := DecodeRegistrationProof(SignRegistration(k, nonce).Encode())
+	p, err := ident.DecodeRegistrationProof(SignRegistration(k, nonce).Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := VerifyRegistration(p, nonce)
+	pub, err := ident.VerifyRegistration(p, nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,34 +31,34 @@ func TestRegistrationFailures(t *testing.T) {
 	nonce := bytes.Repeat([]byte{7}, 32)
 	good := SignRegistration(k, nonce)
 
-	if _, err := VerifyRegistration(good, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrNonceMismatch) {
+	if _, err := ident.VerifyRegistration(good, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ident.ErrNonceMismatch) {
 		t.Errorf("wrong nonce: %v", err)
 	}
 	swapped := good
 	swapped.Device = other.Public()
-	if _, err := VerifyRegistration(swapped, nonce); !errors.Is(err, ErrDeviceIDMismatch) {
+	if _, err := ident.VerifyRegistration(swapped, nonce); !errors.Is(err, ident.ErrDeviceIDMismatch) {
 		t.Errorf("keys swapped: %v", err)
 	}
 	swapped.ID = other.ID()
-	if _, err := VerifyRegistration(swapped, nonce); !errors.Is(err, ErrBadSignature) {
+	if _, err := ident.VerifyRegistration(swapped, nonce); !errors.Is(err, ident.ErrBadSignature) {
 		t.Errorf("keys and ID swapped: %v", err)
 	}
 	// Keys of one device, signed by another.
 	forged := SignRegistration(other, nonce)
 	forged.Device, forged.ID = k.Public(), k.ID()
-	if _, err := VerifyRegistration(forged, nonce); !errors.Is(err, ErrBadSignature) {
+	if _, err := ident.VerifyRegistration(forged, nonce); !errors.Is(err, ident.ErrBadSignature) {
 		t.Errorf("signed by another key: %v", err)
 	}
 	// A link signature is not a registration signature.
 	linkSig := good
-	linkSig.Sig = k.Signing.Sign(DomainLink, marshalCBOR(good.wire(false)))
-	if _, err := VerifyRegistration(linkSig, nonce); !errors.Is(err, ErrBadSignature) {
+	linkSig.Sig = k.Signing.Sign(ident.DomainLink, good.SignedBytes())
+	if _, err := ident.VerifyRegistration(linkSig, nonce); !errors.Is(err, ident.ErrBadSignature) {
 		t.Errorf("signature of another domain: %v", err)
 	}
-	if _, err := VerifyRegistration(SignRegistration(k, nonce[:8]), nonce[:8]); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.VerifyRegistration(SignRegistration(k, nonce[:8]), nonce[:8]); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("short nonce: %v", err)
 	}
-	if _, err := DecodeRegistrationProof(SignRegistration(k, nonce[:8]).Encode()); !errors.Is(err, ErrMalformed) {
+	if _, err := ident.DecodeRegistrationProof(SignRegistration(k, nonce[:8]).Encode()); !errors.Is(err, ident.ErrMalformed) {
 		t.Errorf("decode short nonce: %v", err)
 	}
 	// Every tampered byte is caught by decoding or verification.
@@ -64,9 +66,9 @@ func TestRegistrationFailures(t *testing.T) {
 	for pos := range enc {
 		mod := bytes.Clone(enc)
 		mod[pos] ^= 0x01
-		p, err := DecodeRegistrationProof(mod)
+		p, err := ident.DecodeRegistrationProof(mod)
 		if err == nil {
-			_, err = VerifyRegistration(p, nonce)
+			_, err = ident.VerifyRegistration(p, nonce)
 		}
 		if err == nil {
 			t.Fatalf("tampered byte %d accepted", pos)
@@ -94,14 +96,14 @@ func TestRegistrationVectors(t *testing.T) {
 
 	var v regProofVector
 	readVectorFile(t, "regproof_vectors.json", &v)
-	p, err := DecodeRegistrationProof(mustHex(t, v.Proof))
+	p, err := ident.DecodeRegistrationProof(mustHex(t, v.Proof))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if hex.EncodeToString(p.Encode()) != v.Proof {
 		t.Fatal("re-encoding differs")
 	}
-	pub, err := VerifyRegistration(p, mustHex(t, v.Nonce))
+	pub, err := ident.VerifyRegistration(p, mustHex(t, v.Nonce))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +127,11 @@ func BenchmarkVerifyRegistration(b *testing.B) {
 	nonce := bytes.Repeat([]byte{7}, 32)
 	enc := SignRegistration(k, nonce).Encode()
 	for b.Loop() {
-		p, err := DecodeRegistrationProof(enc)
+		p, err := ident.DecodeRegistrationProof(enc)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := VerifyRegistration(p, nonce); err != nil {
+		if _, err := ident.VerifyRegistration(p, nonce); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -140,7 +142,7 @@ func TestRegistrationGenesis(t *testing.T) {
 	k := fixedDeviceKeys(t, "alice phone")
 	nonce := bytes.Repeat([]byte{7}, 32)
 	g, _ := NewGenesis(k, testTime(0))
-	set, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, g)
+	set, err := ident.VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,16 +150,16 @@ func TestRegistrationGenesis(t *testing.T) {
 		t.Fatal("wrong set")
 	}
 	other, _ := NewGenesis(fixedDeviceKeys(t, "mallory"), testTime(0))
-	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, other); !errors.Is(err, ErrDeviceIDMismatch) {
+	if _, err := ident.VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, other); !errors.Is(err, ident.ErrDeviceIDMismatch) {
 		t.Fatalf("genesis of another device: %v", err)
 	}
 	bad := g
 	bad.Sig = bytes.Clone(g.Sig)
 	bad.Sig[0] ^= 1
-	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, bad); !errors.Is(err, ErrBadSignature) {
+	if _, err := ident.VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce, bad); !errors.Is(err, ident.ErrBadSignature) {
 		t.Fatalf("bad genesis signature: %v", err)
 	}
-	if _, err := VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce[1:], g); !errors.Is(err, ErrNonceMismatch) {
+	if _, err := ident.VerifyRegistrationGenesis(SignRegistration(k, nonce), nonce[1:], g); !errors.Is(err, ident.ErrNonceMismatch) {
 		t.Fatalf("wrong nonce: %v", err)
 	}
 }

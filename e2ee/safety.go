@@ -2,12 +2,15 @@ package e2ee
 
 import (
 	"crypto/sha512"
+	"encoding/base32"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"unicode"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Safety number parameters.
@@ -34,7 +37,7 @@ var (
 	ErrSafetyParticipants = errors.New("e2ee: bad safety number participants")
 )
 
-var safetyQREncoding = b32 // upper-case RFC 4648 base32 without padding: QR alphanumeric mode
+var safetyQREncoding = base32.StdEncoding.WithPadding(base32.NoPadding) // upper-case RFC 4648 base32 without padding: QR alphanumeric mode
 
 // SafetyNumber identifies the exact set of device keys of every participant
 // of a conversation. Two people whose apps show the same number see the same
@@ -56,33 +59,33 @@ type SafetyNumber struct{ b [safetyBytes]byte }
 //
 // The number is the first 60 bytes of h: group i (of 12) is the big-endian
 // 40-bit integer in bytes 5i..5i+4, modulo 100000, written as 5 digits.
-func NewSafetyNumber(participants ...DeviceSet) (SafetyNumber, error) {
+func NewSafetyNumber(participants ...ident.DeviceSet) (SafetyNumber, error) {
 	if len(participants) == 0 {
 		return SafetyNumber{}, fmt.Errorf("e2ee: safety number: no participants: %w", ErrSafetyParticipants)
 	}
 	ps := slices.Clone(participants)
 	for i, p := range ps {
 		if p.Version() == 0 {
-			return SafetyNumber{}, fmt.Errorf("e2ee: safety number: participant %d has no verified chain: %w", i, ErrEmptyChain)
+			return SafetyNumber{}, fmt.Errorf("e2ee: safety number: participant %d has no verified chain: %w", i, ident.ErrEmptyChain)
 		}
 	}
-	slices.SortFunc(ps, func(a, b DeviceSet) int { return a.user.Compare(b.user) })
+	slices.SortFunc(ps, func(a, b ident.DeviceSet) int { return a.User().Compare(b.User()) })
 	h := sha512.New()
 	var u32 [4]byte
 	h.Write([]byte(safetyDomain + "\x00"))
 	binary.BigEndian.PutUint32(u32[:], uint32(len(ps)))
 	h.Write(u32[:])
 	for i, p := range ps {
-		if i > 0 && p.user.Equal(ps[i-1].user) {
-			return SafetyNumber{}, fmt.Errorf("e2ee: safety number: user %s given twice: %w", p.user, ErrSafetyParticipants)
+		if i > 0 && p.User().Equal(ps[i-1].User()) {
+			return SafetyNumber{}, fmt.Errorf("e2ee: safety number: user %s given twice: %w", p.User(), ErrSafetyParticipants)
 		}
-		h.Write(p.user.Bytes())
+		h.Write(p.User().Bytes())
 		devs := p.Devices()
 		binary.BigEndian.PutUint32(u32[:], uint32(len(devs)))
 		h.Write(u32[:])
 		for _, d := range devs {
-			h.Write(d.Signing.k[:])
-			h.Write([]byte(d.Messaging.raw))
+			h.Write(d.Signing.Bytes())
+			h.Write(d.Messaging.Bytes())
 		}
 	}
 	d := h.Sum(nil)

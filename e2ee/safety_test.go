@@ -7,15 +7,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/volo-chat/volo/ident"
 )
 
-func singleDeviceSet(t testing.TB, label string) DeviceSet {
+func singleDeviceSet(t testing.TB, label string) ident.DeviceSet {
 	t.Helper()
 	g, err := NewGenesis(fixedDeviceKeys(t, label), testTime(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := VerifyChain(g.UserID(), []Link{g})
+	s, err := ident.VerifyChain(g.UserID(), []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestSafetyNumber(t *testing.T) {
 	if _, err := NewSafetyNumber(alice, bob, alice); !errors.Is(err, ErrSafetyParticipants) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if _, err := NewSafetyNumber(alice, DeviceSet{}); !errors.Is(err, ErrEmptyChain) {
+	if _, err := NewSafetyNumber(alice, ident.DeviceSet{}); !errors.Is(err, ident.ErrEmptyChain) {
 		t.Fatalf("empty set: %v", err)
 	}
 }
@@ -134,13 +136,13 @@ func TestSafetyVectors(t *testing.T) {
 	for _, l := range cv.Links {
 		enc = append(enc, mustHex(t, l.Encoded))
 	}
-	au, _ := ParseUserID(v.ChainVectorUser)
-	aset, _, err := DecodeChain(au, enc)
+	au, _ := ident.ParseUserID(v.ChainVectorUser)
+	aset, _, err := ident.DecodeChain(au, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bu, _ := ParseUserID(v.BobUser)
-	bset, _, err := DecodeChain(bu, [][]byte{mustHex(t, v.BobGenesis)})
+	bu, _ := ident.ParseUserID(v.BobUser)
+	bset, _, err := ident.DecodeChain(bu, [][]byte{mustHex(t, v.BobGenesis)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestSafetyVectors(t *testing.T) {
 
 func BenchmarkSafetyNumber(b *testing.B) {
 	for _, n := range []int{2, 100} {
-		sets := make([]DeviceSet, n)
+		sets := make([]ident.DeviceSet, n)
 		for i := range sets {
 			sets[i] = singleDeviceSet(b, "bench member "+strconv.Itoa(i))
 		}

@@ -1,7 +1,6 @@
 package e2ee
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -13,6 +12,9 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/internal/detcbor"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -74,7 +76,7 @@ var (
 type SessionID [SessionIDSize]byte
 
 // String returns lower-case unpadded base32.
-func (id SessionID) String() string { return b32String(id[:]) }
+func (id SessionID) String() string { return ident.Base32(id[:]) }
 
 // IsZero reports whether id is all zeros (never a valid session).
 func (id SessionID) IsZero() bool { return id == SessionID{} }
@@ -87,7 +89,7 @@ func ParseSessionID(s string) (SessionID, error) {
 }
 
 // MarshalCBOR encodes the ID as a 16-byte CBOR byte string.
-func (id SessionID) MarshalCBOR() ([]byte, error) { return encMode.Marshal(id[:]) }
+func (id SessionID) MarshalCBOR() ([]byte, error) { return detcbor.Marshal(id[:]) }
 
 // UnmarshalCBOR decodes the form written by MarshalCBOR.
 func (id *SessionID) UnmarshalCBOR(data []byte) error {
@@ -99,7 +101,7 @@ func (id *SessionID) UnmarshalCBOR(data []byte) error {
 type ConversationID [ConversationIDSize]byte
 
 // String returns lower-case unpadded base32.
-func (id ConversationID) String() string { return b32String(id[:]) }
+func (id ConversationID) String() string { return ident.Base32(id[:]) }
 
 // IsZero reports whether id is all zeros (never a valid conversation).
 func (id ConversationID) IsZero() bool { return id == ConversationID{} }
@@ -112,7 +114,7 @@ func ParseConversationID(s string) (ConversationID, error) {
 }
 
 // MarshalCBOR encodes the ID as a 16-byte CBOR byte string.
-func (id ConversationID) MarshalCBOR() ([]byte, error) { return encMode.Marshal(id[:]) }
+func (id ConversationID) MarshalCBOR() ([]byte, error) { return detcbor.Marshal(id[:]) }
 
 // UnmarshalCBOR decodes the form written by MarshalCBOR.
 func (id *ConversationID) UnmarshalCBOR(data []byte) error {
@@ -131,7 +133,7 @@ func NewConversationID(rand io.Reader) (ConversationID, error) {
 // DirectConversationID is the ID of the 1:1 conversation of users a and b
 // (in either order): the first 16 bytes of
 // SHA-256("volo/v1/direct" || 0x00 || min(a, b) || max(a, b)).
-func DirectConversationID(a, b UserID) ConversationID {
+func DirectConversationID(a, b ident.UserID) ConversationID {
 	if a.Compare(b) > 0 {
 		a, b = b, a
 	}
@@ -146,9 +148,9 @@ func DirectConversationID(a, b UserID) ConversationID {
 }
 
 func parseFixedB32(what, s string, out []byte) error {
-	b, err := b32.DecodeString(string(bytes.ToUpper([]byte(s))))
-	if err != nil || len(b) != len(out) || b32String(b) != s {
-		return fmt.Errorf("e2ee: parse %s %q: want %d bytes in lower-case base32: %w", what, s, len(out), ErrBadID)
+	b, ok := ident.ParseBase32(s)
+	if !ok || len(b) != len(out) {
+		return fmt.Errorf("e2ee: parse %s %q: want %d bytes in lower-case base32: %w", what, s, len(out), ident.ErrBadID)
 	}
 	copy(out, b)
 	return nil
@@ -156,11 +158,11 @@ func parseFixedB32(what, s string, out []byte) error {
 
 func unmarshalFixedBytes(what string, data, out []byte) error {
 	var b []byte
-	if err := decMode.Unmarshal(data, &b); err != nil {
-		return fmt.Errorf("e2ee: decode %s: %v: %w", what, err, ErrBadID)
+	if err := ident.DecMode.Unmarshal(data, &b); err != nil {
+		return fmt.Errorf("e2ee: decode %s: %v: %w", what, err, ident.ErrBadID)
 	}
 	if len(b) != len(out) {
-		return fmt.Errorf("e2ee: decode %s: %d bytes, want %d: %w", what, len(b), len(out), ErrBadID)
+		return fmt.Errorf("e2ee: decode %s: %d bytes, want %d: %w", what, len(b), len(out), ident.ErrBadID)
 	}
 	copy(out, b)
 	return nil
@@ -175,7 +177,7 @@ type ParticipantsFingerprint [sha256.Size]byte
 // user in user ID order, the user ID (36 bytes), the number of devices
 // (uint32 big-endian) and the sorted device IDs (36 bytes each). The order
 // of sets does not matter; a user given twice counts once.
-func FingerprintParticipants(sets []DeviceSet) ParticipantsFingerprint {
+func FingerprintParticipants(sets []ident.DeviceSet) ParticipantsFingerprint {
 	sorted := sortedSets(sets)
 	h := sha256.New()
 	h.Write([]byte(participantsLabel))
@@ -194,10 +196,10 @@ func FingerprintParticipants(sets []DeviceSet) ParticipantsFingerprint {
 }
 
 // sortedSets returns sets sorted by user ID without repeated users.
-func sortedSets(sets []DeviceSet) []DeviceSet {
+func sortedSets(sets []ident.DeviceSet) []ident.DeviceSet {
 	s := slices.Clone(sets)
-	slices.SortFunc(s, func(a, b DeviceSet) int { return a.User().Compare(b.User()) })
-	return slices.CompactFunc(s, func(a, b DeviceSet) bool { return a.User().Equal(b.User()) })
+	slices.SortFunc(s, func(a, b ident.DeviceSet) int { return a.User().Compare(b.User()) })
+	return slices.CompactFunc(s, func(a, b ident.DeviceSet) bool { return a.User().Equal(b.User()) })
 }
 
 // chainStep derives message key n from chain key n and overwrites the chain
@@ -241,9 +243,9 @@ func messageAEAD(mk *[messageKeySize]byte) cipher.AEAD {
 type MessageHeader struct {
 	Conversation ConversationID
 	Session      SessionID
-	SenderUser   UserID
-	Sender       DeviceID // the sender device, whose signing key signs the message
-	Counter      uint32   // position in the session's KDF chain, from 0
+	SenderUser   ident.UserID
+	Sender       ident.DeviceID // the sender device, whose signing key signs the message
+	Counter      uint32         // position in the session's KDF chain, from 0
 }
 
 type messageHeaderWire struct {
@@ -273,19 +275,19 @@ func decodeMessageHeader(data []byte) (MessageHeader, error) {
 	}
 	var h MessageHeader
 	if w.Version != messageVersion {
-		return h, fmt.Errorf("e2ee: decode message header: unsupported version %d: %w", w.Version, ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode message header: unsupported version %d: %w", w.Version, ident.ErrMalformed)
 	}
 	if len(w.Conversation) != ConversationIDSize || len(w.Session) != SessionIDSize {
-		return h, fmt.Errorf("e2ee: decode message header: conversation or session ID size: %w", ErrMalformed)
+		return h, fmt.Errorf("e2ee: decode message header: conversation or session ID size: %w", ident.ErrMalformed)
 	}
 	copy(h.Conversation[:], w.Conversation)
 	copy(h.Session[:], w.Session)
 	var err error
-	if h.SenderUser, err = UserIDFromBytes(w.SenderUser); err != nil {
-		return MessageHeader{}, fmt.Errorf("e2ee: decode message header: %v: %w", err, ErrMalformed)
+	if h.SenderUser, err = ident.UserIDFromBytes(w.SenderUser); err != nil {
+		return MessageHeader{}, fmt.Errorf("e2ee: decode message header: %v: %w", err, ident.ErrMalformed)
 	}
-	if h.Sender, err = DeviceIDFromBytes(w.Sender); err != nil {
-		return MessageHeader{}, fmt.Errorf("e2ee: decode message header: %v: %w", err, ErrMalformed)
+	if h.Sender, err = ident.DeviceIDFromBytes(w.Sender); err != nil {
+		return MessageHeader{}, fmt.Errorf("e2ee: decode message header: %v: %w", err, ident.ErrMalformed)
 	}
 	h.Counter = w.Counter
 	return h, nil
@@ -370,11 +372,11 @@ func DecodeMessage(data []byte) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	if len(w.Sig) != SignatureSize {
-		return Message{}, fmt.Errorf("e2ee: decode message: signature of %d bytes: %w", len(w.Sig), ErrMalformed)
+	if len(w.Sig) != ident.SignatureSize {
+		return Message{}, fmt.Errorf("e2ee: decode message: signature of %d bytes: %w", len(w.Sig), ident.ErrMalformed)
 	}
 	if len(w.Ciphertext) < 16 || len(w.Ciphertext) > MaxMessagePlaintextSize+16 {
-		return Message{}, fmt.Errorf("e2ee: decode message: ciphertext of %d bytes: %w", len(w.Ciphertext), ErrMalformed)
+		return Message{}, fmt.Errorf("e2ee: decode message: ciphertext of %d bytes: %w", len(w.Ciphertext), ident.ErrMalformed)
 	}
 	return Message{Header: h, Ciphertext: w.Ciphertext, Sig: w.Sig, header: w.Header}, nil
 }
@@ -387,9 +389,9 @@ func DecodeMessage(data []byte) (Message, error) {
 type SenderSession struct {
 	id           SessionID
 	conversation ConversationID
-	senderUser   UserID
-	sender       DeviceID
-	signing      SigningPublic
+	senderUser   ident.UserID
+	sender       ident.DeviceID
+	signing      ident.SigningPublic
 	created      time.Time
 	participants ParticipantsFingerprint
 	chainKey     [SessionKeySize]byte
@@ -401,12 +403,12 @@ type SenderSession struct {
 // of participants (the sender's own user included). It draws the session
 // key and ID from rand (crypto/rand if nil). Distribute it with
 // NewKeyBundle before the first Encrypt.
-func NewSenderSession(sender DeviceKeys, senderUser UserID, conv ConversationID, participants []DeviceSet, now time.Time, rand io.Reader) (*SenderSession, error) {
+func NewSenderSession(sender DeviceKeys, senderUser ident.UserID, conv ConversationID, participants []ident.DeviceSet, now time.Time, rand io.Reader) (*SenderSession, error) {
 	if sender.Signing.IsZero() || sender.Messaging.IsZero() {
-		return nil, fmt.Errorf("e2ee: new sender session: empty device keys: %w", ErrBadKey)
+		return nil, fmt.Errorf("e2ee: new sender session: empty device keys: %w", ident.ErrBadKey)
 	}
 	if senderUser.IsZero() || conv.IsZero() {
-		return nil, fmt.Errorf("e2ee: new sender session: zero user or conversation ID: %w", ErrBadID)
+		return nil, fmt.Errorf("e2ee: new sender session: zero user or conversation ID: %w", ident.ErrBadID)
 	}
 	s := &SenderSession{
 		conversation: conv,
@@ -433,7 +435,7 @@ func (s *SenderSession) ID() SessionID { return s.id }
 func (s *SenderSession) Conversation() ConversationID { return s.conversation }
 
 // Sender returns the sender device.
-func (s *SenderSession) Sender() DeviceID { return s.sender }
+func (s *SenderSession) Sender() ident.DeviceID { return s.sender }
 
 // Created returns the creation time (millisecond precision).
 func (s *SenderSession) Created() time.Time { return s.created }
@@ -456,7 +458,7 @@ func (s *SenderSession) Encrypt(key SigningKey, plaintext []byte) ([]byte, error
 		return nil, fmt.Errorf("e2ee: encrypt %d bytes, limit %d: %w", len(plaintext), MaxMessagePlaintextSize, ErrMessageTooLarge)
 	}
 	if key.IsZero() || !key.Public().Equal(s.signing) {
-		return nil, fmt.Errorf("e2ee: encrypt: signing key is not the session's sender device %s: %w", s.sender, ErrBadKey)
+		return nil, fmt.Errorf("e2ee: encrypt: signing key is not the session's sender device %s: %w", s.sender, ident.ErrBadKey)
 	}
 	if s.next == math.MaxUint32 {
 		return nil, fmt.Errorf("e2ee: encrypt: session %s: %w", s.id, ErrSessionExhausted)
@@ -473,7 +475,7 @@ func (s *SenderSession) Encrypt(key SigningKey, plaintext []byte) ([]byte, error
 	aead := messageAEAD(&mk)
 	m.Ciphertext = aead.Seal(make([]byte, 0, len(plaintext)+aead.Overhead()), mk[32:], plaintext, m.headerBytes())
 	clear(mk[:])
-	m.Sig = key.Sign(DomainMsg, m.signedBytes())
+	m.Sig = key.Sign(ident.DomainMsg, m.signedBytes())
 	return m.Encode(), nil
 }
 
@@ -490,9 +492,9 @@ type skippedKey struct {
 type ReceiverSession struct {
 	id           SessionID
 	conversation ConversationID
-	senderUser   UserID
-	sender       DeviceID
-	signing      SigningPublic
+	senderUser   ident.UserID
+	sender       ident.DeviceID
+	signing      ident.SigningPublic
 	created      time.Time
 	chainKey     [SessionKeySize]byte
 	next         uint32
@@ -506,10 +508,10 @@ func (r *ReceiverSession) ID() SessionID { return r.id }
 func (r *ReceiverSession) Conversation() ConversationID { return r.conversation }
 
 // Sender returns the sender device.
-func (r *ReceiverSession) Sender() DeviceID { return r.sender }
+func (r *ReceiverSession) Sender() ident.DeviceID { return r.sender }
 
 // SenderUser returns the sender's user.
-func (r *ReceiverSession) SenderUser() UserID { return r.senderUser }
+func (r *ReceiverSession) SenderUser() ident.UserID { return r.senderUser }
 
 // Created returns the session's creation time, as the sender stated it.
 func (r *ReceiverSession) Created() time.Time { return r.created }
@@ -540,7 +542,7 @@ func (r *ReceiverSession) Decrypt(m Message) ([]byte, error) {
 	if h.Session != r.id || !h.Sender.Equal(r.sender) || h.Conversation != r.conversation || !h.SenderUser.Equal(r.senderUser) {
 		return nil, fmt.Errorf("e2ee: decrypt: message of session %s from %s, this is %s from %s: %w", h.Session, h.Sender, r.id, r.sender, ErrUnknownSession)
 	}
-	if err := r.signing.Verify(DomainMsg, m.signedBytes(), m.Sig); err != nil {
+	if err := r.signing.Verify(ident.DomainMsg, m.signedBytes(), m.Sig); err != nil {
 		return nil, fmt.Errorf("e2ee: decrypt message %d of session %s: %w", h.Counter, r.id, err)
 	}
 	n := h.Counter
@@ -604,7 +606,7 @@ func (r *ReceiverSession) Decrypt(m Message) ([]byte, error) {
 
 // receiverSessionKey indexes receiver sessions.
 type receiverSessionKey struct {
-	sender DeviceID
+	sender ident.DeviceID
 	id     SessionID
 }
 
@@ -631,19 +633,19 @@ func (rs *ReceiverSessions) Add(r *ReceiverSession) bool {
 }
 
 // Lookup returns the session of sender with the given ID.
-func (rs *ReceiverSessions) Lookup(sender DeviceID, id SessionID) (*ReceiverSession, bool) {
+func (rs *ReceiverSessions) Lookup(sender ident.DeviceID, id SessionID) (*ReceiverSession, bool) {
 	r, ok := rs.m[receiverSessionKey{sender, id}]
 	return r, ok
 }
 
 // Remove forgets one session.
-func (rs *ReceiverSessions) Remove(sender DeviceID, id SessionID) {
+func (rs *ReceiverSessions) Remove(sender ident.DeviceID, id SessionID) {
 	delete(rs.m, receiverSessionKey{sender, id})
 }
 
 // RemoveSender forgets every session of a sender device (for example once
 // it is revoked) and returns how many there were.
-func (rs *ReceiverSessions) RemoveSender(sender DeviceID) int {
+func (rs *ReceiverSessions) RemoveSender(sender ident.DeviceID) int {
 	n := 0
 	for k := range rs.m {
 		if k.sender.Equal(sender) {
@@ -742,7 +744,7 @@ func UnmarshalSenderSession(data []byte) (*SenderSession, error) {
 		return nil, err
 	}
 	bad := func(what string) (*SenderSession, error) {
-		return nil, fmt.Errorf("e2ee: decode sender session: %s: %w", what, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: decode sender session: %s: %w", what, ident.ErrMalformed)
 	}
 	if w.Version != messageVersion {
 		return bad("version")
@@ -753,13 +755,13 @@ func UnmarshalSenderSession(data []byte) (*SenderSession, error) {
 		return bad("field size")
 	}
 	var err error
-	if s.senderUser, err = UserIDFromBytes(w.SenderUser); err != nil {
+	if s.senderUser, err = ident.UserIDFromBytes(w.SenderUser); err != nil {
 		return bad("sender user")
 	}
-	if s.sender, err = DeviceIDFromBytes(w.Sender); err != nil {
+	if s.sender, err = ident.DeviceIDFromBytes(w.Sender); err != nil {
 		return bad("sender device")
 	}
-	if s.signing, err = ParseSigningPublic(w.Signing); err != nil {
+	if s.signing, err = ident.ParseSigningPublic(w.Signing); err != nil {
 		return bad("signing key")
 	}
 	return s, nil
@@ -815,7 +817,7 @@ func UnmarshalReceiverSession(data []byte) (*ReceiverSession, error) {
 		return nil, err
 	}
 	bad := func(what string) (*ReceiverSession, error) {
-		return nil, fmt.Errorf("e2ee: decode receiver session: %s: %w", what, ErrMalformed)
+		return nil, fmt.Errorf("e2ee: decode receiver session: %s: %w", what, ident.ErrMalformed)
 	}
 	if w.Version != messageVersion {
 		return bad("version")
@@ -825,13 +827,13 @@ func UnmarshalReceiverSession(data []byte) (*ReceiverSession, error) {
 		return bad("field size")
 	}
 	var err error
-	if r.senderUser, err = UserIDFromBytes(w.SenderUser); err != nil {
+	if r.senderUser, err = ident.UserIDFromBytes(w.SenderUser); err != nil {
 		return bad("sender user")
 	}
-	if r.sender, err = DeviceIDFromBytes(w.Sender); err != nil {
+	if r.sender, err = ident.DeviceIDFromBytes(w.Sender); err != nil {
 		return bad("sender device")
 	}
-	if r.signing, err = ParseSigningPublic(w.Signing); err != nil {
+	if r.signing, err = ident.ParseSigningPublic(w.Signing); err != nil {
 		return bad("signing key")
 	}
 	if w.Skipped == nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // msgUser is a user with a verified chain and the keys of its devices
@@ -14,7 +16,7 @@ import (
 type msgUser struct {
 	name string
 	keys []DeviceKeys
-	set  DeviceSet
+	set  ident.DeviceSet
 }
 
 // newMsgUser makes a user with n devices named name/0, name/1, ...
@@ -26,7 +28,7 @@ func newMsgUser(t testing.TB, name string, n int) *msgUser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.set, err = VerifyChain(g.UserID(), []Link{g}); err != nil {
+	if u.set, err = ident.VerifyChain(g.UserID(), []ident.Link{g}); err != nil {
 		t.Fatal(err)
 	}
 	u.keys = []DeviceKeys{k}
@@ -36,7 +38,7 @@ func newMsgUser(t testing.TB, name string, n int) *msgUser {
 	return u
 }
 
-func (u *msgUser) id() UserID { return u.set.User() }
+func (u *msgUser) id() ident.UserID { return u.set.User() }
 
 // addDevice adds device name/len(keys), signed by the first active device.
 func (u *msgUser) addDevice(t testing.TB) DeviceKeys {
@@ -86,8 +88,8 @@ func (u *msgUser) signer() DeviceKeys {
 	panic("no active device")
 }
 
-func sets(users ...*msgUser) []DeviceSet {
-	out := make([]DeviceSet, len(users))
+func sets(users ...*msgUser) []ident.DeviceSet {
+	out := make([]ident.DeviceSet, len(users))
 	for i, u := range users {
 		out[i] = u.set
 	}
@@ -114,7 +116,7 @@ func directSession(t testing.TB, alice, bob *msgUser, now time.Time) (*SenderSes
 	return s, b
 }
 
-func mustOpen(t testing.TB, b KeyBundle, sender DeviceSet, recipient DeviceKeys) *ReceiverSession {
+func mustOpen(t testing.TB, b KeyBundle, sender ident.DeviceSet, recipient DeviceKeys) *ReceiverSession {
 	t.Helper()
 	r, err := OpenKeyBundle(b, sender, recipient)
 	if err != nil {
@@ -186,7 +188,7 @@ func TestEncodeMessageMatchesCBOR(t *testing.T) {
 	hb := h.encode()
 	for _, n := range []int{0, 1, 23, 24, 255, 256, 65535, 65536} {
 		ct := make([]byte, n)
-		for _, sig := range [][]byte{nil, make([]byte, SignatureSize)} {
+		for _, sig := range [][]byte{nil, make([]byte, ident.SignatureSize)} {
 			want := marshalCBOR(messageWire{Header: hb, Ciphertext: ct, Sig: sig})
 			if got := encodeMessage(hb, ct, sig); !bytes.Equal(got, want) {
 				t.Fatalf("ciphertext of %d bytes, sig %d: encodings differ", n, len(sig))
@@ -198,7 +200,7 @@ func TestEncodeMessageMatchesCBOR(t *testing.T) {
 func TestEncryptRejects(t *testing.T) {
 	alice, bob := newMsgUser(t, "alice", 1), newMsgUser(t, "bob", 1)
 	s, _ := directSession(t, alice, bob, testTime(0))
-	if _, err := s.Encrypt(bob.keys[0].Signing, []byte("hi")); !errors.Is(err, ErrBadKey) {
+	if _, err := s.Encrypt(bob.keys[0].Signing, []byte("hi")); !errors.Is(err, ident.ErrBadKey) {
 		t.Fatalf("encrypt with another device's key: got %v", err)
 	}
 	if _, err := s.Encrypt(alice.keys[0].Signing, make([]byte, MaxMessagePlaintextSize+1)); !errors.Is(err, ErrMessageTooLarge) {
@@ -316,9 +318,9 @@ func TestMessageTamperEveryByte(t *testing.T) {
 		if err == nil {
 			t.Fatalf("byte %d flipped: message accepted", pos)
 		}
-		want := []error{ErrMalformed, ErrNonCanonical, ErrBadSignature, ErrUnknownSession}
-		if (pos >= ctStart && pos < ctStart+len(m.Ciphertext)) || pos >= len(msg)-SignatureSize {
-			want = []error{ErrBadSignature} // ciphertext and signature bytes
+		want := []error{ident.ErrMalformed, ident.ErrNonCanonical, ident.ErrBadSignature, ErrUnknownSession}
+		if (pos >= ctStart && pos < ctStart+len(m.Ciphertext)) || pos >= len(msg)-ident.SignatureSize {
+			want = []error{ident.ErrBadSignature} // ciphertext and signature bytes
 		}
 		if !slices.ContainsFunc(want, func(e error) bool { return errors.Is(err, e) }) {
 			t.Errorf("byte %d flipped: got %v, want one of %v", pos, err, want)
@@ -342,15 +344,15 @@ func TestMessageForgedByMember(t *testing.T) {
 	mk := chainStep(&ck)
 	forged := Message{Header: MessageHeader{Conversation: r.conversation, Session: r.id, SenderUser: alice.id(), Sender: alice.keys[0].ID(), Counter: 0}}
 	forged.Ciphertext = messageAEAD(&mk).Seal(nil, mk[32:], []byte("pay bob"), forged.headerBytes())
-	forged.Sig = bob.keys[0].Signing.Sign(DomainMsg, forged.signedBytes())
-	if _, err := decryptWith(r, forged.Encode()); !errors.Is(err, ErrBadSignature) {
+	forged.Sig = bob.keys[0].Signing.Sign(ident.DomainMsg, forged.signedBytes())
+	if _, err := decryptWith(r, forged.Encode()); !errors.Is(err, ident.ErrBadSignature) {
 		t.Fatalf("message forged by a member: got %v, want ErrBadSignature", err)
 	}
 	// A signed message whose ciphertext does not open.
 	m, _ := DecodeMessage(mustEncrypt(t, s, alice.keys[0], "hello"))
 	m.Ciphertext = bytes.Clone(m.Ciphertext)
 	m.Ciphertext[0] ^= 1
-	m.Sig = alice.keys[0].Signing.Sign(DomainMsg, m.signedBytes())
+	m.Sig = alice.keys[0].Signing.Sign(ident.DomainMsg, m.signedBytes())
 	if _, err := decryptWith(r, m.Encode()); !errors.Is(err, ErrTampered) {
 		t.Fatalf("signed bad ciphertext: got %v, want ErrTampered", err)
 	}
@@ -517,7 +519,7 @@ func TestUnmarshalReceiverSessionRejects(t *testing.T) {
 		"trailing":           append(bytes.Clone(good), 0),
 		"empty":              nil,
 	} {
-		if _, err := UnmarshalReceiverSession(data); !errors.Is(err, ErrMalformed) {
+		if _, err := UnmarshalReceiverSession(data); !errors.Is(err, ident.ErrMalformed) {
 			t.Errorf("%s: got %v, want ErrMalformed", name, err)
 		}
 	}
@@ -584,7 +586,7 @@ func TestIDText(t *testing.T) {
 		t.Fatalf("conversation ID round trip: %v %v", gotc, err)
 	}
 	for _, bad := range []string{"", sid.String()[:10], "A" + sid.String()[1:], sid.String() + "a", cid.String() + "aa"} {
-		if _, err := ParseSessionID(bad); !errors.Is(err, ErrBadID) {
+		if _, err := ParseSessionID(bad); !errors.Is(err, ident.ErrBadID) {
 			t.Errorf("ParseSessionID(%q): %v", bad, err)
 		}
 	}

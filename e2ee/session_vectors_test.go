@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"testing"
 	"testing/cryptotest"
+
+	"github.com/volo-chat/volo/ident"
 )
 
 // Test vectors for messages, key bundles and group states: fixed device
@@ -77,13 +79,13 @@ func TestMessageVectors(t *testing.T) {
 	if r.conversation, err = ParseConversationID(v.Conversation); err != nil {
 		t.Fatal(err)
 	}
-	if r.senderUser, err = ParseUserID(v.SenderUser); err != nil {
+	if r.senderUser, err = ident.ParseUserID(v.SenderUser); err != nil {
 		t.Fatal(err)
 	}
-	if r.sender, err = ParseDeviceID(v.SenderDevice); err != nil {
+	if r.sender, err = ident.ParseDeviceID(v.SenderDevice); err != nil {
 		t.Fatal(err)
 	}
-	if r.signing, err = ParseSigningPublic(mustHex(t, v.SenderPublic)); err != nil {
+	if r.signing, err = ident.ParseSigningPublic(mustHex(t, v.SenderPublic)); err != nil {
 		t.Fatal(err)
 	}
 	copy(r.chainKey[:], mustHex(t, v.SessionKey))
@@ -183,7 +185,7 @@ type groupVector struct {
 
 func makeGroupVector(t *testing.T) (groupVector, groupFixture) {
 	f := newGroupFixture(t)
-	g2, err := f.g.Next(f.alice.keys[0], f.alice.id(), []UserID{f.alice.id(), f.bob.id()}, []UserID{f.alice.id(), f.bob.id()}, testTime(20))
+	g2, err := f.g.Next(f.alice.keys[0], f.alice.id(), []ident.UserID{f.alice.id(), f.bob.id()}, []ident.UserID{f.alice.id(), f.bob.id()}, testTime(20))
 	if err != nil {
 		t.Fatal(err)
 	}

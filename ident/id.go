@@ -1,4 +1,4 @@
-package e2ee
+package ident
 
 import (
 	"bytes"
@@ -8,14 +8,16 @@ import (
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/volo-chat/volo/internal/detcbor"
 )
 
 // Every identifier in Volo is a CIDv1 with the raw codec and a sha2-256
 // multihash over some bytes: 36 bytes in binary, "b" + 58 base32 characters
 // as text.
 const (
-	cidLen     = 4 + sha256.Size
-	cidTextLen = 1 + 58
+	IDSize     = 4 + sha256.Size // binary length of an identifier
+	IDTextSize = 1 + 58          // text length of an identifier
 )
 
 // cidPrefix is the binary prefix of every identifier: CID version 1, codec
@@ -23,7 +25,7 @@ const (
 var cidPrefix = [4]byte{0x01, 0x55, 0x12, 0x20}
 
 // ErrBadID reports bytes or text that are not a Volo identifier.
-var ErrBadID = errors.New("e2ee: bad identifier")
+var ErrBadID = errors.New("ident: bad identifier")
 
 func sumCID(data []byte) cid.Cid {
 	d := sha256.Sum256(data)
@@ -35,23 +37,23 @@ func sumCID(data []byte) cid.Cid {
 }
 
 func castCID(what string, b []byte) (cid.Cid, error) {
-	if len(b) != cidLen || !bytes.Equal(b[:4], cidPrefix[:]) {
-		return cid.Undef, fmt.Errorf("e2ee: parse %s: want %d bytes CIDv1 raw sha2-256: %w", what, cidLen, ErrBadID)
+	if len(b) != IDSize || !bytes.Equal(b[:4], cidPrefix[:]) {
+		return cid.Undef, fmt.Errorf("ident: parse %s: want %d bytes CIDv1 raw sha2-256: %w", what, IDSize, ErrBadID)
 	}
 	c, err := cid.Cast(b)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("e2ee: parse %s: %v: %w", what, err, ErrBadID)
+		return cid.Undef, fmt.Errorf("ident: parse %s: %v: %w", what, err, ErrBadID)
 	}
 	return c, nil
 }
 
 func decodeCID(what, s string) (cid.Cid, error) {
-	if len(s) != cidTextLen || s[0] != 'b' {
-		return cid.Undef, fmt.Errorf("e2ee: parse %s %q: want %d characters of base32 (\"b...\"): %w", what, s, cidTextLen, ErrBadID)
+	if len(s) != IDTextSize || s[0] != 'b' {
+		return cid.Undef, fmt.Errorf("ident: parse %s %q: want %d characters of base32 (\"b...\"): %w", what, s, IDTextSize, ErrBadID)
 	}
 	c, err := cid.Decode(s)
 	if err != nil {
-		return cid.Undef, fmt.Errorf("e2ee: parse %s %q: %v: %w", what, s, err, ErrBadID)
+		return cid.Undef, fmt.Errorf("ident: parse %s %q: %v: %w", what, s, err, ErrBadID)
 	}
 	if _, err := castCID(what, c.Bytes()); err != nil {
 		return cid.Undef, err
@@ -59,22 +61,22 @@ func decodeCID(what, s string) (cid.Cid, error) {
 	// One identifier, one spelling: refuse upper case and other variants
 	// the multibase decoder tolerates.
 	if c.String() != s {
-		return cid.Undef, fmt.Errorf("e2ee: parse %s %q: not in canonical lower-case base32: %w", what, s, ErrBadID)
+		return cid.Undef, fmt.Errorf("ident: parse %s %q: not in canonical lower-case base32: %w", what, s, ErrBadID)
 	}
 	return c, nil
 }
 
 func marshalCIDCBOR(c cid.Cid) ([]byte, error) {
 	if !c.Defined() {
-		return nil, fmt.Errorf("e2ee: encode undefined identifier: %w", ErrBadID)
+		return nil, fmt.Errorf("ident: encode undefined identifier: %w", ErrBadID)
 	}
-	return encMode.Marshal(c.Bytes())
+	return detcbor.Marshal(c.Bytes())
 }
 
 func unmarshalCIDCBOR(what string, data []byte) (cid.Cid, error) {
 	var b []byte
-	if err := decMode.Unmarshal(data, &b); err != nil {
-		return cid.Undef, fmt.Errorf("e2ee: decode %s: %v: %w", what, err, ErrBadID)
+	if err := DecMode.Unmarshal(data, &b); err != nil {
+		return cid.Undef, fmt.Errorf("ident: decode %s: %v: %w", what, err, ErrBadID)
 	}
 	return castCID(what, b)
 }

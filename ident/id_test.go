@@ -1,16 +1,17 @@
-package e2ee
+package ident
 
 import (
-	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
 )
 
 func TestDeviceIDRoundTrip(t *testing.T) {
-	id := fixedDeviceKeys(t, "id").ID()
+	id := testDevice(t, "id").ID()
 	s := id.String()
-	if !strings.HasPrefix(s, "b") || len(s) != cidTextLen {
+	if !strings.HasPrefix(s, "b") || len(s) != IDTextSize {
 		t.Fatalf("device ID text %q", s)
 	}
 	p, err := ParseDeviceID(s)
@@ -37,32 +38,8 @@ func TestDeviceIDRoundTrip(t *testing.T) {
 	}
 }
 
-func TestUserIDRoundTrip(t *testing.T) {
-	g, err := NewGenesis(fixedDeviceKeys(t, "uid"), testTime(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := g.UserID()
-	p, err := ParseUserID(id.String())
-	if err != nil || !p.Equal(id) {
-		t.Fatalf("parse: %v", err)
-	}
-	q, err := UserIDFromBytes(id.Bytes())
-	if err != nil || !q.Equal(id) {
-		t.Fatalf("from bytes: %v", err)
-	}
-	b, _ := id.MarshalCBOR()
-	var r UserID
-	if err := r.UnmarshalCBOR(b); err != nil || !r.Equal(id) {
-		t.Fatalf("cbor: %v", err)
-	}
-	if !bytes.Equal(g.ID().Bytes(), id.Bytes()) {
-		t.Fatal("user ID is not the genesis link ID")
-	}
-}
-
 func TestParseIDRejects(t *testing.T) {
-	good := fixedDeviceKeys(t, "id").ID().String()
+	good := testDevice(t, "id").ID().String()
 	bad := map[string]string{
 		"empty":      "",
 		"upper case": strings.ToUpper(good[:1]) + strings.ToUpper(good[1:]),
@@ -88,5 +65,19 @@ func TestParseIDRejects(t *testing.T) {
 		if _, err := DeviceIDFromBytes(b); !errors.Is(err, ErrBadID) {
 			t.Errorf("from bytes %x: %v", b, err)
 		}
+	}
+}
+
+// testDevice is a device's public keys derived from label.
+func testDevice(t testing.TB, label string) DevicePublic {
+	t.Helper()
+	seed := sha256.Sum256([]byte("ident test " + label))
+	priv, err := MessagingKEM().NewPrivateKey(seed[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return DevicePublic{
+		Signing:   SigningPublicOf(ed25519.NewKeyFromSeed(seed[:])),
+		Messaging: MessagingPublicOf(priv.PublicKey()),
 	}
 }
