@@ -114,6 +114,9 @@ func (c *Committer[O]) Submit(ctx context.Context, op O) error {
 	}
 }
 
+// Queued is the number of writes waiting for the committer.
+func (c *Committer[O]) Queued() int { return len(c.jobs) }
+
 func (c *Committer[O]) weight(o O) int {
 	if c.cfg.Weight == nil {
 		return 1
