@@ -314,18 +314,6 @@ func (r reply) Refusal() (code, message string, ok bool) {
 	return r.Code, r.Message, r.Type == msgError
 }
 
-// newClient is the asking side of the protocol over host's streams.
-func newClient(host Host) service.Client[reply] {
-	var opener service.StreamOpener
-	if host != nil {
-		opener = host.Libp2p()
-	}
-	return service.Client[reply]{
-		Framing: framing, Opener: opener, Protocol: ProtocolID, Timeout: RequestTimeout,
-		MaxReply: MaxHeaderSize, Decode: decodeReply, Refused: remoteError,
-	}
-}
-
 // roundTrip sends one request to storage node p and reads its reply, which
 // must be of type want or an error; the reply's chunk is returned for get.
 func (s *Service) roundTrip(ctx context.Context, p peer.ID, h header, body []byte, want uint8) (reply, []byte, error) {

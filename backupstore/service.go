@@ -96,24 +96,18 @@ type DHT interface {
 }
 
 // Option changes how New builds the service.
-type Option func(*options)
-
-type options struct {
-	log *slog.Logger
-	reg prometheus.Registerer
-	now func() time.Time
-}
+type Option = service.Option
 
 // WithClock sets the clock of the authorization window and of garbage
 // collection (default time.Now).
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+func WithClock(now func() time.Time) Option { return service.WithClock(now) }
 
 // WithLogger sets the service's logger (default: a logger that discards).
-func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
+func WithLogger(log *slog.Logger) Option { return service.WithLogger(log) }
 
 // WithMetrics registers the service's metrics on reg (default: the
 // metrics are kept but not registered).
-func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
+func WithMetrics(reg prometheus.Registerer) Option { return service.WithMetrics(reg) }
 
 // Service is a node's backup store: it serves ProtocolID from its chunks
 // when enabled, and uploads, downloads and finds chunks and pointers on
@@ -145,21 +139,18 @@ func New(cfg Config, host Host, dht DHT, db *store.Prefixed, users UserLookup, o
 	if users == nil {
 		return nil, errors.New("backupstore: a user lookup is required to check uploads")
 	}
-	o := options{now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.log == nil {
-		o.log = slog.New(slog.DiscardHandler)
-	}
+	o := service.Apply(opts)
 	s := &Service{
-		cfg: cfg, host: host, dht: dht, users: users, log: o.log, now: o.now,
+		cfg: cfg, host: host, dht: dht, users: users, log: o.Log, now: o.Now,
 		provide: make(chan cid.Cid, provideQueue), life: service.NewLifecycle(),
 	}
 	s.ctx = s.life.Context()
-	s.client = newClient(host)
+	s.client = service.Client[reply]{
+		Framing: framing, Opener: host.Libp2p(), Protocol: ProtocolID, Timeout: RequestTimeout,
+		MaxReply: MaxHeaderSize, Decode: decodeReply, Refused: remoteError,
+	}
 	cs := newChunkStore(db, cfg.QuotaBytes, cfg.QuotaChunks)
-	met, err := newMetrics(o.reg, cs)
+	met, err := newMetrics(o.Metrics, cs)
 	if err != nil {
 		return nil, err
 	}

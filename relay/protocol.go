@@ -357,18 +357,6 @@ func (r reply) Refusal() (code, message string, ok bool) {
 	return r.Code, r.Message, r.Type == msgError
 }
 
-// newClient is the asking side of the protocol over host's streams.
-func newClient(host Host) service.Client[reply] {
-	var opener service.StreamOpener
-	if host != nil {
-		opener = host.Libp2p()
-	}
-	return service.Client[reply]{
-		Framing: framing, Opener: opener, Protocol: ProtocolID, Timeout: RequestTimeout,
-		MaxReply: MaxFrameSize, Decode: decodeReply, Refused: refused,
-	}
-}
-
 // refused is the error of an error frame from relay p.
 func refused(p peer.ID, code, msg string) error {
 	if code == codeBadAck {

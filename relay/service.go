@@ -47,24 +47,17 @@ type SendResult struct {
 }
 
 // Option changes how NewService builds the service.
-type Option func(*options)
+type Option = service.Option
 
-type options struct {
-	log *slog.Logger
-	reg prometheus.Registerer
-	now func() time.Time
-}
-
-// WithClock sets the clock the mailboxes and the expiry loop read (default
-// time.Now).
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+// WithClock sets the clock the mailboxes and the expiry loop read (default time.Now).
+func WithClock(now func() time.Time) Option { return service.WithClock(now) }
 
 // WithLogger sets the service's logger (default: a logger that discards).
-func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
+func WithLogger(log *slog.Logger) Option { return service.WithLogger(log) }
 
 // WithMetrics registers the service's metrics on reg (default: the
 // metrics are kept but not registered).
-func WithMetrics(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
+func WithMetrics(reg prometheus.Registerer) Option { return service.WithMetrics(reg) }
 
 // Service is a node's relay: it serves ProtocolID from its mailboxes when
 // enabled, and places, fetches and acknowledges envelopes on the relays of
@@ -93,22 +86,19 @@ func NewService(cfg Config, host Host, view *store.Prefixed, opts ...Option) (*S
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.log == nil {
-		o.log = slog.New(slog.DiscardHandler)
-	}
+	o := service.Apply(opts)
 	s := &Service{
-		cfg: cfg, host: host, log: o.log, now: o.now, life: service.NewLifecycle(),
+		cfg: cfg, host: host, log: o.Log, now: o.Now, life: service.NewLifecycle(),
 		place: make(map[string]placement), queues: make(map[peer.ID]*sendQueue),
 	}
 	s.ctx = s.life.Context()
-	s.client = newClient(host)
+	s.client = service.Client[reply]{
+		Framing: framing, Opener: host.Libp2p(), Protocol: ProtocolID, Timeout: RequestTimeout,
+		MaxReply: MaxFrameSize, Decode: decodeReply, Refused: refused,
+	}
 	s.box = NewMailboxes(view, cfg.MailboxCap, s.now)
 	s.box.maxTTL = cfg.MaxTTL.Std()
-	met, err := newMetrics(o.reg, s.box)
+	met, err := newMetrics(o.Metrics, s.box)
 	if err != nil {
 		return nil, err
 	}

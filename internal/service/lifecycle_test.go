@@ -1,6 +1,7 @@
 package service
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -45,13 +46,26 @@ func TestLifecycleStop(t *testing.T) {
 	})
 }
 
-// fakeStream records how it ended.
+// fakeStream records how it ended; a read on it waits for Reset.
 type fakeStream struct {
 	network.Stream
 	reset, closed atomic.Bool
+	once          sync.Once
+	resetCh       chan struct{}
 }
 
-func (s *fakeStream) Reset() error { s.reset.Store(true); return nil }
+func newFakeStream() *fakeStream { return &fakeStream{resetCh: make(chan struct{})} }
+
+func (s *fakeStream) Reset() error {
+	s.reset.Store(true)
+	s.once.Do(func() { close(s.resetCh) })
+	return nil
+}
+
+func (s *fakeStream) Read([]byte) (int, error) {
+	<-s.resetCh
+	return 0, network.ErrReset
+}
 func (s *fakeStream) Close() error { s.closed.Store(true); return nil }
 
 // A stream served by Handler is closed when the handler returns, reset
@@ -61,20 +75,20 @@ func TestLifecycleHandler(t *testing.T) {
 		l := NewLifecycle()
 		var served atomic.Int32
 		h := l.Handler(func(network.Stream) { served.Add(1) })
-		quick := &fakeStream{}
+		quick := newFakeStream()
 		h(quick)
 		if served.Load() != 1 || !quick.closed.Load() || quick.reset.Load() {
 			t.Fatalf("quick stream: served %d, closed %v, reset %v", served.Load(), quick.closed.Load(), quick.reset.Load())
 		}
-		slow := &fakeStream{}
-		blocked := l.Handler(func(network.Stream) { <-l.Context().Done() })
+		slow := newFakeStream()
+		blocked := l.Handler(func(st network.Stream) { st.Read(nil) })
 		go blocked(slow)
 		synctest.Wait()
 		l.Stop()
 		if !slow.reset.Load() || !slow.closed.Load() {
 			t.Fatalf("slow stream at Stop: reset %v, closed %v", slow.reset.Load(), slow.closed.Load())
 		}
-		late := &fakeStream{}
+		late := newFakeStream()
 		h(late)
 		if served.Load() != 1 || !late.reset.Load() {
 			t.Fatalf("stream after Stop: served %d, reset %v", served.Load(), late.reset.Load())
