@@ -74,10 +74,11 @@ func queueCount(s *Service) int {
 // although the service is never stopped) and its map entry is gone. A
 // queue in use keeps its workers.
 func TestIdleSendQueuesAreReleased(t *testing.T) {
-	dir := t.TempDir()
+	// The store is opened outside the bubble: its background work does
+	// not run on the bubble's clock. These tests do not write to it.
+	db := openDB(t, t.TempDir())
+	defer db.Close()
 	synctest.Test(t, func(t *testing.T) {
-		db := openDB(t, dir)
-		defer db.Close()
 		s := newTestService(t, db, &fakeHost{open: unreachable})
 		dev := testDevice(t)
 		sendTo := func(p peer.ID) {
@@ -126,10 +127,11 @@ func TestIdleSendQueuesAreReleased(t *testing.T) {
 // waiting for a worker, instead of leaving their senders (whose context
 // never ends, as Send's background writes) waiting forever.
 func TestStopAnswersQueuedSends(t *testing.T) {
-	dir := t.TempDir()
+	// The store is opened outside the bubble: its background work does
+	// not run on the bubble's clock. These tests do not write to it.
+	db := openDB(t, t.TempDir())
+	defer db.Close()
 	synctest.Test(t, func(t *testing.T) {
-		db := openDB(t, dir)
-		defer db.Close()
 		s := newTestService(t, db, &fakeHost{open: hanging})
 		dev := testDevice(t)
 		// Each job fills a frame, so a worker takes one at a time: four
@@ -169,10 +171,11 @@ func TestStopAnswersQueuedSends(t *testing.T) {
 // Constructors start nothing: a service and its mailboxes built in a
 // bubble and never started leave no goroutine behind.
 func TestNewServiceStartsNoGoroutine(t *testing.T) {
-	dir := t.TempDir()
+	// The store is opened outside the bubble: its background work does
+	// not run on the bubble's clock. These tests do not write to it.
+	db := openDB(t, t.TempDir())
+	defer db.Close()
 	synctest.Test(t, func(t *testing.T) {
-		db := openDB(t, dir)
-		defer db.Close()
 		newTestService(t, db, &fakeHost{open: unreachable})
 		NewMailboxes(db.Prefix("other/"), 0, nil)
 	})
