@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
 )
@@ -68,7 +68,7 @@ const (
 // chunkStore is the node's chunks, their metadata and the per-user usage.
 //
 // Every write of them (stores and removals) goes through one committer
-// goroutine, in order, so the quota check and the usage of each write see
+// goroutine (from start to close), in order, so the quota check and the usage of each write see
 // every write before it and never conflict. Writes that arrive while a
 // commit is being synced share the next one: a synced write of many chunks
 // costs one fsync, not one per chunk. A write returns once its
@@ -78,10 +78,7 @@ type chunkStore struct {
 	quotaBytes  uint64
 	quotaChunks uint64
 
-	ops     chan *chunkOp
-	stop    chan struct{}
-	stopped sync.Once
-	wg      sync.WaitGroup
+	committer *service.Committer[*chunkOp]
 	// batched, when set, is told the number of writes of each commit.
 	batched func(n int)
 }
@@ -98,97 +95,59 @@ type chunkOp struct {
 	// results: changed is isNew for a store, removed for a remove
 	changed bool
 	err     error
-	done    chan struct{}
 }
 
 func newChunkStore(db *store.Prefixed, quotaBytes, quotaChunks uint64) *chunkStore {
-	cs := &chunkStore{
-		db: db, quotaBytes: quotaBytes, quotaChunks: quotaChunks,
-		ops: make(chan *chunkOp, maxQueuedOps), stop: make(chan struct{}),
-	}
-	cs.wg.Add(1)
-	go cs.commitLoop()
+	cs := &chunkStore{db: db, quotaBytes: quotaBytes, quotaChunks: quotaChunks}
+	cs.committer = service.NewCommitter(service.CommitterConfig[*chunkOp]{
+		Commit:    cs.commitBatch,
+		Queue:     maxQueuedOps,
+		MaxOps:    maxCommitOps,
+		Weight:    func(o *chunkOp) int { return len(o.data) },
+		MaxWeight: maxCommitBytes,
+		Closed:    ErrStopped,
+	})
 	return cs
 }
 
+// start starts the committer; writes before it fail.
+func (cs *chunkStore) start() { cs.committer.Start() }
+
 // close stops the committer after the commit in progress; writes after
-// it fail with ErrStopped.
-func (cs *chunkStore) close() {
-	cs.stopped.Do(func() { close(cs.stop) })
-	cs.wg.Wait()
-}
+// it fail with ErrStopped. It may be called more than once.
+func (cs *chunkStore) close() { cs.committer.Close() }
 
 func ckey(prefix string, b []byte) []byte { return append([]byte(prefix), b...) }
 
-// submit hands o to the committer and waits until it is committed. ctx
-// bounds the wait for room in the queue only: a write being committed is
-// not abandoned half-way.
+// submit hands o to the committer and waits until it is committed,
+// returning its own result. ctx bounds the wait for room in the queue
+// only: a write being committed is not abandoned half-way.
 func (cs *chunkStore) submit(ctx context.Context, o *chunkOp) error {
-	o.done = make(chan struct{})
-	select {
-	case <-cs.stop:
-		return ErrStopped
-	default:
-	}
-	select {
-	case cs.ops <- o:
-	case <-cs.stop:
-		return ErrStopped
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-o.done:
-		return o.err
-	case <-cs.stop:
-		// close waits for the committer, which finishes o or drops it.
-		cs.wg.Wait()
-		select {
-		case <-o.done:
-			return o.err
-		default:
-			return ErrStopped
+	if err := cs.committer.Submit(ctx, o); err != nil {
+		if errors.Is(err, service.ErrNotStarted) {
+			return fmt.Errorf("backupstore: chunk store: %w", err)
 		}
+		return err
 	}
+	return o.err
 }
 
-func (cs *chunkStore) commitLoop() {
-	defer cs.wg.Done()
-	for {
-		var batch []*chunkOp
-		select {
-		case o := <-cs.ops:
-			batch = append(batch, o)
-		case <-cs.stop:
-			return
-		}
-		size := len(batch[0].data)
-	drain:
-		for len(batch) < maxCommitOps && size < maxCommitBytes {
-			select {
-			case o := <-cs.ops:
-				batch = append(batch, o)
-				size += len(o.data)
-			default:
-				break drain
-			}
-		}
-		if cs.batched != nil {
-			cs.batched(len(batch))
-		}
-		for rest := batch; len(rest) > 0; {
-			n, err := cs.commitTxn(rest)
-			if err != nil {
-				for _, o := range rest[:n] {
-					o.changed, o.err = false, fmt.Errorf("backupstore: commit: %w", err)
-				}
-			}
-			rest = rest[n:]
-		}
-		for _, o := range batch {
-			close(o.done)
-		}
+// commitBatch commits a batch in the committer, in as few transactions as
+// fit; each write gets its own result.
+func (cs *chunkStore) commitBatch(batch []*chunkOp) error {
+	if cs.batched != nil {
+		cs.batched(len(batch))
 	}
+	for rest := batch; len(rest) > 0; {
+		n, err := cs.commitTxn(rest)
+		if err != nil {
+			for _, o := range rest[:n] {
+				o.changed, o.err = false, fmt.Errorf("backupstore: commit: %w", err)
+			}
+		}
+		rest = rest[n:]
+	}
+	return nil
 }
 
 // commitTxn applies the first writes of ops in one transaction and commits

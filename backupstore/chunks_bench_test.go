@@ -25,6 +25,7 @@ func BenchmarkChunkStoreCommit(b *testing.B) {
 			}
 			defer db.Close()
 			cs := newChunkStore(db.Prefix("b/"), 1<<50, 1<<40)
+			cs.start()
 			defer cs.close()
 			user := newTestUser(b)
 			const size = 1 << 20

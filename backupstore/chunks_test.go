@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
 )
@@ -23,7 +25,9 @@ func openChunkStore(t *testing.T, dir string, quotaBytes, quotaChunks uint64) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newChunkStore(db.Prefix("b/"), quotaBytes, quotaChunks), db
+	cs := newChunkStore(db.Prefix("b/"), quotaBytes, quotaChunks)
+	cs.start()
+	return cs, db
 }
 
 // testUser is a user with one device, as chunk metadata names them.
@@ -72,8 +76,15 @@ func holdFirstCommit(cs *chunkStore, total int) (batches func() []int) {
 		first := len(sizes) == 0
 		sizes = append(sizes, n)
 		mu.Unlock()
-		for first && n+len(cs.ops) < total {
-			time.Sleep(time.Millisecond)
+		if first {
+			// A hang guard: past it the batches are simply not shared,
+			// which the test then reports.
+			tstest.Poll(time.Minute, func() error {
+				if q := cs.committer.Queued(); n+q < total {
+					return fmt.Errorf("%d of %d writes queued", n+q, total)
+				}
+				return nil
+			})
 		}
 	}
 	return func() []int {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
 )
@@ -36,23 +38,19 @@ func backupNet(t testing.TB, n int, edit func(i int, c *backupstore.Config)) *te
 	// A node whose routing table lost a peer (a query that timed out on a
 	// busy machine drops it) refreshes the table to find it again.
 	probe := wire.ChunkCID([]byte("probe"))
-	deadline := time.Now().Add(30 * time.Second)
 	for i, nd := range nw.Nodes {
 		refresh := time.Now().Add(2 * time.Second)
-		for {
+		tstest.WaitFor(t, 30*time.Second, func() error {
 			peers, err := nd.Backup().Holders(t.Context(), probe)
 			if err == nil && len(peers) == min(3, storageCount(nw)) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d sees holders %v (%v)", i, peers, err)
+				return nil
 			}
 			if time.Now().After(refresh) {
 				nd.Host().RefreshRoutingTable(t.Context())
 				refresh = time.Now().Add(2 * time.Second)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("node %d sees holders %v (%v)", i, peers, err)
+		})
 	}
 	return nw
 }
@@ -114,18 +112,17 @@ func register(t testing.TB, nw *testnet.Network, nd *node.Node) user {
 // user's chain.
 func waitChain(t testing.TB, nw *testnet.Network, id e2ee.UserID, v uint64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	for i, nd := range nw.Nodes {
-		for {
+		tstest.WaitFor(t, 30*time.Second, func() error {
 			c, err := nd.KeyRegistry().Lookup(t.Context(), id)
 			if err == nil && c.Version() >= v {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d: chain of %s: %v", i, id, err)
+			if err != nil {
+				return fmt.Errorf("node %d: chain of %s: %w", i, id, err)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("node %d: chain of %s at version %d, want %d", i, id, c.Version(), v)
+		})
 	}
 }
 
@@ -156,8 +153,7 @@ func expectedHolders(nw *testnet.Network, c cid.Cid, r int, skip ...int) []peer.
 // the nodes not skipped.
 func waitHeldBy(t testing.TB, nw *testnet.Network, c cid.Cid, want []peer.ID, skip ...int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	tstest.WaitFor(t, 30*time.Second, func() error {
 		var got []peer.ID
 		for i, nd := range nw.Nodes {
 			if slices.Contains(skip, i) {
@@ -171,13 +167,10 @@ func waitHeldBy(t testing.TB, nw *testnet.Network, c cid.Cid, want []peer.ID, sk
 		w := slices.Clone(want)
 		slices.Sort(w)
 		if slices.Equal(got, w) {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("chunk %s held by %v, want %v\n%s", c, got, w, nw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("chunk %s held by %v, want %v\n%s", c, got, w, nw)
+	})
 }
 
 func indexOf(nw *testnet.Network, p peer.ID) int {
@@ -252,8 +245,7 @@ func TestPlacementReadsTamperAndRepair(t *testing.T) {
 	dead := indexOf(nw, holders[1])
 	nw.HardStop(dead)
 	want := expectedHolders(nw, c, 3, dead)
-	deadline := time.Now().Add(45 * time.Second)
-	for {
+	tstest.WaitFor(t, 45*time.Second, func() error {
 		for i, nd := range nw.Nodes {
 			if i != dead {
 				nd.Backup().Repair(t.Context())
@@ -266,13 +258,10 @@ func TestPlacementReadsTamperAndRepair(t *testing.T) {
 			}
 		}
 		if held == len(want) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the crash of node %d, %d of %v hold %s", dead, held, want, c)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("after the crash of node %d, %d of %v hold %s", dead, held, want, c)
+	})
 	if got, err := nw.Nodes[(dead+1)%5].Backup().Get(t.Context(), c); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after repair: %v", err)
 	}

@@ -2,6 +2,7 @@ package backupstore
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -269,6 +272,9 @@ func decodeReply(b []byte) (reply, error) {
 	return r, nil
 }
 
+// framing is the backup protocol's length-prefixed framing.
+var framing = service.Framing{Name: "backupstore", BadFrame: ErrBadFrame}
+
 // writeMessage writes h with its length prefix and, when body is not nil,
 // the body with its own.
 func writeMessage(w io.Writer, h header, body []byte) error {
@@ -279,8 +285,7 @@ func writeMessage(w io.Writer, h header, body []byte) error {
 	if len(b) > MaxHeaderSize {
 		return badFrame("header of %d bytes, limit %d", len(b), MaxHeaderSize)
 	}
-	buf := binary.AppendUvarint(make([]byte, 0, len(b)+2*binary.MaxVarintLen32), uint64(len(b)))
-	buf = append(buf, b...)
+	buf := service.AppendFrame(make([]byte, 0, len(b)+2*binary.MaxVarintLen32), b)
 	if body != nil {
 		buf = binary.AppendUvarint(buf, uint64(len(body)))
 	}
@@ -294,27 +299,69 @@ func writeMessage(w io.Writer, h header, body []byte) error {
 }
 
 // readPart reads one length-prefixed part of at most limit bytes.
-func readPart(r *bufio.Reader, limit int) ([]byte, error) {
-	return readPartInto(r, limit, func(n int) []byte { return make([]byte, n) })
-}
+func readPart(r *bufio.Reader, limit int) ([]byte, error) { return framing.Read(r, limit, nil) }
 
 // readPartInto is readPart into a buffer from alloc.
 func readPartInto(r *bufio.Reader, limit int, alloc func(n int) []byte) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
+	return framing.Read(r, limit, alloc)
+}
+
+// Kind is the reply's message type.
+func (r reply) Kind() uint8 { return r.Type }
+
+// Refusal is the code and message of an error reply.
+func (r reply) Refusal() (code, message string, ok bool) {
+	return r.Code, r.Message, r.Type == msgError
+}
+
+// roundTrip sends one request to storage node p and reads its reply, which
+// must be of type want or an error; the reply's chunk is returned for get.
+func (s *Service) roundTrip(ctx context.Context, p peer.ID, h header, body []byte, want uint8) (reply, []byte, error) {
+	var chunk []byte
+	r, err := s.client.RoundTrip(ctx, p, func(w io.Writer) error { return writeMessage(w, h, body) }, want,
+		func(br *bufio.Reader, r reply) error {
+			if !hasBody(r.Type) {
+				return nil
+			}
+			var err error
+			if chunk, err = readPart(br, wire.MaxChunkSize); err != nil {
+				return fmt.Errorf("backupstore: read chunk from %s: %w", p, err)
+			}
+			return nil
+		})
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		return nil, badFrame("length: %v", err)
+		return reply{}, nil, err
 	}
-	if n == 0 || n > uint64(limit) {
-		return nil, badFrame("part of %d bytes, limit %d", n, limit)
+	return r, chunk, nil
+}
+
+// errorCodes are the error replies callers branch on.
+var errorCodes = service.Codes{
+	{Code: codeQuotaExceeded, Err: ErrQuotaExceeded},
+	{Code: codeUnauth, Err: ErrUnauthenticated},
+	{Code: codeBadChunk, Err: wire.ErrBadChunk},
+	{Code: codeNotFound, Err: ErrNotFound},
+	{Code: codeNotStorage, Err: ErrNotStorage},
+}
+
+// remoteError maps an error reply to the error callers branch on.
+func remoteError(p peer.ID, code, msg string) error {
+	base, ok := errorCodes.ErrOf(code)
+	if !ok {
+		base = ErrRemote
 	}
-	b := alloc(int(n))
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("backupstore: read message: %w", err)
+	return fmt.Errorf("%w: storage node %s: %s: %s", base, p, code, msg)
+}
+
+// codeOf maps an error of a request to its wire code.
+func codeOf(err error) string {
+	if c, ok := errorCodes.CodeOf(err); ok {
+		return c
 	}
-	return b, nil
+	if errors.Is(err, ErrBadFrame) {
+		return codeBadRequest
+	}
+	return codeInternal
 }
 
 // hasBody reports whether a message of type t carries a chunk.

@@ -177,7 +177,7 @@ func (n *Node) build(key crypto.PrivKey) error {
 	}
 
 	rel, err := relay.NewService(n.cfg.Relay, host, n.db.Prefix(prefixRelay),
-		n.log.With("service", "relay"), n.registry)
+		relay.WithLogger(n.log.With("service", "relay")), relay.WithMetrics(n.registry))
 	if err != nil {
 		host.Stop()
 		return err
@@ -185,8 +185,8 @@ func (n *Node) build(key crypto.PrivKey) error {
 	n.relay = rel
 	n.services = append(n.services, namedService{"relay", rel})
 
-	bs, err := backupstore.New(n.cfg.Backup, host, n.db.Prefix(prefixBackup), keys,
-		n.log.With("service", "backup"), n.registry)
+	bs, err := backupstore.New(n.cfg.Backup, host, host.DHT(), n.db.Prefix(prefixBackup), backupUsers{keys},
+		backupstore.WithLogger(n.log.With("service", "backup")), backupstore.WithMetrics(n.registry))
 	if err != nil {
 		host.Stop()
 		return err

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
 )
@@ -27,11 +28,12 @@ func TestExpiryLoop(t *testing.T) {
 		cfg := DefaultConfig()
 		s := &Service{cfg: cfg, log: slog.New(slog.DiscardHandler), now: time.Now}
 		s.box = NewMailboxes(db.Prefix("relay/"), 0, time.Now)
+		s.box.Start()
 		defer s.box.Close()
 		s.met, _ = newMetrics(prometheus.NewRegistry(), s.box)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		go every(ctx, time.Minute, s.expire)
+		go service.Every(ctx, time.Minute, s.expire)
 
 		dev := testDevice(t)
 		var envs []wire.Envelope

@@ -13,6 +13,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
 )
@@ -74,7 +75,7 @@ type PutResult struct {
 // deduplicated by envelope ID, capped, expiring without scanning.
 //
 // Every write (puts, acks, expiry, handover deletes) goes through one
-// committer goroutine, so writes never conflict and the committer keeps
+// committer goroutine (from Start to Close), so writes never conflict and the committer keeps
 // each device's count and last sequence number in memory. Writes that
 // arrive while a commit runs share the next one: durability costs one
 // fsync per batch, not per envelope.
@@ -85,9 +86,7 @@ type Mailboxes struct {
 	now    func() time.Time
 	maxTTL time.Duration
 
-	ops  chan *op
-	stop chan struct{}
-	wg   sync.WaitGroup
+	committer *service.Committer[*op]
 
 	// Owned by the committer goroutine.
 	devs  map[string]*devState
@@ -124,15 +123,14 @@ type op struct {
 	at []location
 	// results
 	deleted int
-	err     error
-	done    chan struct{}
 }
 
 // location is where an envelope is stored: its device, seq and expiry.
 type location struct{ dev, seq, exp []byte }
 
 // NewMailboxes opens the mailboxes in view. capacity is the cap per device
-// (0 means DefaultMailboxCap); now is the clock (nil means time.Now).
+// (0 means DefaultMailboxCap); now is the clock (nil means time.Now). Writes
+// wait for Start.
 func NewMailboxes(view *store.Prefixed, capacity int, now func() time.Time) *Mailboxes {
 	if capacity <= 0 {
 		capacity = DefaultMailboxCap
@@ -142,48 +140,34 @@ func NewMailboxes(view *store.Prefixed, capacity int, now func() time.Time) *Mai
 	}
 	m := &Mailboxes{
 		view: view, prefix: view.Key(nil), cap: capacity, now: now, maxTTL: wire.MaxTTL,
-		ops: make(chan *op, maxQueuedOps), stop: make(chan struct{}),
 		devs: make(map[string]*devState), watchers: make(map[string]map[chan struct{}]struct{}),
 	}
-	m.wg.Add(1)
-	go m.commitLoop()
+	m.committer = service.NewCommitter(service.CommitterConfig[*op]{
+		Commit:    m.commitBatch,
+		Queue:     maxQueuedOps,
+		Weight:    func(o *op) int { return len(o.envs) + len(o.ids) + len(o.at) },
+		MaxWeight: maxCommitBatch,
+		Closed:    ErrStopped,
+	})
 	return m
 }
 
-// Close stops the committer after the commit in progress.
-func (m *Mailboxes) Close() {
-	close(m.stop)
-	m.wg.Wait()
-}
+// Start starts the committer; writes before it fail.
+func (m *Mailboxes) Start() { m.committer.Start() }
+
+// Close stops the committer after the commit in progress; writes after it
+// fail with ErrStopped. Close may be called more than once.
+func (m *Mailboxes) Close() { m.committer.Close() }
 
 // submit hands o to the committer and waits until it is committed.
 func (m *Mailboxes) submit(ctx context.Context, o *op) error {
-	o.done = make(chan struct{})
-	select {
-	case <-m.stop:
-		return ErrStopped
-	default:
-	}
-	select {
-	case m.ops <- o:
-	case <-m.stop:
-		return ErrStopped
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-o.done: // a commit in progress is not abandoned half-way
-		return o.err
-	case <-m.stop:
-		// Close waits for the committer, which finishes o or drops it.
-		m.wg.Wait()
-		select {
-		case <-o.done:
-			return o.err
-		default:
-			return ErrStopped
+	if err := m.committer.Submit(ctx, o); err != nil {
+		if errors.Is(err, service.ErrNotStarted) {
+			return fmt.Errorf("relay: mailboxes: %w", err)
 		}
+		return err
 	}
+	return nil
 }
 
 // Put stores envelopes and returns once they are durably committed (with
@@ -207,54 +191,35 @@ func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []wire.EnvelopeID) (int, error
 	return o.deleted, nil
 }
 
-func (m *Mailboxes) commitLoop() {
-	defer m.wg.Done()
-	for {
-		var batch []*op
-		select {
-		case o := <-m.ops:
-			batch = append(batch, o)
-		case <-m.stop:
-			return
-		}
-		n := len(batch[0].envs) + len(batch[0].ids) + len(batch[0].at)
-	drain:
-		for n < maxCommitBatch {
-			select {
-			case o := <-m.ops:
-				batch = append(batch, o)
-				n += len(o.envs) + len(o.ids) + len(o.at)
-			default:
-				break drain
-			}
-		}
-		if err := m.commit(batch); err != nil {
-			// The batch may be partly committed: forget the cached
-			// counters and read them again from the store.
-			clear(m.devs)
-			m.dirty = m.dirty[:0]
-			for _, o := range batch {
-				o.err = err
-			}
-		} else if len(m.devs) > maxCachedDevices {
-			clear(m.devs)
-		}
-		var woken map[string]bool
-		for _, o := range batch {
-			if o.kind == opPut && o.err == nil {
-				for i, r := range o.res {
-					if r.Err == nil && !r.Duplicate {
-						if woken == nil {
-							woken = make(map[string]bool)
-						}
-						woken[string(o.envs[i].To.Bytes())] = true
-					}
-				}
-			}
-			close(o.done)
-		}
-		m.wake(woken)
+// commitBatch commits a batch in the committer and wakes the watchers of
+// the mailboxes that received envelopes.
+func (m *Mailboxes) commitBatch(batch []*op) error {
+	if err := m.commit(batch); err != nil {
+		// The batch may be partly committed: forget the cached
+		// counters and read them again from the store.
+		clear(m.devs)
+		m.dirty = m.dirty[:0]
+		return err
 	}
+	if len(m.devs) > maxCachedDevices {
+		clear(m.devs)
+	}
+	var woken map[string]bool
+	for _, o := range batch {
+		if o.kind != opPut {
+			continue
+		}
+		for i, r := range o.res {
+			if r.Err == nil && !r.Duplicate {
+				if woken == nil {
+					woken = make(map[string]bool)
+				}
+				woken[string(o.envs[i].To.Bytes())] = true
+			}
+		}
+	}
+	m.wake(woken)
+	return nil
 }
 
 // commit applies a batch, in one transaction unless it outgrows

@@ -45,6 +45,7 @@ func openMailboxes(t testing.TB, dir string, capacity int, c *clock) (*Mailboxes
 		t.Fatal(err)
 	}
 	m := NewMailboxes(db.Prefix("relay/"), capacity, c.Now)
+	m.Start()
 	t.Cleanup(func() { m.Close(); db.Close() })
 	return m, db
 }
@@ -232,6 +233,7 @@ func TestMailboxSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMailboxes(db.Prefix("relay/"), 0, c.Now)
+	m.Start()
 	dev := testDevice(t)
 	e := env(dev, "kept", time.Hour)
 	if _, err := m.Put(t.Context(), []wire.Envelope{e}); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/relay"
 	"github.com/volo-chat/volo/wire"
@@ -34,18 +35,14 @@ func relayNet(t testing.TB, n, k, quorum int, edit func(*relay.Config)) *testnet
 	// The routing tables are full; wait until identify has told every node
 	// which peers speak the relay protocol, so placements are complete.
 	probe := deviceKeys(t).ID()
-	deadline := time.Now().Add(30 * time.Second)
 	for i, nd := range nw.Nodes {
-		for {
+		tstest.WaitFor(t, 30*time.Second, func() error {
 			peers, err := nd.Relay().Relays(t.Context(), probe)
 			if err == nil && len(peers) == min(k, n) {
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d sees relays %v (%v), want %d", i, peers, err, min(k, n))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("node %d sees relays %v (%v), want %d", i, peers, err, min(k, n))
+		})
 	}
 	return nw
 }
@@ -106,20 +103,16 @@ func nodeOf(nw *testnet.Network, p peer.ID) int {
 // waitCount waits until node i's own mailbox for dev holds want envelopes.
 func waitCount(t testing.TB, nw *testnet.Network, i int, dev e2ee.DeviceID, want int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	tstest.WaitFor(t, 30*time.Second, func() error {
 		n, err := nw.Nodes[i].Relay().Local().Count(dev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n == want {
-			return
+		if n != want {
+			return fmt.Errorf("node %d holds %d envelopes for the device, want %d", i, n, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %d holds %d envelopes for the device, want %d", i, n, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // collector records what a subscription delivers.

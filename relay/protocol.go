@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -330,62 +333,69 @@ func decodeReply(b []byte) (reply, error) {
 // maxErrorMessage bounds the message of an error frame.
 const maxErrorMessage = 1024
 
+// framing is the relay protocol's length-prefixed framing.
+var framing = service.Framing{Name: "relay", BadFrame: ErrBadFrame}
+
 // writeFrame writes f with its uvarint length prefix.
 func writeFrame(w io.Writer, f frame) error {
 	b, err := encodeFrame(f)
 	if err != nil {
 		return err
 	}
-	buf := binary.AppendUvarint(make([]byte, 0, len(b)+binary.MaxVarintLen32), uint64(len(b)))
-	_, err = w.Write(append(buf, b...))
+	_, err = w.Write(service.AppendFrame(make([]byte, 0, len(b)+binary.MaxVarintLen32), b))
 	return err
 }
 
 // readFrame reads one length-prefixed frame of at most MaxFrameSize bytes.
-func readFrame(r *bufio.Reader) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		return nil, badFrame("length: %v", err)
+func readFrame(r *bufio.Reader) ([]byte, error) { return framing.Read(r, MaxFrameSize, nil) }
+
+// Kind is the reply's frame type.
+func (r reply) Kind() uint8 { return r.Type }
+
+// Refusal is the code and message of an error frame.
+func (r reply) Refusal() (code, message string, ok bool) {
+	return r.Code, r.Message, r.Type == msgError
+}
+
+// refused is the error of an error frame from relay p.
+func refused(p peer.ID, code, msg string) error {
+	if code == codeBadAck {
+		return fmt.Errorf("%w: relay %s: %s", ErrBadAck, p, msg)
 	}
-	if n == 0 || n > MaxFrameSize {
-		return nil, badFrame("frame of %d bytes, limit %d", n, MaxFrameSize)
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("relay: read frame: %w", err)
-	}
-	return b, nil
+	return fmt.Errorf("%w: %s: %s: %s", ErrRemote, p, code, msg)
+}
+
+// roundTrip sends one request to relay p and reads its reply, which must
+// be of type want or an error frame.
+func (s *Service) roundTrip(ctx context.Context, p peer.ID, f frame, want uint8) (reply, error) {
+	return s.client.RoundTrip(ctx, p, func(w io.Writer) error { return writeFrame(w, f) }, want, nil)
+}
+
+// storeCodes are the per-envelope results of a store or handover.
+var storeCodes = service.Codes{
+	{Code: codeMailboxFull, Err: wire.ErrMailboxFull},
+	{Code: codeExpired, Err: wire.ErrExpired},
+	{Code: codeBadEnvelope, Err: wire.ErrBadEnvelope},
 }
 
 // codeOf maps a per-envelope store error to its wire code.
 func codeOf(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return codeOK
-	case errors.Is(err, wire.ErrMailboxFull):
-		return codeMailboxFull
-	case errors.Is(err, wire.ErrExpired):
-		return codeExpired
-	case errors.Is(err, wire.ErrBadEnvelope):
-		return codeBadEnvelope
+	}
+	if c, ok := storeCodes.CodeOf(err); ok {
+		return c
 	}
 	return codeInternal
 }
 
 // errOf maps a wire code back to the error callers branch on.
 func errOf(code string) error {
-	switch code {
-	case codeOK:
+	if code == codeOK {
 		return nil
-	case codeMailboxFull:
-		return wire.ErrMailboxFull
-	case codeExpired:
-		return wire.ErrExpired
-	case codeBadEnvelope:
-		return wire.ErrBadEnvelope
+	}
+	if err, ok := storeCodes.ErrOf(code); ok {
+		return err
 	}
 	return fmt.Errorf("%w: %s", ErrRemote, code)
 }
