@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/volo-chat/volo/chain/devnet"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
@@ -42,8 +43,8 @@ func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, host, view, q, slog.New(slog.DiscardHandler), prometheus.NewRegistry(),
-		func() string { return "http://127.0.0.1:1" }, opts...)
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithMetrics(prometheus.NewRegistry())}, opts...)
+	s, err := New(cfg, NetworkOf(host), view, q, func() string { return "http://127.0.0.1:1" }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,3 +99,17 @@ func testChain(t testing.TB, keys ...e2ee.DeviceKeys) Chain {
 
 func netListen() (net.Listener, error)           { return net.Listen("tcp", "127.0.0.1:0") }
 func listenOn(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// startDevnet runs a devnet making blocks only on MakeBlock.
+func startDevnet(t testing.TB) *devnet.Devnet {
+	t.Helper()
+	dn, err := devnet.New(devnet.Config{Dir: t.TempDir(), NodeToNode: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dn.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dn.Stop() })
+	return dn
+}

@@ -18,7 +18,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
-	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
 // postJSON sends body to url and decodes a 2xx answer into out.
@@ -186,7 +186,7 @@ func writeChainFile(t testing.TB, u api.UserResponse) string {
 }
 
 // withProof returns a copy of u whose proof i is p re-encoded.
-func withProof(u api.UserResponse, i int, p keyregistry.AnchorProof) api.UserResponse {
+func withProof(u api.UserResponse, i int, p anchorproof.AnchorProof) api.UserResponse {
 	c := u
 	c.Proofs = append([]*api.AnchorProof(nil), u.Proofs...)
 	ap := *u.Proofs[i]
@@ -249,7 +249,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 
 	// Every failure: exit 1 with the reason. (The passes above are the
 	// positive control for each.)
-	p1, err := keyregistry.DecodeAnchorProof(u1.Proofs[1].Proof)
+	p1, err := anchorproof.DecodeAnchorProof(u1.Proofs[1].Proof)
 	if err != nil {
 		t.Fatal(err)
 	}
