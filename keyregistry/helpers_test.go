@@ -16,9 +16,8 @@ import (
 	"github.com/volo-chat/volo/store"
 )
 
-// newTestService builds a registry on a real libp2p host (loopback) and a
-// real badger store in a temporary directory, started, stopped at the end.
-func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.DB) {
+// newTestHost is a started libp2p host on loopback, stopped at the end.
+func newTestHost(t testing.TB) *p2p.Host {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
@@ -34,15 +33,33 @@ func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.
 	if err := host.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { host.Stop() })
+	return host
+}
+
+// newTestStore is a badger store in a temporary directory, closed at the
+// end, with the registry's view of it and an anchor queue in that view.
+func newTestStore(t testing.TB) (*store.DB, *store.Prefixed, *StoreQueue) {
+	t.Helper()
 	db, err := store.Open(store.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	view := db.Prefix("registry/")
 	q, err := NewStoreQueue(view)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, view, q
+}
+
+// newTestService builds a registry on a real libp2p host (loopback) and a
+// real badger store in a temporary directory, started, stopped at the end.
+func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.DB) {
+	t.Helper()
+	host := newTestHost(t)
+	db, view, q := newTestStore(t)
 	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithMetrics(prometheus.NewRegistry())}, opts...)
 	s, err := New(cfg, NetworkOf(host), view, q, func() string { return "http://127.0.0.1:1" }, opts...)
 	if err != nil {
@@ -51,11 +68,7 @@ func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.Stop()
-		host.Stop()
-		db.Close()
-	})
+	t.Cleanup(func() { s.Stop() })
 	return s, db
 }
 

@@ -1,5 +1,10 @@
 package keyregistry
 
+// This file holds every periodic loop of the package, so that they can move
+// to a shared loop helper together: the registry's republish and sweep
+// loops (on every) and the anchoring loop (on its batch interval, woken
+// early by a full queue, with a retry delay after a failure).
+
 import (
 	"context"
 	"time"
@@ -9,6 +14,8 @@ import (
 // dropped (they are also dropped whenever they are looked at).
 const SweepInterval = time.Minute
 
+// republishLoop puts every stored chain in the DHT again each
+// RepublishInterval.
 func (s *Service) republishLoop() {
 	every(s.ctx, s.cfg.RepublishInterval.Std(), func() {
 		n, _ := s.Republish(s.ctx)
@@ -16,6 +23,7 @@ func (s *Service) republishLoop() {
 	})
 }
 
+// sweepLoop drops expired nonces, logins and mailboxes each SweepInterval.
 func (s *Service) sweepLoop() {
 	every(s.ctx, SweepInterval, func() {
 		s.nonces.Len()
@@ -26,6 +34,9 @@ func (s *Service) sweepLoop() {
 	})
 }
 
+// loop anchors what waits and checks the watched anchors each
+// BatchInterval, or as soon as BatchMaxLinks links wait; after a failure it
+// tries again in AnchorRetryDelay.
 func (a *Anchoring) loop() {
 	t := time.NewTicker(a.cfg.BatchInterval)
 	defer t.Stop()

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
@@ -136,19 +138,22 @@ func proofsChanged(u, old api.UserResponse) bool {
 // hangGuard.
 func blocksUntil(t testing.TB, nw *testnet.Network, what string, done func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for !done() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached; tip %+v\n%s", what, nw.Devnet().Tip(), nw)
+	reacted := func() error {
+		if done() {
+			return nil
+		}
+		return errors.New("not yet")
+	}
+	tstest.WaitFor(t, hangGuard, func() error {
+		if done() {
+			return nil
 		}
 		nw.Devnet().MakeBlock()
-		for range 20 {
-			if done() {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		if tstest.Poll(time.Second, reacted) == nil {
+			return nil
 		}
-	}
+		return fmt.Errorf("%s: not reached; tip %+v\n%s", what, nw.Devnet().Tip(), nw)
+	})
 }
 
 // verify runs volo-node verify in this process and returns its exit code
