@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/volo-chat/volo/chain"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -92,15 +92,15 @@ type Anchoring struct {
 // to promReg.
 func NewAnchoring(cfg AnchoringConfig, reg *Service, q *StoreQueue, anchorer chain.Anchorer,
 	dial func(context.Context) (chain.Reader, error), log *slog.Logger, promReg prometheus.Registerer) (*Anchoring, error) {
-	if cfg.BatchInterval <= 0 || cfg.BatchMaxLinks < 1 || cfg.BatchMaxLinks > MaxBatchLinks || cfg.Depth < 1 {
+	if cfg.BatchInterval <= 0 || cfg.BatchMaxLinks < 1 || cfg.BatchMaxLinks > anchorproof.MaxBatchLinks || cfg.Depth < 1 {
 		return nil, fmt.Errorf("keyregistry: anchoring: bad configuration %+v", cfg)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := reg.host.Libp2p().Peerstore().PrivKey(reg.host.ID())
+	key := reg.net.Key
 	if key == nil {
-		return nil, errors.New("keyregistry: anchoring: the host has no private key")
+		return nil, errors.New("keyregistry: anchoring: no peer key to sign anchors with (Network.Key)")
 	}
 	a := &Anchoring{cfg: cfg, reg: reg, q: q, anchorer: anchorer, dial: dial, key: key, log: log}
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -140,34 +140,6 @@ func (a *Anchoring) Stop() error {
 		err = a.reader.Close()
 	})
 	return err
-}
-
-func (a *Anchoring) loop() {
-	t := time.NewTicker(a.cfg.BatchInterval)
-	defer t.Stop()
-	for {
-		err := a.AnchorPending(a.ctx)
-		if err == nil {
-			err = a.Watch(a.ctx)
-		}
-		if a.ctx.Err() != nil {
-			return
-		}
-		wait := t.C
-		var retry <-chan time.Time
-		if err != nil {
-			a.log.Error("anchoring failed; retrying", "err", err, "in", AnchorRetryDelay)
-			retry = time.After(AnchorRetryDelay)
-			wait = nil
-		}
-		select {
-		case <-a.ctx.Done():
-			return
-		case <-wait:
-		case <-retry:
-		case <-a.q.full(a.cfg.BatchMaxLinks):
-		}
-	}
 }
 
 // AnchorPending anchors the queued links, one batch after another, until
@@ -238,12 +210,12 @@ func (a *Anchoring) newBatch() (*pendingBatch, error) {
 	if err != nil || len(entries) == 0 {
 		return nil, err
 	}
-	b := Batch{Leaves: make([]Leaf, len(entries))}
+	b := anchorproof.Batch{Leaves: make([]anchorproof.Leaf, len(entries))}
 	for i, e := range entries {
-		b.Leaves[i] = NewLeaf(e.User, e.Link)
+		b.Leaves[i] = anchorproof.NewLeaf(e.User, e.Link)
 	}
 	raw := b.Encode()
-	c := BatchCID(raw)
+	c := anchorproof.BatchCID(raw)
 	p := &pendingBatch{CID: c.Bytes(), LastQueue: entries[len(entries)-1].Seq}
 	err = a.reg.db.Update(func(txn *badger.Txn) error {
 		seq, err := a.nextSeq(txn)
@@ -268,7 +240,7 @@ func (a *Anchoring) newBatch() (*pendingBatch, error) {
 // proofs of its links, then acks the queue and records the anchor for the
 // rollback watch in one transaction.
 func (a *Anchoring) finish(ctx context.Context, p *pendingBatch) error {
-	c, err := ParseBatchCID(p.CID)
+	c, err := anchorproof.ParseBatchCID(p.CID)
 	if err != nil {
 		return err
 	}
@@ -276,11 +248,11 @@ func (a *Anchoring) finish(ctx context.Context, p *pendingBatch) error {
 	if err != nil {
 		return err
 	}
-	b, err := DecodeBatch(raw)
+	b, err := anchorproof.DecodeBatch(raw)
 	if err != nil {
 		return fmt.Errorf("keyregistry: anchoring: stored batch %s: %w", c, err)
 	}
-	t := TreeOf(b)
+	t := anchorproof.TreeOf(b)
 	var ann Announcement
 	if p.Announced == nil {
 		if ann, err = a.publish(ctx, c, t, p.Seq); err != nil {
@@ -322,9 +294,9 @@ func (a *Anchoring) finish(ctx context.Context, p *pendingBatch) error {
 
 // publish anchors the root of tree t of batch c as anchor number seq,
 // waits for the configured depth and returns the signed announcement.
-func (a *Anchoring) publish(ctx context.Context, c cid.Cid, t *Tree, seq uint64) (Announcement, error) {
+func (a *Anchoring) publish(ctx context.Context, c cid.Cid, t *anchorproof.Tree, seq uint64) (Announcement, error) {
 	an := chain.Anchor{Version: chain.AnchorVersion, Root: t.Root(), TreeSize: t.Size(), Seq: seq,
-		BatchCID: c.Bytes(), Node: []byte(a.reg.host.ID())}
+		BatchCID: c.Bytes(), Node: []byte(a.reg.net.Host.ID())}
 	inc, err := a.anchorer.Anchor(ctx, an, a.cfg.Depth)
 	if err != nil {
 		a.reg.am.errors.WithLabelValues("anchor").Inc()
@@ -333,7 +305,7 @@ func (a *Anchoring) publish(ctx context.Context, c cid.Cid, t *Tree, seq uint64)
 	if inc.Anchor.Root != an.Root || !bytes.Equal(inc.Anchor.BatchCID, an.BatchCID) {
 		return Announcement{}, fmt.Errorf("keyregistry: anchor batch %s: the anchorer published another anchor", c)
 	}
-	sig, err := SignAnchor(a.key, inc.Anchor)
+	sig, err := anchorproof.SignAnchor(a.key, inc.Anchor)
 	if err != nil {
 		return Announcement{}, err
 	}
@@ -396,7 +368,7 @@ func (a *Anchoring) reanchor(ctx context.Context, c cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	b, err := DecodeBatch(raw)
+	b, err := anchorproof.DecodeBatch(raw)
 	if err != nil {
 		return err
 	}
@@ -404,7 +376,7 @@ func (a *Anchoring) reanchor(ctx context.Context, c cid.Cid) error {
 	if err := a.reg.db.Update(func(txn *badger.Txn) error { seq, err = a.nextSeq(txn); return err }); err != nil {
 		return fmt.Errorf("keyregistry: anchoring: %w", err)
 	}
-	t := TreeOf(b)
+	t := anchorproof.TreeOf(b)
 	ann, err := a.publish(ctx, c, t, seq)
 	if err != nil {
 		return err
@@ -421,21 +393,4 @@ func (a *Anchoring) reanchor(ctx context.Context, c cid.Cid) error {
 	a.log.Info("batch anchored again after a rollback", "batch", c.String(), "seq", seq,
 		"tx", ann.Inclusion().TxID.String(), "block", ann.BlockNo)
 	return nil
-}
-
-// LinkProof returns the stored proof of one link of user, decoded.
-func (s *Service) LinkProof(user e2ee.UserID, link e2ee.LinkID) (AnchorProof, bool, error) {
-	v, err := s.db.Get(proofKey(user, link))
-	if errors.Is(err, store.ErrNotFound) {
-		return AnchorProof{}, false, nil
-	}
-	if err != nil {
-		return AnchorProof{}, false, fmt.Errorf("keyregistry: read proof: %w", err)
-	}
-	var sp storedProof
-	if err := recDec.Unmarshal(v, &sp); err != nil {
-		return AnchorProof{}, false, fmt.Errorf("keyregistry: stored proof: %w", err)
-	}
-	p, err := DecodeAnchorProof(sp.Proof)
-	return p, err == nil, err
 }

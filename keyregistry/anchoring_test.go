@@ -13,6 +13,7 @@ import (
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -99,11 +100,11 @@ func TestAnchoringResumesThePendingBatch(t *testing.T) {
 	if err != nil || p2.Seq != 2 {
 		t.Fatalf("second batch %+v, %v", p2, err)
 	}
-	c, _ := ParseBatchCID(p2.CID)
+	c, _ := anchorproof.ParseBatchCID(p2.CID)
 	raw, _ := s.Batch(c)
-	b, _ := DecodeBatch(raw)
+	b, _ := anchorproof.DecodeBatch(raw)
 	stop = blocks()
-	ann, err := a.publish(t.Context(), c, TreeOf(b), p2.Seq)
+	ann, err := a.publish(t.Context(), c, anchorproof.TreeOf(b), p2.Seq)
 	stop()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/internal/config"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/p2p"
 )
 
@@ -82,8 +83,8 @@ func (c Config) Validate() error {
 	if c.BatchInterval <= 0 {
 		return fmt.Errorf("registry.batch_interval: must be positive, got %s", c.BatchInterval)
 	}
-	if c.BatchMaxLinks < 1 || c.BatchMaxLinks > MaxBatchLinks {
-		return fmt.Errorf("registry.batch_max_links: %d is not in [1, %d]", c.BatchMaxLinks, MaxBatchLinks)
+	if c.BatchMaxLinks < 1 || c.BatchMaxLinks > anchorproof.MaxBatchLinks {
+		return fmt.Errorf("registry.batch_max_links: %d is not in [1, %d]", c.BatchMaxLinks, anchorproof.MaxBatchLinks)
 	}
 	var names []string
 	for i, p := range c.OIDC {

@@ -10,14 +10,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/volo-chat/volo/chain/devnet"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
 )
 
-// newTestService builds a registry on a real libp2p host (loopback) and a
-// real badger store in a temporary directory, started, stopped at the end.
-func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.DB) {
+// newTestHost is a started libp2p host on loopback, stopped at the end.
+func newTestHost(t testing.TB) *p2p.Host {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
@@ -33,28 +33,42 @@ func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.
 	if err := host.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { host.Stop() })
+	return host
+}
+
+// newTestStore is a badger store in a temporary directory, closed at the
+// end, with the registry's view of it and an anchor queue in that view.
+func newTestStore(t testing.TB) (*store.DB, *store.Prefixed, *StoreQueue) {
+	t.Helper()
 	db, err := store.Open(store.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	view := db.Prefix("registry/")
 	q, err := NewStoreQueue(view)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, host, view, q, slog.New(slog.DiscardHandler), prometheus.NewRegistry(),
-		func() string { return "http://127.0.0.1:1" }, opts...)
+	return db, view, q
+}
+
+// newTestService builds a registry on a real libp2p host (loopback) and a
+// real badger store in a temporary directory, started, stopped at the end.
+func newTestService(t testing.TB, cfg Config, opts ...Option) (*Service, *store.DB) {
+	t.Helper()
+	host := newTestHost(t)
+	db, view, q := newTestStore(t)
+	opts = append([]Option{WithLogger(slog.New(slog.DiscardHandler)), WithMetrics(prometheus.NewRegistry())}, opts...)
+	s, err := New(cfg, NetworkOf(host), view, q, func() string { return "http://127.0.0.1:1" }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.Stop()
-		host.Stop()
-		db.Close()
-	})
+	t.Cleanup(func() { s.Stop() })
 	return s, db
 }
 
@@ -98,3 +112,17 @@ func testChain(t testing.TB, keys ...e2ee.DeviceKeys) Chain {
 
 func netListen() (net.Listener, error)           { return net.Listen("tcp", "127.0.0.1:0") }
 func listenOn(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// startDevnet runs a devnet making blocks only on MakeBlock.
+func startDevnet(t testing.TB) *devnet.Devnet {
+	t.Helper()
+	dn, err := devnet.New(devnet.Config{Dir: t.TempDir(), NodeToNode: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dn.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dn.Stop() })
+	return dn
+}

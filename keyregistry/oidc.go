@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"sync"
@@ -324,4 +325,123 @@ func (l *logins) sweep(now time.Time) {
 			delete(l.tickets, k)
 		}
 	}
+}
+
+// Providers lists the configured OIDC providers.
+func (s *Service) Providers() []ProviderInfo {
+	out := make([]ProviderInfo, 0, len(s.names))
+	for _, n := range s.names {
+		out = append(out, ProviderInfo{Name: n, Issuer: s.providers[n].cfg.Issuer})
+	}
+	return out
+}
+
+// OpenRegistration reports whether registration needs no ticket.
+func (s *Service) OpenRegistration() bool { return s.cfg.OpenRegistration }
+
+// CallbackURL is the redirect URL of provider name.
+func (s *Service) CallbackURL(name string) string {
+	return s.publicURL() + "/v1/auth/oidc/" + url.PathEscape(name) + "/callback"
+}
+
+// StartLogin begins an authorization-code login with PKCE at provider name
+// for the client waiting on loginID, and returns the URL to send the
+// browser to.
+func (s *Service) StartLogin(ctx context.Context, name, loginID string) (string, error) {
+	p, ok := s.providers[name]
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrUnknownProvider, name)
+	}
+	if !loginIDPattern.MatchString(loginID) {
+		return "", ErrBadLoginID
+	}
+	if err := p.discover(ctx); err != nil {
+		return "", err
+	}
+	verifier := oauth2.GenerateVerifier()
+	state, nonce, err := s.logins.begin(name, loginID, verifier)
+	if err != nil {
+		s.reject("too_many_logins")
+		return "", err
+	}
+	p.mu.Lock()
+	oc := p.oauth
+	p.mu.Unlock()
+	oc.RedirectURL = s.CallbackURL(name)
+	return oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce)), nil
+}
+
+// FinishLogin handles the provider's redirect: it uses up state, exchanges
+// code with the PKCE verifier, verifies the ID token and makes a
+// registration ticket bound to the token's issuer and subject, which the
+// client polling the login ID receives.
+func (s *Service) FinishLogin(ctx context.Context, name, code, state string) error {
+	p, ok := s.providers[name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownProvider, name)
+	}
+	st, err := s.logins.takeState(name, state)
+	if err != nil {
+		s.reject("bad_state")
+		return err
+	}
+	if err := p.discover(ctx); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ExchangeTimeout)
+	defer cancel()
+	p.mu.Lock()
+	oc := p.oauth
+	p.mu.Unlock()
+	oc.RedirectURL = s.CallbackURL(name)
+	tok, err := oc.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.client), code, oauth2.VerifierOption(st.verifier))
+	if err != nil {
+		s.reject("oidc_exchange")
+		return fmt.Errorf("%w: %s: %v", ErrOIDCExchange, name, err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	acct, err := s.verifyIDToken(ctx, p, raw, st.nonce)
+	if err != nil {
+		s.reject("bad_id_token")
+		return err
+	}
+	if err := s.logins.complete(st.loginID, acct); err != nil {
+		return err
+	}
+	s.log.Info("OIDC login completed", "provider", name)
+	return nil
+}
+
+// verifyIDToken checks raw with go-oidc (signature against the issuer's
+// keys, iss, aud = client ID, expiry) and its nonce.
+func (s *Service) verifyIDToken(ctx context.Context, p *provider, raw, nonce string) (Account, error) {
+	if raw == "" {
+		return Account{}, fmt.Errorf("%w: no id_token in the token response", ErrBadIDToken)
+	}
+	p.mu.Lock()
+	v := p.verifier
+	p.mu.Unlock()
+	if v == nil {
+		return Account{}, fmt.Errorf("%w: %s", ErrProviderUnavailable, p.cfg.Name)
+	}
+	idt, err := v.Verify(ctx, raw)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: %v", ErrBadIDToken, err)
+	}
+	if idt.Nonce != nonce {
+		return Account{}, fmt.Errorf("%w: nonce mismatch", ErrBadIDToken)
+	}
+	if idt.Subject == "" {
+		return Account{}, fmt.Errorf("%w: no subject", ErrBadIDToken)
+	}
+	return Account{Issuer: idt.Issuer, Subject: idt.Subject}, nil
+}
+
+// PollTicket waits (long poll) for the ticket of loginID; ok is false when
+// the wait ended first.
+func (s *Service) PollTicket(ctx context.Context, loginID string) (ticket string, expires time.Time, ok bool, err error) {
+	if !loginIDPattern.MatchString(loginID) {
+		return "", time.Time{}, false, ErrBadLoginID
+	}
+	return s.logins.poll(ctx, loginID)
 }

@@ -163,8 +163,8 @@ func (n *Node) build(key crypto.PrivKey) error {
 		host.Stop()
 		return err
 	}
-	keys, err := keyregistry.New(n.cfg.Registry, host, regView, anchors,
-		n.log.With("service", "registry"), n.registry, n.PublicURL)
+	keys, err := keyregistry.New(n.cfg.Registry, keyregistry.NetworkOf(host), regView, anchors, n.PublicURL,
+		keyregistry.WithLogger(n.log.With("service", "registry")), keyregistry.WithMetrics(n.registry))
 	if err != nil {
 		host.Stop()
 		return err

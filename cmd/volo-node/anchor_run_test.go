@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/internal/config"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 )
 
@@ -20,17 +23,12 @@ func TestRunAnchorsWithDevConfig(t *testing.T) {
 	p := startNode(t, "--data-dir", dir, "--api-listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
 	url := p.apiURL(t)
 	set := registerUser(t, url, newDevice(t))
-	deadline := time.Now().Add(hangGuard)
-	for {
-		u, _ := userAt(t, url, set.User())
-		if allProved(u, 1) {
-			break
+	tstest.WaitFor(t, hangGuard, func() error {
+		if u, _ := userAt(t, url, set.User()); !allProved(u, 1) {
+			return errors.New("the registration was not anchored")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the registration was not anchored")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	socket := filepath.Join(dir, node.DevnetDir, "node.socket")
 	depth := strconv.Itoa(int(node.DefaultChainConfig().ConfirmationDepth))
 	if code, out := verify(t, "--user", set.User().String(), "--node-url", url, "--cardano-socket", socket,
@@ -69,16 +67,12 @@ func TestDevnetAnchorsOnNodeZerosChain(t *testing.T) {
 		t.Errorf("no verify hint in\n%s", out.String())
 	}
 	set := registerUser(t, nodes[1].APIURL(), newDevice(t))
-	deadline := time.Now().Add(hangGuard)
-	for _, n := range nodes {
-		for {
-			if u, _ := userAt(t, n.APIURL(), set.User()); allProved(u, 1) {
-				break
+	tstest.WaitFor(t, hangGuard, func() error {
+		for _, n := range nodes {
+			if u, _ := userAt(t, n.APIURL(), set.User()); !allProved(u, 1) {
+				return fmt.Errorf("node %s has no proof of the registration", n.PeerID())
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s has no proof of the registration", n.PeerID())
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
 	"github.com/volo-chat/volo/e2ee"
-	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
 // Defaults and limits of volo-node verify.
@@ -171,7 +171,7 @@ func runVerify(ctx context.Context, f verifyFlags, set func(string) bool, stdout
 		return &exitError{code: exitUsage, err: fmt.Errorf("connect to the Cardano node: %w", err)}
 	}
 	defer r.Close()
-	v, err := keyregistry.VerifyAnchors(ctx, user, resp.Links, proofs, r, f.minDepth)
+	v, err := anchorproof.VerifyAnchors(ctx, user, resp.Links, proofs, r, f.minDepth)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
@@ -191,7 +191,7 @@ func runVerify(ctx context.Context, f verifyFlags, set func(string) bool, stdout
 }
 
 // failureSummary is the one-line error of a verdict that is not OK.
-func failureSummary(v keyregistry.Verdict) string {
+func failureSummary(v anchorproof.Verdict) string {
 	if v.ChainError != "" {
 		return "the user chain does not verify: " + v.ChainError
 	}
@@ -265,7 +265,7 @@ func short(s string) string {
 	return s[:8] + "…" + s[len(s)-6:]
 }
 
-func printVerdict(w io.Writer, v keyregistry.Verdict) {
+func printVerdict(w io.Writer, v anchorproof.Verdict) {
 	fmt.Fprintf(w, "user %s\n", v.User)
 	if v.ChainError != "" {
 		fmt.Fprintf(w, "CHAIN DOES NOT VERIFY: %s\n", v.ChainError)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -18,7 +19,8 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
-	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/internal/tstest"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
 // postJSON sends body to url and decodes a 2xx answer into out.
@@ -136,19 +138,22 @@ func proofsChanged(u, old api.UserResponse) bool {
 // hangGuard.
 func blocksUntil(t testing.TB, nw *testnet.Network, what string, done func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(hangGuard)
-	for !done() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached; tip %+v\n%s", what, nw.Devnet().Tip(), nw)
+	reacted := func() error {
+		if done() {
+			return nil
+		}
+		return errors.New("not yet")
+	}
+	tstest.WaitFor(t, hangGuard, func() error {
+		if done() {
+			return nil
 		}
 		nw.Devnet().MakeBlock()
-		for range 20 {
-			if done() {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
+		if tstest.Poll(time.Second, reacted) == nil {
+			return nil
 		}
-	}
+		return fmt.Errorf("%s: not reached; tip %+v\n%s", what, nw.Devnet().Tip(), nw)
+	})
 }
 
 // verify runs volo-node verify in this process and returns its exit code
@@ -186,7 +191,7 @@ func writeChainFile(t testing.TB, u api.UserResponse) string {
 }
 
 // withProof returns a copy of u whose proof i is p re-encoded.
-func withProof(u api.UserResponse, i int, p keyregistry.AnchorProof) api.UserResponse {
+func withProof(u api.UserResponse, i int, p anchorproof.AnchorProof) api.UserResponse {
 	c := u
 	c.Proofs = append([]*api.AnchorProof(nil), u.Proofs...)
 	ap := *u.Proofs[i]
@@ -249,7 +254,7 @@ func TestVerifyEndToEnd(t *testing.T) {
 
 	// Every failure: exit 1 with the reason. (The passes above are the
 	// positive control for each.)
-	p1, err := keyregistry.DecodeAnchorProof(u1.Proofs[1].Proof)
+	p1, err := anchorproof.DecodeAnchorProof(u1.Proofs[1].Proof)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package keyregistry
+package anchorproof
 
 import (
 	"bytes"
@@ -51,10 +51,10 @@ func TestTreeMatchesReference(t *testing.T) {
 	}
 }
 
-func testBatch(t testing.TB, n int) (Batch, []Chain) {
+func testBatch(t testing.TB, n int) (Batch, []userChain) {
 	t.Helper()
 	var b Batch
-	var chains []Chain
+	var chains []userChain
 	for len(b.Leaves) < n {
 		c := testChain(t, testKeys(t), testKeys(t))
 		chains = append(chains, c)
@@ -119,11 +119,7 @@ func testAnchorProof(t testing.TB, n int, i uint64) (AnchorProof, chain.Anchor, 
 	inc := chain.Inclusion{Anchor: an, Block: chain.Point{Slot: 42, Hash: bytes.Repeat([]byte{1}, 32)},
 		Prev: chain.Point{Slot: 41, Hash: bytes.Repeat([]byte{2}, 32)}, BlockNo: 9}
 	inc.TxID[0] = 3
-	ann, err := newAnnouncement(inc, sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ann.proofFor(tr, i)
+	p, err := ForLeaf(tr, i, inc, sig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,41 +205,6 @@ func TestAnchorProofVector(t *testing.T) {
 	}
 	if !bytes.Equal(got.Encode(), raw) || !bytes.Equal(p.Encode(), raw) {
 		t.Fatalf("vector does not match:\n%x\n%x", p.Encode(), raw)
-	}
-}
-
-func TestAnnouncementChecks(t *testing.T) {
-	p, an, _ := testAnchorProof(t, 3, 0)
-	txid, at, prev := p.Inclusion()
-	inc := chain.Inclusion{Anchor: an, TxID: txid, Block: at, Prev: prev, BlockNo: p.BlockNo}
-	ann, err := newAnnouncement(inc, p.Sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := ann.Encode()
-	if _, err := DecodeAnnouncement(raw); err != nil {
-		t.Fatal(err)
-	}
-	forged := ann
-	forged.Sig = bytes.Clone(ann.Sig)
-	forged.Sig[0] ^= 1
-	other := inc
-	other.Anchor.Seq = 99
-	moved, _ := newAnnouncement(other, p.Sig)
-	for name, bad := range map[string][]byte{
-		"forged signature":     forged.Encode(),
-		"anchor not signed":    moved.Encode(),
-		"trailing":             append(bytes.Clone(raw), 0),
-		"too large":            make([]byte, MaxAnnouncementSize+1),
-		"no block":             func() []byte { a := ann; a.Block.Hash = nil; return a.Encode() }(),
-		"bad metadata":         func() []byte { a := ann; a.Metadata = []byte{0xa0}; return a.Encode() }(),
-		"zero block number":    func() []byte { a := ann; a.BlockNo = 0; return a.Encode() }(),
-		"unsupported version":  func() []byte { a := ann; a.V = 2; return a.Encode() }(),
-		"short transaction id": func() []byte { a := ann; a.TxID = a.TxID[:8]; return a.Encode() }(),
-	} {
-		if _, err := DecodeAnnouncement(bad); !errors.Is(err, ErrBadAnnouncement) {
-			t.Errorf("%s: %v", name, err)
-		}
 	}
 }
 

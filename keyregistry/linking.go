@@ -185,3 +185,17 @@ func (r *rendezvous) Len() int {
 	r.sweep(time.Now())
 	return len(r.boxes)
 }
+
+// PostMessage appends a sealed linking message to mailbox rid.
+func (s *Service) PostMessage(rid e2ee.RendezvousID, data []byte) (uint64, error) {
+	seq, err := s.rendezvous.Post(rid, data)
+	if err != nil {
+		s.reject(reasonOf(err))
+	}
+	return seq, err
+}
+
+// WaitMessages long-polls mailbox rid for messages after seq after (-1: all).
+func (s *Service) WaitMessages(ctx context.Context, rid e2ee.RendezvousID, after int64) []MailboxMessage {
+	return s.rendezvous.Wait(ctx, rid, after)
+}

@@ -1,4 +1,7 @@
-package keyregistry
+// Package anchorproof is the format of Volo's anchor batches and anchor
+// proofs, and the offline verifier auditors run: it checks a user chain's
+// proofs against a Cardano chain.Reader without any node service.
+package anchorproof
 
 import (
 	"bytes"
@@ -6,33 +9,27 @@ import (
 	"fmt"
 	"math/bits"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/wire"
 )
 
-// DomainAnchor is the signature domain of a publisher's signature over an
-// anchor: the node signs DomainAnchor || 0x00 || chain.EncodeAnchorMetadata
-// of the anchor as published, with its libp2p peer key.
-const DomainAnchor = "volo/v1/anchor"
-
 // Limits of an anchor proof.
 const (
 	// ProofVersion is the version of the anchor proof encoding.
 	ProofVersion = 1
-	// maxSignatureSize bounds a publisher signature (Ed25519 is 64 bytes;
+	// MaxSignatureSize bounds a publisher signature (Ed25519 is 64 bytes;
 	// other libp2p key types are larger, RSA up to 512).
-	maxSignatureSize = 512
+	MaxSignatureSize = 512
 	// MaxProofSize bounds an encoded AnchorProof.
-	MaxProofSize = 64 + 3*40 + (3 + maxProofHashes*(2+32)) + 2*48 + 3 + maxSignatureSize
+	MaxProofSize = 64 + 3*40 + (3 + maxProofHashes*(2+32)) + 2*48 + 3 + MaxSignatureSize
 )
 
 // ErrBadProof reports anchor proof bytes that do not decode, are not
 // canonical or break a limit.
-var ErrBadProof = errors.New("keyregistry: bad anchor proof")
+var ErrBadProof = errors.New("anchorproof: bad anchor proof")
 
 // BlockRef names a block on the chain: its slot and header hash.
 type BlockRef struct {
@@ -46,7 +43,8 @@ func (r BlockRef) Point() chain.Point {
 	return chain.Point{Slot: r.Slot, Hash: bytes.Clone(r.Hash)}
 }
 
-func refOf(p chain.Point) BlockRef { return BlockRef{Slot: p.Slot, Hash: bytes.Clone(p.Hash)} }
+// BlockRefOf is the BlockRef naming p.
+func BlockRefOf(p chain.Point) BlockRef { return BlockRef{Slot: p.Slot, Hash: bytes.Clone(p.Hash)} }
 
 // AnchorProof is what a verifier needs to check that one link was anchored:
 // the batch and the leaf's place in it, the inclusion proof against the
@@ -69,11 +67,21 @@ type AnchorProof struct {
 
 var proofDec = wire.StrictDecMode(maxProofHashes)
 
+// enc is the deterministic (core) CBOR encoding of proofs, leaves and
+// batches.
+var enc = func() cbor.EncMode {
+	m, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}()
+
 // Encode returns the proof's canonical encoding.
 func (p AnchorProof) Encode() []byte {
-	b, err := recEnc.Marshal(p)
+	b, err := enc.Marshal(p)
 	if err != nil {
-		panic(fmt.Sprintf("keyregistry: encode anchor proof: %v", err))
+		panic(fmt.Sprintf("anchorproof: encode anchor proof: %v", err))
 	}
 	return b
 }
@@ -119,7 +127,7 @@ func (p AnchorProof) check() error {
 		return bad("previous block hash of %d bytes, want 32 or none", len(p.Prev.Hash))
 	case p.BlockNo == 0:
 		return bad("block number 0")
-	case len(p.Sig) == 0 || len(p.Sig) > maxSignatureSize:
+	case len(p.Sig) == 0 || len(p.Sig) > MaxSignatureSize:
 		return bad("signature of %d bytes", len(p.Sig))
 	}
 	if _, err := ParseBatchCID(p.BatchCID); err != nil {
@@ -143,6 +151,18 @@ func pathLen(index, size uint64) int {
 	return inner + bits.OnesCount64(index>>inner)
 }
 
+// ForLeaf is the anchor proof of leaf i of tree t, whose root was anchored
+// as inc says and signed by its publisher with sig (SignAnchor).
+func ForLeaf(t *Tree, i uint64, inc chain.Inclusion, sig []byte) (AnchorProof, error) {
+	path, err := t.InclusionProof(i)
+	if err != nil {
+		return AnchorProof{}, err
+	}
+	return AnchorProof{V: ProofVersion, BatchCID: bytes.Clone(inc.Anchor.BatchCID), LeafIndex: i, TreeSize: t.Size(),
+		Root: bytes.Clone(inc.Anchor.Root[:]), Path: path, TxID: bytes.Clone(inc.TxID[:]), Block: BlockRefOf(inc.Block),
+		Prev: BlockRefOf(inc.Prev), BlockNo: inc.BlockNo, Sig: sig}, nil
+}
+
 // Cid is the proof's batch CID.
 func (p AnchorProof) Cid() cid.Cid { c, _ := cid.Cast(p.BatchCID); return c }
 
@@ -151,51 +171,4 @@ func (p AnchorProof) Inclusion() (chain.TxID, chain.Point, chain.Point) {
 	var id chain.TxID
 	copy(id[:], p.TxID)
 	return id, p.Block.Point(), p.Prev.Point()
-}
-
-// anchorMessage is what a publisher signs for anchor a.
-func anchorMessage(a chain.Anchor) ([]byte, error) {
-	md, err := chain.EncodeAnchorMetadata(a)
-	if err != nil {
-		return nil, err
-	}
-	return append(append([]byte(DomainAnchor), 0), md...), nil
-}
-
-// SignAnchor signs a, as published, with a node's peer key.
-func SignAnchor(key crypto.PrivKey, a chain.Anchor) ([]byte, error) {
-	msg, err := anchorMessage(a)
-	if err != nil {
-		return nil, fmt.Errorf("keyregistry: sign anchor: %w", err)
-	}
-	sig, err := key.Sign(msg)
-	if err != nil {
-		return nil, fmt.Errorf("keyregistry: sign anchor: %w", err)
-	}
-	return sig, nil
-}
-
-// ErrBadAnchorSignature reports a publisher signature that does not verify
-// against the peer ID named in the anchor.
-var ErrBadAnchorSignature = errors.New("keyregistry: publisher signature does not verify")
-
-// VerifyAnchorSignature checks sig over a against the peer ID a.Node names.
-func VerifyAnchorSignature(a chain.Anchor, sig []byte) error {
-	id, err := peer.IDFromBytes(a.Node)
-	if err != nil {
-		return fmt.Errorf("%w: anchor names no peer ID: %v", ErrBadAnchorSignature, err)
-	}
-	pub, err := id.ExtractPublicKey()
-	if err != nil {
-		return fmt.Errorf("%w: peer ID %s does not hold its public key: %v", ErrBadAnchorSignature, id, err)
-	}
-	msg, err := anchorMessage(a)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadAnchorSignature, err)
-	}
-	ok, err := pub.Verify(msg, sig)
-	if err != nil || !ok {
-		return fmt.Errorf("%w: by %s", ErrBadAnchorSignature, id)
-	}
-	return nil
 }

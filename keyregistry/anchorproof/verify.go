@@ -1,4 +1,4 @@
-package keyregistry
+package anchorproof
 
 import (
 	"bytes"
@@ -79,7 +79,7 @@ func VerifyAnchors(ctx context.Context, user e2ee.UserID, links, proofs [][]byte
 	}
 	tip, err := r.Tip(ctx)
 	if err != nil {
-		return v, fmt.Errorf("keyregistry: verify: chain tip: %w", err)
+		return v, fmt.Errorf("anchorproof: verify: chain tip: %w", err)
 	}
 	v.TipBlock = tip.BlockNo
 	blocks := make(map[string]*chain.Block)

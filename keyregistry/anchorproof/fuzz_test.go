@@ -1,10 +1,8 @@
-package keyregistry
+package anchorproof
 
 import (
 	"bytes"
 	"testing"
-
-	"github.com/volo-chat/volo/chain"
 )
 
 // FuzzDecodeAnchorProof: the proof decoder never panics, and what it
@@ -50,31 +48,6 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		if TreeOf(b).Size() != uint64(len(b.Leaves)) {
 			t.Fatal("tree size differs from the leaves")
-		}
-	})
-}
-
-// FuzzDecodeAnnouncement: the gossip validator's decoder never panics, and
-// what it accepts is canonical and signed by the node it names.
-func FuzzDecodeAnnouncement(f *testing.F) {
-	p, an, _ := testAnchorProof(f, 3, 1)
-	txid, at, prev := p.Inclusion()
-	ann, err := newAnnouncement(chain.Inclusion{Anchor: an, TxID: txid, Block: at, Prev: prev, BlockNo: p.BlockNo}, p.Sig)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(ann.Encode())
-	f.Add([]byte{0xa0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		a, err := DecodeAnnouncement(data)
-		if err != nil {
-			return
-		}
-		if !bytes.Equal(a.Encode(), data) {
-			t.Fatal("accepted announcement does not re-encode to its input")
-		}
-		if err := VerifyAnchorSignature(a.Anchor(), a.Sig); err != nil {
-			t.Fatalf("accepted an announcement whose signature does not verify: %v", err)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package keyregistry
+package anchorproof
 
 import (
 	"bytes"
@@ -24,14 +24,14 @@ type anchoredBatch struct {
 	dn     *devnet.Devnet
 	n2c    chain.Reader
 	n2n    chain.Reader
-	chains []Chain
+	chains []userChain
 	proofs map[string][]byte // by user ID + "/" + leaf index in the user's chain
 	inc    chain.Inclusion
 	batch  Batch
 	tree   *Tree
 }
 
-func (ab *anchoredBatch) chainProofs(c Chain) [][]byte {
+func (ab *anchoredBatch) chainProofs(c userChain) [][]byte {
 	out := make([][]byte, len(c.Links))
 	for i := range c.Links {
 		out[i] = ab.proofs[c.Set.User().String()+"/"+string(rune('0'+i))]
@@ -108,14 +108,10 @@ func newAnchoredBatch(t testing.TB, users int) *anchoredBatch {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ann, err := newAnnouncement(ab.inc, sig)
-	if err != nil {
-		t.Fatal(err)
-	}
 	i := 0
 	for _, c := range ab.chains {
 		for j := range c.Links {
-			p, err := ann.proofFor(ab.tree, uint64(i))
+			p, err := ForLeaf(ab.tree, uint64(i), ab.inc, sig)
 			if err != nil {
 				t.Fatal(err)
 			}

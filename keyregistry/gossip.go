@@ -1,0 +1,65 @@
+package keyregistry
+
+import (
+	"context"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/volo-chat/volo/e2ee"
+)
+
+// Topic is the gossipsub topic on which nodes announce accepted chains.
+// Each message is one Record, the same bytes as the DHT value.
+const Topic = "/volo/registry/1"
+
+// validateGossip is the topic validator: only records whose chain verifies
+// are delivered or forwarded. The verified chain rides along to readGossip.
+func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	c, err := decodeAnnouncement(msg.GetData())
+	if err != nil {
+		s.reject("bad_gossip")
+		s.log.Debug("refused a gossiped chain", "from", msg.GetFrom().String(), "err", err)
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = c
+	return pubsub.ValidationAccept
+}
+
+// decodeAnnouncement decodes and verifies one message of the gossip topic:
+// a Record of any user.
+func decodeAnnouncement(data []byte) (Chain, error) { return DecodeRecord(data, e2ee.UserID{}) }
+
+// readGossip keeps the announced chains that are new to the node or extend
+// its copy; rollbacks and forks are ignored with a log line.
+func (s *Service) readGossip() {
+	self := s.net.Host.ID()
+	for {
+		msg, err := s.sub.Next(s.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == self {
+			continue
+		}
+		c, ok := msg.ValidatorData.(Chain)
+		if !ok {
+			continue
+		}
+		rel, err := s.consider(s.ctx, c)
+		switch {
+		case err != nil:
+			s.log.Error("store a gossiped chain", "user", c.Set.User().String(), "err", err)
+		case rel == e2ee.ChainExtends:
+			s.m.gossip.WithLabelValues("stored").Inc()
+		case rel == e2ee.ChainSame:
+			s.m.gossip.WithLabelValues("same").Inc()
+		case rel == e2ee.ChainRollback:
+			s.m.gossip.WithLabelValues("rollback").Inc()
+			s.log.Info("ignored a gossiped chain older than ours", "user", c.Set.User().String(), "version", c.Version(), "from", msg.GetFrom().String())
+		default:
+			s.m.gossip.WithLabelValues("forked").Inc()
+			s.log.Warn("ignored a gossiped chain that forks from ours", "user", c.Set.User().String(), "version", c.Version(), "from", msg.GetFrom().String())
+		}
+	}
+}
