@@ -41,7 +41,7 @@ func backupCall(t *testing.T, method, url string, body []byte, hdr map[string]st
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error api.Error `json:"error"`
+			Error wire.ErrorDetail `json:"error"`
 		}
 		if err := json.Unmarshal(data, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 			t.Fatalf("%s %s: %d with a body that is not a JSON error: %s", method, url, resp.StatusCode, data)

@@ -27,6 +27,7 @@ import (
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
+	"github.com/volo-chat/volo/wire"
 )
 
 // call sends a JSON request (body nil: none) and decodes a 2xx answer into
@@ -49,7 +50,7 @@ func call(t testing.TB, method, url string, body, out any) (int, string) {
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error api.Error `json:"error"`
+			Error wire.ErrorDetail `json:"error"`
 		}
 		if err := json.Unmarshal(data, &e); err != nil || e.Error.Code == "" {
 			t.Fatalf("%s %s: %d with a body that is not a JSON error: %s", method, url, resp.StatusCode, data)
@@ -182,7 +183,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 	nw := oidcNetwork(t, 3, issuer)
 	a, b, c := nw.Nodes[0].APIURL(), nw.Nodes[1].APIURL(), nw.Nodes[2].APIURL()
 
-	var provs api.ProvidersResponse
+	var provs wire.ProvidersResponse
 	call(t, "GET", a+"/v1/auth/providers", nil, &provs)
 	if provs.OpenRegistration || len(provs.Providers) != 1 || provs.Providers[0].Issuer != issuer.Issuer() {
 		t.Fatalf("providers = %+v", provs)
@@ -193,12 +194,12 @@ func TestRegistryThreeNodes(t *testing.T) {
 	login := loginID()
 	type ticketResult struct {
 		status int
-		t      api.TicketResponse
+		t      wire.TicketResponse
 	}
 	polled := make(chan ticketResult, 1)
 	go func() {
 		for {
-			var tr api.TicketResponse
+			var tr wire.TicketResponse
 			st, _ := call(t, "GET", a+"/v1/auth/tickets/"+login, nil, &tr)
 			if st != http.StatusAccepted {
 				polled <- ticketResult{st, tr}
@@ -242,7 +243,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		}
 	})
 
-	var created api.ChainVersion
+	var created wire.ChainVersion
 	if st, code := call(t, "POST", a+"/v1/users", reg, &created); st != 201 {
 		t.Fatalf("register: %d %s", st, code)
 	}
@@ -263,7 +264,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		if st, _ := browserLogin(t, a, "mock0", l); st != 200 {
 			t.Fatal("second login failed")
 		}
-		var tr api.TicketResponse
+		var tr wire.TicketResponse
 		call(t, "GET", a+"/v1/auth/tickets/"+l, nil, &tr)
 		other := newKeys(t)
 		r2, g2 := registration(t, a, other, tr.Ticket)
@@ -307,7 +308,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		}
 	})
 
-	var v api.ChainVersion
+	var v wire.ChainVersion
 	if st, code := call(t, "POST", b+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: add.Encode()}, &v); st != 200 || v.Version != 2 {
 		t.Fatalf("add device on node 1: %d %s %+v", st, code, v)
 	}
@@ -450,9 +451,9 @@ func TestRendezvousHTTP(t *testing.T) {
 	box := a + "/v1/rendezvous/" + code.Rendezvous().String()
 
 	// The new device waits before anything is posted; the old one posts.
-	got := make(chan api.MailboxResponse, 1)
+	got := make(chan wire.RendezvousMessages, 1)
 	go func() {
-		var m api.MailboxResponse
+		var m wire.RendezvousMessages
 		call(t, "GET", box, nil, &m)
 		got <- m
 	}()
@@ -477,7 +478,7 @@ func TestRendezvousHTTP(t *testing.T) {
 	if st, c := call(t, "POST", a+"/v1/rendezvous/nope", []byte("x"), nil); st != 400 || c != "bad_rendezvous_id" {
 		t.Fatalf("bad id: %d %s", st, c)
 	}
-	var m api.MailboxResponse
+	var m wire.RendezvousMessages
 	call(t, "GET", box+"?after=14", nil, &m)
 	if len(m.Messages) != 1 || m.Messages[0].Seq != 15 {
 		t.Fatalf("after=14: %+v", m)
