@@ -25,6 +25,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
@@ -112,19 +113,15 @@ func chainAt(t testing.TB, url string, user e2ee.UserID) (e2ee.DeviceSet, int, s
 func waitVersion(t *testing.T, nw *testnet.Network, user e2ee.UserID, want uint64) []e2ee.DeviceSet {
 	t.Helper()
 	sets := make([]e2ee.DeviceSet, len(nw.Nodes))
-	deadline := time.Now().Add(time.Minute)
 	for i, n := range nw.Nodes {
-		for {
+		tstest.WaitFor(t, time.Minute, func() error {
 			set, st, _ := chainAt(t, n.APIURL(), user)
 			if st == 200 && set.Version() == want {
 				sets[i] = set
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d: chain of %s not at version %d (status %d, version %d)", i, user, want, st, set.Version())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("node %d: chain of %s not at version %d (status %d, version %d)", i, user, want, st, set.Version())
+		})
 	}
 	return sets
 }
@@ -543,17 +540,16 @@ func TestForgedGossipIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n0 := nw.Nodes[0]
-	deadline := time.Now().Add(time.Minute)
 	for _, n := range nw.Nodes {
 		if err := h.Connect(t.Context(), peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
 			t.Fatal(err)
 		}
-		for !slices.Contains(topic.ListPeers(), n.PeerID()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s never joined the topic", n.PeerID())
+		tstest.WaitFor(t, time.Minute, func() error {
+			if !slices.Contains(topic.ListPeers(), n.PeerID()) {
+				return fmt.Errorf("node %s never joined the topic", n.PeerID())
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 	eve, _ := e2ee.NewGenesis(newKeys(t), time.Now())
@@ -567,15 +563,12 @@ func TestForgedGossipIsRefused(t *testing.T) {
 	}
 	// The valid announcement reaches both nodes.
 	for i, n := range nw.Nodes {
-		for {
-			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st == 200 {
-				break
+		tstest.WaitFor(t, time.Minute, func() error {
+			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st != 200 {
+				return fmt.Errorf("node %d never kept the valid announcement (status %d)", i, st)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d never kept the valid announcement", i)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		if _, st, code := chainAt(t, n.APIURL(), victim.UserID()); st != 404 {
 			t.Errorf("node %d serves the forged chain: %d %s", i, st, code)
 		}
