@@ -50,15 +50,15 @@ func (s *Server) mountBackup(mux *http.ServeMux) {
 func backupError(err error) (int, string) { return errorStatus(err, backupErrors) }
 
 var backupErrors = []errorCode{
-	{backupstore.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
-	{backupstore.ErrQuotaExceeded, http.StatusRequestEntityTooLarge, "quota_exceeded"},
-	{wire.ErrBadChunk, http.StatusBadRequest, "bad_chunk"},
-	{wire.ErrBadPointer, http.StatusBadRequest, "bad_pointer"},
-	{backupstore.ErrStalePointer, http.StatusConflict, "stale_pointer"},
-	{backupstore.ErrNotFound, http.StatusNotFound, "not_found"},
-	{backupstore.ErrNoStorage, http.StatusServiceUnavailable, "no_storage"},
-	{backupstore.ErrNoQuorum, http.StatusServiceUnavailable, "no_quorum"},
-	{backupstore.ErrStopped, http.StatusServiceUnavailable, "unavailable"},
+	{backupstore.ErrUnauthenticated, http.StatusUnauthorized, wire.CodeUnauthenticated},
+	{backupstore.ErrQuotaExceeded, http.StatusRequestEntityTooLarge, wire.CodeQuotaExceeded},
+	{wire.ErrBadChunk, http.StatusBadRequest, wire.CodeBadChunk},
+	{wire.ErrBadPointer, http.StatusBadRequest, wire.CodeBadPointer},
+	{backupstore.ErrStalePointer, http.StatusConflict, wire.CodeStalePointer},
+	{backupstore.ErrNotFound, http.StatusNotFound, wire.CodeNotFound},
+	{backupstore.ErrNoStorage, http.StatusServiceUnavailable, wire.CodeNoStorage},
+	{backupstore.ErrNoQuorum, http.StatusServiceUnavailable, wire.CodeNoQuorum},
+	{backupstore.ErrStopped, http.StatusServiceUnavailable, wire.CodeUnavailable},
 }
 
 // StatusClientClosedRequest answers a request whose client went away
@@ -69,7 +69,7 @@ func (s *Server) writeBackupError(w http.ResponseWriter, r *http.Request, err er
 	if r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		// The client cancelled or disconnected: not a failure of the node.
 		s.log.Debug("backup request abandoned by the client", "method", r.Method, "path", r.URL.Path, "err", err)
-		WriteError(w, StatusClientClosedRequest, "cancelled", "request cancelled by the client")
+		WriteError(w, StatusClientClosedRequest, wire.CodeCancelled, "request cancelled by the client")
 		return
 	}
 	status, code := backupError(err)
@@ -111,23 +111,17 @@ func uploadAuth(r *http.Request) (wire.UploadAuth, error) {
 	return wire.UploadAuth{User: user, Device: dev, Time: time.Unix(secs, 0).UTC(), Signature: sig}, nil
 }
 
-// backupCheckRequest is the body of POST /v1/backup/check.
-type backupCheckRequest struct {
-	Bytes  *uint64 `json:"bytes"`
-	Chunks *uint64 `json:"chunks"`
-}
-
 func (s *Server) backupCheck(w http.ResponseWriter, r *http.Request) {
 	auth, err := uploadAuth(r)
 	if err != nil {
 		s.writeBackupError(w, r, err)
 		return
 	}
-	var req backupCheckRequest
+	var req wire.BackupCheckRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBackupCheckBodySize))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.Bytes == nil || req.Chunks == nil {
-		WriteError(w, http.StatusBadRequest, "bad_request", `body must be {"bytes": N, "chunks": M}`)
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, `body must be {"bytes": N, "chunks": M}`)
 		return
 	}
 	q, err := s.backup.Check(r.Context(), auth, *req.Bytes, *req.Chunks)
@@ -135,7 +129,7 @@ func (s *Server) backupCheck(w http.ResponseWriter, r *http.Request) {
 		s.writeBackupError(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, q)
+	WriteJSON(w, http.StatusOK, wire.BackupQuota{QuotaBytes: q.QuotaBytes, QuotaChunks: q.QuotaChunks, UsedBytes: q.Bytes, UsedChunks: q.Chunks})
 }
 
 func (s *Server) backupPutChunk(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +144,7 @@ func (s *Server) backupPutChunk(w http.ResponseWriter, r *http.Request) {
 	case "manifest":
 		manifest = true
 	default:
-		WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%s: %q is neither chunk nor manifest", HeaderKind, k))
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("%s: %q is neither chunk nor manifest", HeaderKind, k))
 		return
 	}
 	auth, err := uploadAuth(r)
@@ -168,7 +162,7 @@ func (s *Server) backupPutChunk(w http.ResponseWriter, r *http.Request) {
 		s.writeBackupError(w, r, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"cid": c.String(), "replicas": n})
+	WriteJSON(w, http.StatusOK, wire.ChunkStored{CID: c.String(), Replicas: n})
 }
 
 // readChunk reads a request body of 1 to wire.MaxChunkSize bytes into one
@@ -233,18 +227,18 @@ func (s *Server) backupReplicas(w http.ResponseWriter, r *http.Request) {
 	for i, p := range holders {
 		ids[i] = p.String()
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"cid": c.String(), "replicas": len(ids), "holders": ids})
+	WriteJSON(w, http.StatusOK, wire.ChunkReplicas{CID: c.String(), Holders: ids, Replicas: len(ids)})
 }
 
 func (s *Server) backupPutPointer(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxPointerRecordSize))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("a pointer record is at most %d bytes", wire.MaxPointerRecordSize))
+		WriteError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("a pointer record is at most %d bytes", wire.MaxPointerRecordSize))
 		return
 	}
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_request", "read body: "+err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, "read body: "+err.Error())
 		return
 	}
 	if _, err := s.backup.PutPointer(r.Context(), body); err != nil {
@@ -257,7 +251,7 @@ func (s *Server) backupPutPointer(w http.ResponseWriter, r *http.Request) {
 func (s *Server) backupGetPointer(w http.ResponseWriter, r *http.Request) {
 	user, err := e2ee.ParseUserID(r.PathValue("user_id"))
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_user_id", err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadUserID, err.Error())
 		return
 	}
 	b, err := s.backup.Pointer(r.Context(), user)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
 )
@@ -41,7 +43,7 @@ func backupCall(t *testing.T, method, url string, body []byte, hdr map[string]st
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error api.Error `json:"error"`
+			Error wire.ErrorDetail `json:"error"`
 		}
 		if err := json.Unmarshal(data, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 			t.Fatalf("%s %s: %d with a body that is not a JSON error: %s", method, url, resp.StatusCode, data)
@@ -95,21 +97,17 @@ func TestBackupHTTP(t *testing.T) {
 			t.Fatalf("node %d get: %d %s", i, st, code)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	tstest.WaitFor(t, 30*time.Second, func() error {
 		var rep struct {
 			Replicas int      `json:"replicas"`
 			Holders  []string `json:"holders"`
 		}
 		st, _, body := backupCall(t, "GET", chunkURL+"/replicas", nil, nil, nil, d.user, "", "")
 		if st == 200 && json.Unmarshal(body, &rep) == nil && rep.Replicas == 3 && len(rep.Holders) == 3 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replicas: %d %s", st, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("replicas: %d %s", st, body)
+	})
 
 	// Errors.
 	other := bytes.Repeat([]byte("x"), 10)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Body limits of the registry endpoints (docs/api.md).
@@ -48,27 +49,27 @@ func (s *Server) mountRegistry(mux *http.ServeMux) {
 func registryError(err error) (int, string) { return errorStatus(err, registryErrors) }
 
 var registryErrors = []errorCode{
-	{keyregistry.ErrTooManyNonces, http.StatusTooManyRequests, "too_many_nonces"},
-	{keyregistry.ErrBadNonce, http.StatusUnauthorized, "bad_nonce"},
-	{keyregistry.ErrBadTicket, http.StatusUnauthorized, "bad_ticket"},
-	{keyregistry.ErrInvalidProof, http.StatusUnprocessableEntity, "invalid_proof"},
-	{keyregistry.ErrInvalidLink, http.StatusUnprocessableEntity, "invalid_link"},
-	{keyregistry.ErrStaleChain, http.StatusConflict, "stale_chain"},
-	{keyregistry.ErrAlreadyRegistered, http.StatusConflict, "already_registered"},
-	{keyregistry.ErrUserNotFound, http.StatusNotFound, "user_not_found"},
-	{keyregistry.ErrUnknownProvider, http.StatusNotFound, "unknown_provider"},
-	{keyregistry.ErrBadLoginID, http.StatusBadRequest, "bad_login_id"},
-	{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, "too_many_logins"},
-	{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, "provider_unavailable"},
-	{keyregistry.ErrBadState, http.StatusBadRequest, "bad_state"},
-	{keyregistry.ErrOIDCExchange, http.StatusBadRequest, "oidc_exchange_failed"},
-	{keyregistry.ErrBadIDToken, http.StatusBadRequest, "bad_id_token"},
-	{keyregistry.ErrMailboxFull, http.StatusTooManyRequests, "mailbox_full"},
-	{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, "too_many_mailboxes"},
-	{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-	{keyregistry.ErrEmptyMessage, http.StatusBadRequest, "bad_request"},
-	{keyregistry.ErrBatchNotFound, http.StatusNotFound, "batch_not_found"},
-	{keyregistry.ErrBadBatch, http.StatusBadRequest, "bad_cid"},
+	{keyregistry.ErrTooManyNonces, http.StatusTooManyRequests, wire.CodeTooManyNonces},
+	{keyregistry.ErrBadNonce, http.StatusUnauthorized, wire.CodeBadNonce},
+	{keyregistry.ErrBadTicket, http.StatusUnauthorized, wire.CodeBadTicket},
+	{keyregistry.ErrInvalidProof, http.StatusUnprocessableEntity, wire.CodeInvalidProof},
+	{keyregistry.ErrInvalidLink, http.StatusUnprocessableEntity, wire.CodeInvalidLink},
+	{keyregistry.ErrStaleChain, http.StatusConflict, wire.CodeStaleChain},
+	{keyregistry.ErrAlreadyRegistered, http.StatusConflict, wire.CodeAlreadyRegistered},
+	{keyregistry.ErrUserNotFound, http.StatusNotFound, wire.CodeUserNotFound},
+	{keyregistry.ErrUnknownProvider, http.StatusNotFound, wire.CodeUnknownProvider},
+	{keyregistry.ErrBadLoginID, http.StatusBadRequest, wire.CodeBadLoginID},
+	{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, wire.CodeTooManyLogins},
+	{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, wire.CodeProviderUnavailable},
+	{keyregistry.ErrBadState, http.StatusBadRequest, wire.CodeBadState},
+	{keyregistry.ErrOIDCExchange, http.StatusBadRequest, wire.CodeOIDCExchange},
+	{keyregistry.ErrBadIDToken, http.StatusBadRequest, wire.CodeBadIDToken},
+	{keyregistry.ErrMailboxFull, http.StatusTooManyRequests, wire.CodeMailboxFull},
+	{keyregistry.ErrTooManyMailboxes, http.StatusTooManyRequests, wire.CodeTooManyMailboxes},
+	{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, wire.CodeTooLarge},
+	{keyregistry.ErrEmptyMessage, http.StatusBadRequest, wire.CodeBadRequest},
+	{keyregistry.ErrBatchNotFound, http.StatusNotFound, wire.CodeBatchNotFound},
+	{keyregistry.ErrBadBatch, http.StatusBadRequest, wire.CodeBadCID},
 }
 
 func (s *Server) writeRegistryError(w http.ResponseWriter, err error) {
@@ -93,10 +94,10 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", limit))
+		WriteError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("body over %d bytes", limit))
 		return false
 	case err != nil:
-		WriteError(w, http.StatusBadRequest, "bad_request", "malformed JSON body: "+err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed JSON body: "+err.Error())
 		return false
 	}
 	return true
@@ -111,29 +112,22 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// NonceResponse is the body of POST /v1/auth/nonce.
-type NonceResponse struct {
-	Nonce     []byte    `json:"nonce"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *Server) nonce(w http.ResponseWriter, r *http.Request) {
 	n, exp, err := s.keys.Nonce(clientIP(r))
 	if err != nil {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, NonceResponse{Nonce: n, ExpiresAt: exp.UTC().Truncate(time.Second)})
-}
-
-// ProvidersResponse is the body of GET /v1/auth/providers.
-type ProvidersResponse struct {
-	Providers        []keyregistry.ProviderInfo `json:"providers"`
-	OpenRegistration bool                       `json:"open_registration"`
+	WriteJSON(w, http.StatusOK, wire.NonceResponse{Nonce: n, ExpiresAt: exp.UTC().Truncate(time.Second)})
 }
 
 func (s *Server) providers(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, ProvidersResponse{Providers: s.keys.Providers(), OpenRegistration: s.keys.OpenRegistration()})
+	ps := s.keys.Providers()
+	out := wire.ProvidersResponse{Providers: make([]wire.Provider, len(ps)), OpenRegistration: s.keys.OpenRegistration()}
+	for i, p := range ps {
+		out.Providers[i] = wire.Provider{Name: p.Name, Issuer: p.Issuer}
+	}
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) oidcStart(w http.ResponseWriter, r *http.Request) {
@@ -176,40 +170,20 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	writeLoginPage(w, http.StatusOK, "Signed in", "You are signed in. Return to Volo to finish registering.")
 }
 
-// TicketResponse is the body of GET /v1/auth/tickets/{login_id} once the
-// login completed.
-type TicketResponse struct {
-	Ticket    string    `json:"ticket"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
 	t, exp, ok, err := s.keys.PollTicket(r.Context(), r.PathValue("login_id"))
 	switch {
 	case err != nil:
 		s.writeRegistryError(w, err)
 	case !ok:
-		WriteJSON(w, http.StatusAccepted, map[string]string{"status": "pending"})
+		WriteJSON(w, http.StatusAccepted, wire.TicketPending{Status: "pending"})
 	default:
-		WriteJSON(w, http.StatusOK, TicketResponse{Ticket: t, ExpiresAt: exp.UTC().Truncate(time.Second)})
+		WriteJSON(w, http.StatusOK, wire.TicketResponse{Ticket: t, ExpiresAt: exp.UTC().Truncate(time.Second)})
 	}
 }
 
-// RegisterRequest is the body of POST /v1/users.
-type RegisterRequest struct {
-	Genesis []byte `json:"genesis"`
-	Proof   []byte `json:"proof"`
-	Ticket  string `json:"ticket,omitempty"`
-}
-
-// ChainVersion is the answer to a change of a chain.
-type ChainVersion struct {
-	UserID  string `json:"user_id"`
-	Version uint64 `json:"version"`
-}
-
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	var req RegisterRequest
+	var req wire.RegisterRequest
 	if !readJSON(w, r, MaxRegistryBodySize, &req) {
 		return
 	}
@@ -218,35 +192,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusCreated, ChainVersion{UserID: c.Set.User().String(), Version: c.Version()})
-}
-
-// UserResponse is the body of GET /v1/users/{user_id}.
-type UserResponse struct {
-	UserID  string   `json:"user_id"`
-	Version uint64   `json:"version"`
-	Links   [][]byte `json:"links"`
-	// Proofs holds the anchor proof of each link (Proofs[i] for Links[i]),
-	// null for a link not anchored yet.
-	Proofs []*AnchorProof `json:"proofs"`
-}
-
-// AnchorProof is one entry of UserResponse.Proofs: the proof (the CBOR a
-// verifier checks, docs/anchoring.md) and, for people reading the JSON,
-// where it says the link was anchored. Verifiers trust only Proof.
-type AnchorProof struct {
-	Proof     []byte `json:"proof"`
-	TxID      string `json:"tx_id"`
-	Block     string `json:"block"` // slot.hash
-	BlockNo   uint64 `json:"block_no"`
-	BatchCID  string `json:"batch_cid"`
-	LeafIndex uint64 `json:"leaf_index"`
-	TreeSize  uint64 `json:"tree_size"`
+	WriteJSON(w, http.StatusCreated, wire.ChainVersion{UserID: c.Set.User().String(), Version: c.Version()})
 }
 
 // proofsJSON describes the stored proofs of links.
-func proofsJSON(raw [][]byte) []*AnchorProof {
-	out := make([]*AnchorProof, len(raw))
+func proofsJSON(raw [][]byte) []*wire.AnchorProof {
+	out := make([]*wire.AnchorProof, len(raw))
 	for i, b := range raw {
 		if b == nil {
 			continue
@@ -256,7 +207,7 @@ func proofsJSON(raw [][]byte) []*AnchorProof {
 			continue // the store holds only proofs that decode
 		}
 		tx, at, _ := p.Inclusion()
-		out[i] = &AnchorProof{Proof: b, TxID: tx.String(), Block: at.String(), BlockNo: p.BlockNo,
+		out[i] = &wire.AnchorProof{Proof: b, TxID: tx.String(), Block: at.String(), BlockNo: p.BlockNo,
 			BatchCID: p.Cid().String(), LeafIndex: p.LeafIndex, TreeSize: p.TreeSize}
 	}
 	return out
@@ -265,7 +216,7 @@ func proofsJSON(raw [][]byte) []*AnchorProof {
 func userID(w http.ResponseWriter, r *http.Request) (e2ee.UserID, bool) {
 	id, err := e2ee.ParseUserID(r.PathValue("user_id"))
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_user_id", err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadUserID, err.Error())
 		return e2ee.UserID{}, false
 	}
 	return id, true
@@ -286,7 +237,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links, Proofs: proofsJSON(proofs)})
+	WriteJSON(w, http.StatusOK, wire.UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links, Proofs: proofsJSON(proofs)})
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
@@ -295,7 +246,7 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 		c, err = keyregistry.ParseBatchCID(c.Bytes())
 	}
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_cid", fmt.Sprintf("%q is not a batch CID (CIDv1, raw, sha2-256)", r.PathValue("cid")))
+		WriteError(w, http.StatusBadRequest, wire.CodeBadCID, fmt.Sprintf("%q is not a batch CID (CIDv1, raw, sha2-256)", r.PathValue("cid")))
 		return
 	}
 	raw, err := s.keys.Batch(c)
@@ -310,17 +261,12 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 	w.Write(raw)
 }
 
-// AppendLinkRequest is the body of POST /v1/users/{user_id}/links.
-type AppendLinkRequest struct {
-	Link []byte `json:"link"`
-}
-
 func (s *Server) appendLink(w http.ResponseWriter, r *http.Request) {
 	id, ok := userID(w, r)
 	if !ok {
 		return
 	}
-	var req AppendLinkRequest
+	var req wire.AppendLinkRequest
 	if !readJSON(w, r, MaxRegistryBodySize, &req) {
 		return
 	}
@@ -329,13 +275,13 @@ func (s *Server) appendLink(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, ChainVersion{UserID: id.String(), Version: c.Version()})
+	WriteJSON(w, http.StatusOK, wire.ChainVersion{UserID: id.String(), Version: c.Version()})
 }
 
 func rendezvousID(w http.ResponseWriter, r *http.Request) (e2ee.RendezvousID, bool) {
 	rid, err := e2ee.ParseRendezvousID(r.PathValue("rid"))
 	if err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_rendezvous_id", err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRendezvousID, err.Error())
 		return rid, false
 	}
 	return rid, true
@@ -350,10 +296,10 @@ func (s *Server) rendezvousPost(w http.ResponseWriter, r *http.Request) {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		WriteError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("message over %d bytes", keyregistry.MaxMailboxMessageSize))
+		WriteError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("message over %d bytes", keyregistry.MaxMailboxMessageSize))
 		return
 	case err != nil:
-		WriteError(w, http.StatusBadRequest, "bad_request", err.Error())
+		WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		return
 	}
 	seq, err := s.keys.PostMessage(rid, data)
@@ -361,18 +307,7 @@ func (s *Server) rendezvousPost(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusCreated, map[string]uint64{"seq": seq})
-}
-
-// MailboxResponse is the body of GET /v1/rendezvous/{rid}.
-type MailboxResponse struct {
-	Messages []MailboxMessage `json:"messages"`
-}
-
-// MailboxMessage is one message of MailboxResponse.
-type MailboxMessage struct {
-	Seq  uint64 `json:"seq"`
-	Data []byte `json:"data"`
+	WriteJSON(w, http.StatusCreated, wire.RendezvousPosted{Seq: seq})
 }
 
 func (s *Server) rendezvousGet(w http.ResponseWriter, r *http.Request) {
@@ -384,15 +319,15 @@ func (s *Server) rendezvousGet(w http.ResponseWriter, r *http.Request) {
 	if a := r.URL.Query().Get("after"); a != "" {
 		n, err := strconv.ParseUint(a, 10, 32)
 		if err != nil {
-			WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("after=%q is not a sequence number", a))
+			WriteError(w, http.StatusBadRequest, wire.CodeBadRequest, fmt.Sprintf("after=%q is not a sequence number", a))
 			return
 		}
 		after = int64(n)
 	}
 	msgs := s.keys.WaitMessages(r.Context(), rid, after)
-	out := MailboxResponse{Messages: make([]MailboxMessage, len(msgs))}
+	out := wire.RendezvousMessages{Messages: make([]wire.RendezvousMessage, len(msgs))}
 	for i, m := range msgs {
-		out.Messages[i] = MailboxMessage{Seq: m.Seq, Data: m.Data}
+		out.Messages[i] = wire.RendezvousMessage{Seq: m.Seq, Data: m.Data}
 	}
 	WriteJSON(w, http.StatusOK, out)
 }

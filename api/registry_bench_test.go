@@ -12,6 +12,7 @@ import (
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/wire"
 )
 
 // BenchmarkRegistration measures registrations per second on one node with
@@ -33,7 +34,7 @@ func BenchmarkRegistration(b *testing.B) {
 		for pb.Next() {
 			k := keys[next.Add(1)-1]
 			req, _ := registration(b, a, k, "")
-			var v api.ChainVersion
+			var v wire.ChainVersion
 			if st, code := call(b, "POST", a+"/v1/users", req, &v); st != 201 {
 				b.Errorf("register: %d %s", st, code)
 				return

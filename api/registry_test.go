@@ -25,8 +25,10 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
+	"github.com/volo-chat/volo/wire"
 )
 
 // call sends a JSON request (body nil: none) and decodes a 2xx answer into
@@ -49,7 +51,7 @@ func call(t testing.TB, method, url string, body, out any) (int, string) {
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error api.Error `json:"error"`
+			Error wire.ErrorDetail `json:"error"`
 		}
 		if err := json.Unmarshal(data, &e); err != nil || e.Error.Code == "" {
 			t.Fatalf("%s %s: %d with a body that is not a JSON error: %s", method, url, resp.StatusCode, data)
@@ -111,19 +113,15 @@ func chainAt(t testing.TB, url string, user e2ee.UserID) (e2ee.DeviceSet, int, s
 func waitVersion(t *testing.T, nw *testnet.Network, user e2ee.UserID, want uint64) []e2ee.DeviceSet {
 	t.Helper()
 	sets := make([]e2ee.DeviceSet, len(nw.Nodes))
-	deadline := time.Now().Add(time.Minute)
 	for i, n := range nw.Nodes {
-		for {
+		tstest.WaitFor(t, time.Minute, func() error {
 			set, st, _ := chainAt(t, n.APIURL(), user)
 			if st == 200 && set.Version() == want {
 				sets[i] = set
-				break
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d: chain of %s not at version %d (status %d, version %d)", i, user, want, st, set.Version())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return fmt.Errorf("node %d: chain of %s not at version %d (status %d, version %d)", i, user, want, st, set.Version())
+		})
 	}
 	return sets
 }
@@ -182,7 +180,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 	nw := oidcNetwork(t, 3, issuer)
 	a, b, c := nw.Nodes[0].APIURL(), nw.Nodes[1].APIURL(), nw.Nodes[2].APIURL()
 
-	var provs api.ProvidersResponse
+	var provs wire.ProvidersResponse
 	call(t, "GET", a+"/v1/auth/providers", nil, &provs)
 	if provs.OpenRegistration || len(provs.Providers) != 1 || provs.Providers[0].Issuer != issuer.Issuer() {
 		t.Fatalf("providers = %+v", provs)
@@ -193,12 +191,12 @@ func TestRegistryThreeNodes(t *testing.T) {
 	login := loginID()
 	type ticketResult struct {
 		status int
-		t      api.TicketResponse
+		t      wire.TicketResponse
 	}
 	polled := make(chan ticketResult, 1)
 	go func() {
 		for {
-			var tr api.TicketResponse
+			var tr wire.TicketResponse
 			st, _ := call(t, "GET", a+"/v1/auth/tickets/"+login, nil, &tr)
 			if st != http.StatusAccepted {
 				polled <- ticketResult{st, tr}
@@ -242,7 +240,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		}
 	})
 
-	var created api.ChainVersion
+	var created wire.ChainVersion
 	if st, code := call(t, "POST", a+"/v1/users", reg, &created); st != 201 {
 		t.Fatalf("register: %d %s", st, code)
 	}
@@ -263,7 +261,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		if st, _ := browserLogin(t, a, "mock0", l); st != 200 {
 			t.Fatal("second login failed")
 		}
-		var tr api.TicketResponse
+		var tr wire.TicketResponse
 		call(t, "GET", a+"/v1/auth/tickets/"+l, nil, &tr)
 		other := newKeys(t)
 		r2, g2 := registration(t, a, other, tr.Ticket)
@@ -307,7 +305,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		}
 	})
 
-	var v api.ChainVersion
+	var v wire.ChainVersion
 	if st, code := call(t, "POST", b+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: add.Encode()}, &v); st != 200 || v.Version != 2 {
 		t.Fatalf("add device on node 1: %d %s %+v", st, code, v)
 	}
@@ -450,9 +448,9 @@ func TestRendezvousHTTP(t *testing.T) {
 	box := a + "/v1/rendezvous/" + code.Rendezvous().String()
 
 	// The new device waits before anything is posted; the old one posts.
-	got := make(chan api.MailboxResponse, 1)
+	got := make(chan wire.RendezvousMessages, 1)
 	go func() {
-		var m api.MailboxResponse
+		var m wire.RendezvousMessages
 		call(t, "GET", box, nil, &m)
 		got <- m
 	}()
@@ -477,7 +475,7 @@ func TestRendezvousHTTP(t *testing.T) {
 	if st, c := call(t, "POST", a+"/v1/rendezvous/nope", []byte("x"), nil); st != 400 || c != "bad_rendezvous_id" {
 		t.Fatalf("bad id: %d %s", st, c)
 	}
-	var m api.MailboxResponse
+	var m wire.RendezvousMessages
 	call(t, "GET", box+"?after=14", nil, &m)
 	if len(m.Messages) != 1 || m.Messages[0].Seq != 15 {
 		t.Fatalf("after=14: %+v", m)
@@ -542,17 +540,16 @@ func TestForgedGossipIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n0 := nw.Nodes[0]
-	deadline := time.Now().Add(time.Minute)
 	for _, n := range nw.Nodes {
 		if err := h.Connect(t.Context(), peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
 			t.Fatal(err)
 		}
-		for !slices.Contains(topic.ListPeers(), n.PeerID()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s never joined the topic", n.PeerID())
+		tstest.WaitFor(t, time.Minute, func() error {
+			if !slices.Contains(topic.ListPeers(), n.PeerID()) {
+				return fmt.Errorf("node %s never joined the topic", n.PeerID())
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 	eve, _ := e2ee.NewGenesis(newKeys(t), time.Now())
@@ -566,15 +563,12 @@ func TestForgedGossipIsRefused(t *testing.T) {
 	}
 	// The valid announcement reaches both nodes.
 	for i, n := range nw.Nodes {
-		for {
-			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st == 200 {
-				break
+		tstest.WaitFor(t, time.Minute, func() error {
+			if _, st, _ := chainAt(t, n.APIURL(), good.UserID()); st != 200 {
+				return fmt.Errorf("node %d never kept the valid announcement (status %d)", i, st)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %d never kept the valid announcement", i)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		})
 		if _, st, code := chainAt(t, n.APIURL(), victim.UserID()); st != 404 {
 			t.Errorf("node %d serves the forged chain: %d %s", i, st, code)
 		}

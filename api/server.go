@@ -21,6 +21,7 @@ import (
 
 	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Limits of the HTTP server.
@@ -30,15 +31,22 @@ const (
 	maxHeaderBytes    = 16 << 10
 )
 
-// NodeInfo is the body of GET /v1/node.
-type NodeInfo struct {
-	PeerID           string   `json:"peer_id"`
-	Addrs            []string `json:"addrs"`
-	Roles            []string `json:"roles"`
-	Version          string   `json:"version"`
-	Peers            int      `json:"peers"`
-	RoutingTableSize int      `json:"routing_table_size"`
-}
+// Names of the JSON bodies in package wire, kept for the callers of this
+// package that used them from here (node, volo-node verify).
+type (
+	// NodeInfo is wire.NodeInfo, the body of GET /v1/node.
+	NodeInfo = wire.NodeInfo
+	// NonceResponse is wire.NonceResponse.
+	NonceResponse = wire.NonceResponse
+	// RegisterRequest is wire.RegisterRequest.
+	RegisterRequest = wire.RegisterRequest
+	// AppendLinkRequest is wire.AppendLinkRequest.
+	AppendLinkRequest = wire.AppendLinkRequest
+	// UserResponse is wire.UserResponse.
+	UserResponse = wire.UserResponse
+	// AnchorProof is wire.AnchorProof.
+	AnchorProof = wire.AnchorProof
+)
 
 // Backend is what the server asks of the node.
 type Backend interface {
@@ -130,7 +138,7 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s", r.URL.Path))
+		WriteError(w, http.StatusNotFound, wire.CodeNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path))
 	})
 	s.srv = &http.Server{
 		Handler:           mux,
@@ -167,7 +175,7 @@ func (s *Server) routes(mux *http.ServeMux, path string, hs map[string]http.Hand
 			h(rec, r)
 		} else {
 			rec.Header().Set("Allow", strings.Join(allow, ", "))
-			WriteError(rec, http.StatusMethodNotAllowed, "method_not_allowed",
+			WriteError(rec, http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed,
 				fmt.Sprintf("%s %s: use %s", r.Method, path, strings.Join(allow, " or ")))
 		}
 		s.requests.WithLabelValues(path, strconv.Itoa(rec.code)).Inc()
@@ -227,7 +235,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(failed) > 0 {
-		WriteError(w, http.StatusServiceUnavailable, "unhealthy", errors.Join(failed...).Error())
+		WriteError(w, http.StatusServiceUnavailable, wire.CodeUnhealthy, errors.Join(failed...).Error())
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": body})
@@ -245,18 +253,9 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Error is the body of every error response:
-// {"error": {"code": "...", "message": "..."}}.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 // WriteError writes the JSON error body with the given status.
 func WriteError(w http.ResponseWriter, status int, code, message string) {
-	WriteJSON(w, status, struct {
-		Error Error `json:"error"`
-	}{Error{Code: code, Message: message}})
+	WriteJSON(w, status, wire.ErrorResponse{Error: wire.ErrorDetail{Code: code, Message: message}})
 }
 
 type statusRecorder struct {
@@ -289,5 +288,5 @@ func errorStatus(err error, table []errorCode) (int, string) {
 			return m.status, m.code
 		}
 	}
-	return http.StatusInternalServerError, "internal"
+	return http.StatusInternalServerError, wire.CodeInternal
 }

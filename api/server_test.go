@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/volo-chat/volo/wire"
 )
 
 type fakeBackend struct{ health map[string]error }
@@ -47,10 +48,10 @@ func do(t *testing.T, method, url string) (int, http.Header, []byte) {
 	return resp.StatusCode, resp.Header, body
 }
 
-func decodeError(t *testing.T, body []byte) Error {
+func decodeError(t *testing.T, body []byte) wire.ErrorDetail {
 	t.Helper()
 	var e struct {
-		Error Error `json:"error"`
+		Error wire.ErrorDetail `json:"error"`
 	}
 	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
 		t.Fatalf("not a JSON error body: %s (%v)", body, err)

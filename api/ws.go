@@ -153,7 +153,7 @@ func (w *wsSession) close(code websocket.StatusCode, reason string) {
 func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	if !s.sessions.admitIP(ip) {
-		WriteError(w, http.StatusTooManyRequests, "too_many_connections",
+		WriteError(w, http.StatusTooManyRequests, wire.CodeTooManyConnections,
 			fmt.Sprintf("at most %d WebSocket connections per address", MaxWSConnsPerIP))
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Limits and timings of talking to a node (docs/api.md).
@@ -32,16 +33,17 @@ const (
 	PollInterval = 500 * time.Millisecond
 )
 
-// Error codes of the node API that callers branch on.
+// Error codes of the node API that callers branch on (the full list is
+// in package wire).
 const (
-	CodeBadNonce          = "bad_nonce"
-	CodeBadTicket         = "bad_ticket"
-	CodeAlreadyRegistered = "already_registered"
-	CodeUserNotFound      = "user_not_found"
-	CodeStaleChain        = "stale_chain"
-	CodeInvalidLink       = "invalid_link"
-	CodeUnknownProvider   = "unknown_provider"
-	CodeMailboxFull       = "mailbox_full"
+	CodeBadNonce          = wire.CodeBadNonce
+	CodeBadTicket         = wire.CodeBadTicket
+	CodeAlreadyRegistered = wire.CodeAlreadyRegistered
+	CodeUserNotFound      = wire.CodeUserNotFound
+	CodeStaleChain        = wire.CodeStaleChain
+	CodeInvalidLink       = wire.CodeInvalidLink
+	CodeUnknownProvider   = wire.CodeUnknownProvider
+	CodeMailboxFull       = wire.CodeMailboxFull
 )
 
 // APIError is an error answer of a node: its HTTP status and the code and
@@ -156,43 +158,24 @@ const maxErrorMessage = 200
 // docs/api.md, or, from something else (a proxy's page), the status and
 // the start of the body.
 func parseError(status int, data []byte) *APIError {
-	var eb struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var eb wire.ErrorResponse
 	if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
 		return &APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
 	}
 	return &APIError{Status: status, Code: "http_" + strconv.Itoa(status), Message: strings.ToValidUTF8(strings.TrimSpace(string(data[:min(len(data), maxErrorMessage)])), "?")}
 }
 
-// Provider is an OpenID Connect provider a node accepts registrations from.
-type Provider struct {
-	Name   string `json:"name"`
-	Issuer string `json:"issuer"`
-}
-
-// Providers is the answer of GET /v1/auth/providers.
-type Providers struct {
-	Providers        []Provider `json:"providers"`
-	OpenRegistration bool       `json:"open_registration"`
-}
-
 // Providers lists the node's OAuth providers and whether it registers
 // without one.
-func (a *API) Providers(ctx context.Context) (Providers, error) {
-	var p Providers
+func (a *API) Providers(ctx context.Context) (wire.ProvidersResponse, error) {
+	var p wire.ProvidersResponse
 	_, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/auth/providers", nil, "", nil, &p, http.StatusOK)
 	return p, err
 }
 
 // Nonce asks the node for a registration nonce.
 func (a *API) Nonce(ctx context.Context) ([]byte, error) {
-	var out struct {
-		Nonce []byte `json:"nonce"`
-	}
+	var out wire.NonceResponse
 	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/auth/nonce", nil, "", nil, &out, http.StatusOK); err != nil {
 		return nil, err
 	}
@@ -212,9 +195,7 @@ func (a *API) LoginURL(provider, loginID string) string {
 // login completes or ctx ends.
 func (a *API) WaitTicket(ctx context.Context, loginID string) (string, error) {
 	for {
-		var out struct {
-			Ticket string `json:"ticket"`
-		}
+		var out wire.TicketResponse
 		status, err := a.do(ctx, LongPollTimeout, http.MethodGet, "/v1/auth/tickets/"+url.PathEscape(loginID), nil, "", nil, &out, http.StatusOK, http.StatusAccepted)
 		if err != nil {
 			return "", err
@@ -235,17 +216,11 @@ func (a *API) WaitTicket(ctx context.Context, loginID string) (string, error) {
 // an OAuth login, or "" on a node with open registration). It returns the
 // user ID the node answered.
 func (a *API) Register(ctx context.Context, genesis, proof []byte, ticket string) (e2ee.UserID, error) {
-	body, err := json.Marshal(struct {
-		Genesis []byte `json:"genesis"`
-		Proof   []byte `json:"proof"`
-		Ticket  string `json:"ticket,omitempty"`
-	}{genesis, proof, ticket})
+	body, err := json.Marshal(wire.RegisterRequest{Genesis: genesis, Proof: proof, Ticket: ticket})
 	if err != nil {
 		return e2ee.UserID{}, fmt.Errorf("client: encode registration: %w", err)
 	}
-	var out struct {
-		UserID string `json:"user_id"`
-	}
+	var out wire.ChainVersion
 	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/users", nil, "application/json", body, &out, http.StatusCreated); err != nil {
 		return e2ee.UserID{}, err
 	}
@@ -259,9 +234,7 @@ func (a *API) Register(ctx context.Context, genesis, proof []byte, ticket string
 // Chain fetches the encoded links of a user's chain. The caller verifies
 // them (e2ee.DecodeChain); the node is not trusted.
 func (a *API) Chain(ctx context.Context, user e2ee.UserID) ([][]byte, error) {
-	var out struct {
-		Links [][]byte `json:"links"`
-	}
+	var out wire.UserResponse
 	if _, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/users/"+user.String(), nil, "", nil, &out, http.StatusOK); err != nil {
 		return nil, err
 	}
@@ -270,9 +243,7 @@ func (a *API) Chain(ctx context.Context, user e2ee.UserID) ([][]byte, error) {
 
 // AppendLink submits one add-device or revoke-device link.
 func (a *API) AppendLink(ctx context.Context, user e2ee.UserID, link []byte) error {
-	body, err := json.Marshal(struct {
-		Link []byte `json:"link"`
-	}{link})
+	body, err := json.Marshal(wire.AppendLinkRequest{Link: link})
 	if err != nil {
 		return fmt.Errorf("client: encode link: %w", err)
 	}
@@ -280,32 +251,22 @@ func (a *API) AppendLink(ctx context.Context, user e2ee.UserID, link []byte) err
 	return err
 }
 
-// RendezvousMessage is one sealed linking message of a mailbox.
-type RendezvousMessage struct {
-	Seq  int64  `json:"seq"`
-	Data []byte `json:"data"`
-}
-
 // PostRendezvous puts one sealed linking message into the mailbox rid and
 // returns its sequence number there.
 func (a *API) PostRendezvous(ctx context.Context, rid e2ee.RendezvousID, msg []byte) (int64, error) {
-	var out struct {
-		Seq int64 `json:"seq"`
-	}
+	var out wire.RendezvousPosted
 	_, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/rendezvous/"+rid.String(), nil, "application/octet-stream", msg, &out, http.StatusCreated)
-	return out.Seq, err
+	return int64(out.Seq), err
 }
 
 // GetRendezvous long-polls the mailbox rid for the messages after seq
 // (after < 0: all of them). The answer may be empty.
-func (a *API) GetRendezvous(ctx context.Context, rid e2ee.RendezvousID, after int64) ([]RendezvousMessage, error) {
+func (a *API) GetRendezvous(ctx context.Context, rid e2ee.RendezvousID, after int64) ([]wire.RendezvousMessage, error) {
 	q := url.Values{}
 	if after >= 0 {
 		q.Set("after", strconv.FormatInt(after, 10))
 	}
-	var out struct {
-		Messages []RendezvousMessage `json:"messages"`
-	}
+	var out wire.RendezvousMessages
 	_, err := a.do(ctx, LongPollTimeout, http.MethodGet, "/v1/rendezvous/"+rid.String(), q, "", nil, &out, http.StatusOK)
 	return out.Messages, err
 }

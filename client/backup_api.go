@@ -19,11 +19,11 @@ import (
 
 // Backup error codes of the node API (docs/api.md, "Backups").
 const (
-	CodeQuotaExceeded   = "quota_exceeded"
-	CodeNotFound        = "not_found"
-	CodeBadChunk        = "bad_chunk"
-	CodeStalePointer    = "stale_pointer"
-	CodeUnauthenticated = "unauthenticated"
+	CodeQuotaExceeded   = wire.CodeQuotaExceeded
+	CodeNotFound        = wire.CodeNotFound
+	CodeBadChunk        = wire.CodeBadChunk
+	CodeStalePointer    = wire.CodeStalePointer
+	CodeUnauthenticated = wire.CodeUnauthenticated
 )
 
 // ChunkTimeout bounds the upload or download of one chunk.
@@ -38,32 +38,16 @@ const (
 	headerKind      = "Volo-Kind"
 )
 
-// NodeInfo is what a node says about itself (GET /v1/node).
-type NodeInfo struct {
-	PeerID  string   `json:"peer_id"`
-	Roles   []string `json:"roles"`
-	Version string   `json:"version"`
-}
-
 // NodeInfo asks the node who it is.
-func (a *API) NodeInfo(ctx context.Context) (NodeInfo, error) {
-	var ni NodeInfo
+func (a *API) NodeInfo(ctx context.Context) (wire.NodeInfo, error) {
+	var ni wire.NodeInfo
 	if _, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/node", nil, "", nil, &ni, http.StatusOK); err != nil {
-		return NodeInfo{}, err
+		return wire.NodeInfo{}, err
 	}
 	if ni.PeerID == "" {
-		return NodeInfo{}, fmt.Errorf("%w: no peer ID in GET /v1/node", ErrNodeMisbehaved)
+		return wire.NodeInfo{}, fmt.Errorf("%w: no peer ID in GET /v1/node", ErrNodeMisbehaved)
 	}
 	return ni, nil
-}
-
-// BackupQuota is the node's answer to a preflight check: the user's quota
-// and what the user stores already.
-type BackupQuota struct {
-	QuotaBytes  uint64 `json:"quota_bytes"`
-	QuotaChunks uint64 `json:"quota_chunks"`
-	UsedBytes   uint64 `json:"used_bytes"`
-	UsedChunks  uint64 `json:"used_chunks"`
 }
 
 func setAuth(req *http.Request, auth wire.UploadAuth) {
@@ -123,22 +107,19 @@ func (a *API) send(ctx context.Context, timeout time.Duration, method, path, con
 // CheckBackup asks the node whether a backup of bytes bytes in chunks
 // chunks fits the user's quota (POST /v1/backup/check). Over the quota it
 // is an *APIError with code quota_exceeded.
-func (a *API) CheckBackup(ctx context.Context, auth wire.UploadAuth, bytes, chunks uint64) (BackupQuota, error) {
-	body, err := json.Marshal(struct {
-		Bytes  uint64 `json:"bytes"`
-		Chunks uint64 `json:"chunks"`
-	}{bytes, chunks})
+func (a *API) CheckBackup(ctx context.Context, auth wire.UploadAuth, bytes, chunks uint64) (wire.BackupQuota, error) {
+	body, err := json.Marshal(wire.BackupCheckRequest{Bytes: &bytes, Chunks: &chunks})
 	if err != nil {
-		return BackupQuota{}, fmt.Errorf("client: encode backup check: %w", err)
+		return wire.BackupQuota{}, fmt.Errorf("client: encode backup check: %w", err)
 	}
 	_, data, err := a.send(ctx, RequestTimeout, http.MethodPost, "/v1/backup/check", "application/json", body,
 		func(r *http.Request) { setAuth(r, auth) }, MaxResponseSize, http.StatusOK)
 	if err != nil {
-		return BackupQuota{}, err
+		return wire.BackupQuota{}, err
 	}
-	var q BackupQuota
+	var q wire.BackupQuota
 	if err := json.Unmarshal(data, &q); err != nil {
-		return BackupQuota{}, fmt.Errorf("client: POST /v1/backup/check: bad answer: %w", err)
+		return wire.BackupQuota{}, fmt.Errorf("client: POST /v1/backup/check: bad answer: %w", err)
 	}
 	return q, nil
 }
@@ -156,10 +137,7 @@ func (a *API) PutChunk(ctx context.Context, auth wire.UploadAuth, c cid.Cid, dat
 	if err != nil {
 		return 0, err
 	}
-	var out struct {
-		CID      string `json:"cid"`
-		Replicas int    `json:"replicas"`
-	}
+	var out wire.ChunkStored
 	if err := json.Unmarshal(ans, &out); err != nil {
 		return 0, fmt.Errorf("client: PUT %s: bad answer: %w", path, err)
 	}
@@ -182,21 +160,14 @@ func (a *API) GetChunk(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return data, nil
 }
 
-// ChunkReplicas is the answer of GET /v1/backup/chunks/{cid}/replicas.
-type ChunkReplicas struct {
-	CID      string   `json:"cid"`
-	Replicas int      `json:"replicas"`
-	Holders  []string `json:"holders"`
-}
-
 // Replicas asks the node which storage nodes hold chunk c.
-func (a *API) Replicas(ctx context.Context, c cid.Cid) (ChunkReplicas, error) {
-	var r ChunkReplicas
+func (a *API) Replicas(ctx context.Context, c cid.Cid) (wire.ChunkReplicas, error) {
+	var r wire.ChunkReplicas
 	if _, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/backup/chunks/"+c.String()+"/replicas", nil, "", nil, &r, http.StatusOK); err != nil {
-		return ChunkReplicas{}, err
+		return wire.ChunkReplicas{}, err
 	}
 	if r.CID != c.String() {
-		return ChunkReplicas{}, fmt.Errorf("%w: replicas of %s answered for %q", ErrNodeMisbehaved, c, r.CID)
+		return wire.ChunkReplicas{}, fmt.Errorf("%w: replicas of %s answered for %q", ErrNodeMisbehaved, c, r.CID)
 	}
 	return r, nil
 }

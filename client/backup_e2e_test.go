@@ -24,6 +24,7 @@ import (
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
 )
@@ -48,18 +49,14 @@ func backupNet(t testing.TB, n int, edit func(i int, c *backupstore.Config), opt
 	})}, opts...)
 	nw := testnet.New(t, n, opts...)
 	probe := wire.ChunkCID([]byte("probe"))
-	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
-	defer cancel()
 	for i, nd := range nw.Nodes {
-		for {
-			peers, err := nd.Backup().Holders(ctx, probe)
+		tstest.WaitFor(t, e2eTimeout, func() error {
+			peers, err := nd.Backup().Holders(t.Context(), probe)
 			if err == nil && len(peers) == min(3, n) {
-				break
+				return nil
 			}
-			if sleep(ctx, 20*time.Millisecond) != nil {
-				t.Fatalf("node %d sees storage nodes %v (%v)", i, peers, err)
-			}
-		}
+			return fmt.Errorf("node %d sees storage nodes %v (%v)", i, peers, err)
+		})
 	}
 	return nw
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 )
 
 // BenchmarkChatEncryptSeal: what the client does per 1 KiB message for one
@@ -93,12 +94,10 @@ func BenchmarkChatDeliveryLatency(b *testing.B) {
 		wg.Go(func() { ch.Run(ctx) })
 	}
 	defer func() { cancel(); wg.Wait(); chA.Close(); chB.Close() }()
-	for {
-		if _, _, err := chA.SendAsync(ctx, idB.User, "warm-up"); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	tstest.WaitFor(b, e2eTimeout, func() error {
+		_, _, err := chA.SendAsync(ctx, idB.User, "warm-up")
+		return err
+	})
 	<-got
 	mu.Lock()
 	lat = nil

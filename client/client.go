@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Version is the client software's version; release builds set it with
@@ -162,7 +163,7 @@ func (c *Client) Register(ctx context.Context, provider string, openBrowser func
 			return Identity{}, fmt.Errorf("%w (providers: %s)", ErrProviderRequired, providerNames(provs))
 		}
 	} else {
-		if !slices.ContainsFunc(provs.Providers, func(p Provider) bool { return p.Name == provider }) {
+		if !slices.ContainsFunc(provs.Providers, func(p wire.Provider) bool { return p.Name == provider }) {
 			return Identity{}, fmt.Errorf("%w %q (the node offers: %s)", ErrUnknownProvider, provider, providerNames(provs))
 		}
 		if openBrowser == nil {
@@ -212,7 +213,7 @@ func (c *Client) Register(ctx context.Context, provider string, openBrowser func
 	return id, nil
 }
 
-func providerNames(p Providers) string {
+func providerNames(p wire.ProvidersResponse) string {
 	if len(p.Providers) == 0 {
 		return "none"
 	}

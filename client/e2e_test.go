@@ -24,6 +24,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/node"
 )
@@ -47,18 +48,16 @@ func waitUser(t *testing.T, c *Client, user e2ee.UserID, what string, ok func(Us
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
-	var last UserInfo
-	var lastErr error
-	for {
+	var got UserInfo
+	tstest.WaitFor(t, e2eTimeout, func() error {
 		info, err := c.Lookup(ctx, user)
 		if err == nil && ok(info) {
-			return info
+			got = info
+			return nil
 		}
-		last, lastErr = info, err
-		if sleep(ctx, PollInterval) != nil {
-			t.Fatalf("%s: %s never came; last answer %+v, %v", c.API().URL(), what, last, lastErr)
-		}
-	}
+		return fmt.Errorf("%s: %s never came; last answer %+v, %v", c.API().URL(), what, info, err)
+	})
+	return got
 }
 
 func hasDevice(info UserInfo, id e2ee.DeviceID) bool {

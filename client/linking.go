@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
 )
 
 // LinkTimeout bounds a whole linking exchange: the node deletes a
@@ -25,7 +26,7 @@ type mailbox struct {
 	rid     e2ee.RendezvousID
 	after   int64
 	posted  map[int64]bool
-	pending []RendezvousMessage
+	pending []wire.RendezvousMessage
 }
 
 func newMailbox(api *API, code e2ee.LinkingCode, role e2ee.LinkingRole) (*mailbox, error) {
@@ -57,7 +58,7 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 		for len(m.pending) > 0 {
 			msg := m.pending[0]
 			m.pending = m.pending[1:]
-			if m.posted[msg.Seq] {
+			if m.posted[int64(msg.Seq)] {
 				continue
 			}
 			pt, err := m.sess.Open(msg.Data)
@@ -71,8 +72,10 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 			return nil, err
 		}
 		for _, msg := range msgs {
-			if msg.Seq > m.after {
-				m.after = msg.Seq
+			// Sequence numbers are 32-bit (docs/api.md); a larger one
+			// would wrap negative and is ignored.
+			if seq := int64(msg.Seq); seq > m.after {
+				m.after = seq
 				m.pending = append(m.pending, msg)
 			}
 		}

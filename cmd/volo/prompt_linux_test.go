@@ -6,8 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"github.com/volo-chat/volo/internal/tstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,20 +39,16 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 // no longer echoes (the prompt is reading), then types line.
 func typeWhenSilent(t *testing.T, master, slave *os.File, stderr *syncBuffer, prompt string, count int, line string) {
 	t.Helper()
-	deadline := time.Now().Add(e2eTimeout)
-	for {
+	tstest.WaitFor(t, e2eTimeout, func() error {
 		tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if strings.Count(stderr.String(), prompt) >= count && tio.Lflag&unix.ECHO == 0 {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the prompt %q never turned echo off", prompt)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("the prompt %q never turned echo off", prompt)
+	})
 	if _, err := master.WriteString(line + "\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,207 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/wire"
+)
+
+// opened is one envelope after opening.
+type opened struct {
+	env     wire.Envelope
+	content e2ee.SealedContent
+}
+
+// receive opens a batch of envelopes: key bundles first, then messages;
+// stores the new messages and session states with one sync, then acks,
+// then reports the messages, each device's in order, to the OnMessage
+// functions and then to sink (if not nil).
+func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
+	var acks []wire.EnvelopeID
+	var bundles, msgs []opened
+	for _, e := range envs {
+		c, err := e2ee.OpenEnvelope(ch.keys, e.Ciphertext)
+		if err != nil {
+			ch.log.Info("dropped an envelope that does not open", "envelope", e.ID.String(), "err", err)
+			acks = append(acks, e.ID)
+			continue
+		}
+		if c.Kind == e2ee.EnvelopeKeyBundle {
+			bundles = append(bundles, opened{e, c})
+		} else {
+			msgs = append(msgs, opened{e, c})
+		}
+	}
+	rec := chatRecord{}
+	dirty := map[receiverKey]bool{}
+	for _, o := range bundles {
+		acks = append(acks, o.env.ID)
+		if err := ch.openBundle(ctx, o.content, dirty); err != nil {
+			ch.log.Info("dropped a key bundle", "envelope", o.env.ID.String(), "err", err)
+		}
+	}
+	ch.mu.Lock()
+	for _, o := range ch.orphans {
+		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}})
+	}
+	ch.orphans = nil
+	var fresh []ChatMessage
+	now := time.Now()
+	for _, o := range msgs {
+		m, keep, err := ch.openMessage(o.content, now, dirty)
+		switch {
+		case keep:
+			if len(ch.orphans) < MaxOrphans {
+				ch.orphans = append(ch.orphans, orphan{o.env, o.content.Sender, o.content.Body})
+			}
+			continue
+		case err != nil:
+			ch.log.Info("dropped a message", "envelope", o.env.ID.String(), "err", err)
+		default:
+			fresh = append(fresh, m)
+		}
+		acks = append(acks, o.env.ID)
+	}
+	slices.SortStableFunc(fresh, func(a, b ChatMessage) int {
+		if c := a.Device.Compare(b.Device); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+	for _, m := range fresh {
+		ch.st.insert(m)
+		rec.History = append(rec.History, encodeChatMessage(m))
+	}
+	for k := range dirty {
+		if rs, ok := ch.st.receivers[k]; ok {
+			b, err := rs.MarshalBinary()
+			if err != nil {
+				ch.mu.Unlock()
+				return fmt.Errorf("client: receiver state: %w", err)
+			}
+			rec.Receivers = append(rec.Receivers, b)
+		}
+	}
+	if len(rec.History) > 0 || len(rec.Receivers) > 0 {
+		if err := ch.persistLocked(rec); err != nil {
+			ch.mu.Unlock()
+			return err
+		}
+	}
+	ch.mu.Unlock()
+	if len(acks) > 0 {
+		if err := conn.Ack(ctx, acks); err != nil {
+			return err
+		}
+	}
+	ch.connMu.Lock()
+	hs := slices.Clone(ch.handlers)
+	ch.connMu.Unlock()
+	for _, m := range fresh {
+		for _, h := range hs {
+			h(m)
+		}
+		if sink != nil {
+			sink(m)
+		}
+	}
+	return nil
+}
+
+// persistLocked appends a record and compacts a log that has grown
+// enough (chatLog.needsCompaction). ch.mu is held.
+func (ch *Chat) persistLocked(rec chatRecord) error {
+	if err := ch.store.append(rec); err != nil {
+		return err
+	}
+	if ch.store.needsCompaction() {
+		return ch.store.compact(ch.st)
+	}
+	return nil
+}
+
+// openBundle verifies a key bundle against its sender's verified chain and
+// keeps its receiver session.
+func (ch *Chat) openBundle(ctx context.Context, c e2ee.SealedContent, dirty map[receiverKey]bool) error {
+	b, err := e2ee.DecodeKeyBundle(c.Body)
+	if err != nil {
+		return err
+	}
+	if !b.SenderUser.Equal(c.Sender) {
+		return fmt.Errorf("bundle of %s sealed as from %s", b.SenderUser, c.Sender)
+	}
+	if !c.Sender.Equal(ch.self.User) && b.Conversation != e2ee.DirectConversationID(ch.self.User, c.Sender) {
+		return fmt.Errorf("bundle for a conversation that is not ours with %s", c.Sender)
+	}
+	set, err := ch.chain(ctx, b.SenderUser, ChainMaxAge)
+	if err != nil {
+		return err
+	}
+	rs, err := e2ee.OpenKeyBundle(b, set, ch.keys)
+	if errors.Is(err, e2ee.ErrUnknownSender) {
+		// A device added since the chain was fetched: fetch it again.
+		if set, err = ch.chain(ctx, b.SenderUser, 0); err == nil {
+			rs, err = e2ee.OpenKeyBundle(b, set, ch.keys)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	k := receiverKey{rs.Sender(), rs.ID()}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if _, ok := ch.st.receivers[k]; ok {
+		return nil // delivered again: never rewind a session
+	}
+	ch.st.receivers[k] = rs
+	dirty[k] = true
+	return nil
+}
+
+// openMessage decrypts one message. keep reports a message whose session
+// is not known yet (its bundle may come in a later batch). ch.mu is held.
+func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, dirty map[receiverKey]bool) (ChatMessage, bool, error) {
+	m, err := e2ee.DecodeMessage(c.Body)
+	if err != nil {
+		return ChatMessage{}, false, err
+	}
+	h := m.Header
+	if !h.SenderUser.Equal(c.Sender) {
+		return ChatMessage{}, false, fmt.Errorf("message of %s sealed as from %s", h.SenderUser, c.Sender)
+	}
+	k := receiverKey{h.Sender, h.Session}
+	rs, ok := ch.st.receivers[k]
+	if !ok {
+		return ChatMessage{}, true, nil
+	}
+	pt, err := rs.Decrypt(m)
+	if err != nil {
+		return ChatMessage{}, false, err // ErrReplay: a duplicate, already in history
+	}
+	dirty[k] = true
+	p, to, err := decodeChatPayload(pt)
+	clear(pt)
+	if err != nil {
+		return ChatMessage{}, false, fmt.Errorf("payload: %w", err)
+	}
+	peer := h.SenderUser
+	outgoing := h.SenderUser.Equal(ch.self.User)
+	if outgoing {
+		peer = to
+	} else if !to.Equal(ch.self.User) {
+		return ChatMessage{}, false, fmt.Errorf("message of %s addressed to %s", h.SenderUser, to)
+	}
+	if h.Conversation != e2ee.DirectConversationID(ch.self.User, peer) {
+		return ChatMessage{}, false, fmt.Errorf("message of %s in a conversation that is not ours with %s", h.SenderUser, peer)
+	}
+	return ChatMessage{
+		Peer: peer, From: h.SenderUser, Device: h.Sender, Seq: p.Seq,
+		Sent: time.UnixMilli(p.Sent).UTC(), Received: now.UTC(), Text: p.Text, Outgoing: outgoing,
+	}, false, nil
+}
