@@ -1,11 +1,13 @@
 package node_test
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 )
 
@@ -24,15 +26,17 @@ func BenchmarkStartToHealthy(b *testing.B) {
 		if err := n.Start(b.Context()); err != nil {
 			b.Fatal(err)
 		}
-		for {
+		tstest.WaitFor(b, time.Minute, func() error {
 			resp, err := http.Get(n.APIURL() + "/healthz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
+			if err != nil {
+				return err
 			}
-		}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("healthz: %s", resp.Status)
+			}
+			return nil
+		})
 		total += time.Since(start)
 		runs++
 		b.StopTimer()

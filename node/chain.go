@@ -121,37 +121,44 @@ func (c ChainConfig) Validate() error {
 	return nil
 }
 
-// buildChain builds the chain side of the node: the embedded devnet (a
-// service started before the registry) and the anchoring service (started
-// after it). It is called between the registry and the relay, and inserts
-// the devnet before the registry in the start order.
-func (n *Node) buildChain(q *keyregistry.StoreQueue) error {
+// buildDevnet builds the embedded devnet when chain.backend is devnet:
+// the chain step, started before the registry and the anchoring that dial
+// it. It opens the devnet's chain file; its Stop closes it.
+func (n *Node) buildDevnet() (Lifecycle, error) {
+	cc := n.cfg.Chain
+	if cc.Backend != ChainDevnet {
+		return nil, nil
+	}
+	d, err := devnet.New(devnet.Config{
+		Dir:           filepath.Join(n.cfg.DataDir, DevnetDir),
+		BlockInterval: cc.Devnet.BlockInterval.Std(),
+		IdleBlocks:    cc.Devnet.IdleBlocks,
+		NodeToNode:    cc.Devnet.NodeToNodeListen,
+		FundAddresses: cc.Devnet.FundAddresses,
+	}, n.log.With("service", "chain", "chain", "devnet"))
+	if err != nil {
+		return nil, fmt.Errorf("chain: devnet: %w", err)
+	}
+	n.devnet = d
+	return d, nil
+}
+
+// buildAnchoring builds the anchoring service (none when chain.backend is
+// none) over the devnet the chain step built or the configured
+// cardano-node. Its Stop also closes the anchorer's connection.
+func (n *Node) buildAnchoring() (Lifecycle, error) {
 	cc := n.cfg.Chain
 	log := n.log.With("service", "chain")
 	if cc.Backend == ChainNone {
-		return nil
+		return nil, nil
 	}
 	socket, keyFile, network := cc.Socket, cc.PaymentKey, cc.Network
-	if cc.Backend == ChainDevnet {
-		d, err := devnet.New(devnet.Config{
-			Dir:           filepath.Join(n.cfg.DataDir, DevnetDir),
-			BlockInterval: cc.Devnet.BlockInterval.Std(),
-			IdleBlocks:    cc.Devnet.IdleBlocks,
-			NodeToNode:    cc.Devnet.NodeToNodeListen,
-			FundAddresses: cc.Devnet.FundAddresses,
-		}, log.With("chain", "devnet"))
-		if err != nil {
-			return fmt.Errorf("chain: devnet: %w", err)
-		}
-		n.devnet = d
-		// Before the registry: p2p → chain → registry → anchoring.
-		at := slices.IndexFunc(n.services, func(s namedService) bool { return s.name == "registry" })
-		n.services = slices.Insert(n.services, at, namedService{"chain", d})
-		socket, keyFile, network = d.SocketPath(), d.KeyFile(), "devnet"
+	if n.devnet != nil {
+		socket, keyFile, network = n.devnet.SocketPath(), n.devnet.KeyFile(), "devnet"
 	}
 	net, err := cardano.ParseNetwork(network)
 	if err != nil {
-		return fmt.Errorf("chain.network: %w", err)
+		return nil, fmt.Errorf("chain.network: %w", err)
 	}
 	anchorer, err := cardano.NewAnchorer(cardano.AnchorerConfig{
 		Socket:    socket,
@@ -160,7 +167,7 @@ func (n *Node) buildChain(q *keyregistry.StoreQueue) error {
 		StateFile: filepath.Join(n.cfg.DataDir, AnchorStateFile),
 	}, log.With("chain", "anchorer"))
 	if err != nil {
-		return fmt.Errorf("chain: anchorer: %w", err)
+		return nil, fmt.Errorf("chain: anchorer: %w", err)
 	}
 	dial := func(ctx context.Context) (chain.Reader, error) {
 		return cardano.DialNodeToClient(ctx, socket, net.Magic)
@@ -169,14 +176,12 @@ func (n *Node) buildChain(q *keyregistry.StoreQueue) error {
 		BatchInterval: n.cfg.Registry.BatchInterval.Std(),
 		BatchMaxLinks: n.cfg.Registry.BatchMaxLinks,
 		Depth:         cc.ConfirmationDepth,
-	}, n.keys, q, anchorer, dial, n.log.With("service", "anchoring"), n.registry)
+	}, n.keys, n.anchors, anchorer, dial, n.log.With("service", "anchoring"), n.registry)
 	if err != nil {
-		anchorer.Close()
-		return err
+		return nil, errors.Join(err, anchorer.Close())
 	}
 	n.anchoring = a
-	n.services = append(n.services, namedService{"anchoring", lifecycleCloser{a, anchorer.Close}})
-	return nil
+	return lifecycleCloser{a, anchorer.Close}, nil
 }
 
 // lifecycleCloser stops svc, then closes what it used.

@@ -54,7 +54,9 @@ const (
 var keyRunning = []byte("running")
 
 // Lifecycle is what every service of the node implements. Services are
-// built by New, started in order by Start and stopped in reverse by Stop.
+// built in order by New, started in that order by Start and stopped in
+// reverse by Stop. Stop releases everything the service holds, whether
+// Start ran, failed or never ran: the node stops every service it built.
 type Lifecycle interface {
 	Start(ctx context.Context) error
 	Stop() error
@@ -69,6 +71,7 @@ type Node struct {
 	host     *p2p.Host
 	api      *api.Server
 	keys     *keyregistry.Service
+	anchors  *keyregistry.StoreQueue
 	relay    *relay.Service
 	backup   *backupstore.Service
 	registry *prometheus.Registry
@@ -77,9 +80,12 @@ type Node struct {
 	devnet    *devnet.Devnet
 	anchoring *keyregistry.Anchoring
 
-	// services in start order.
-	services []namedService
-	started  int
+	// services holds the services built so far, in start order.
+	services []service
+	// fault, when set (by tests), is asked before each step of building
+	// and starting ("build" or "start", the step's name) and makes that
+	// step fail with the error it returns.
+	fault func(phase, step string) error
 
 	// UncleanShutdown reports that the previous run on this data
 	// directory did not stop cleanly.
@@ -89,15 +95,53 @@ type Node struct {
 	stopErr  error
 }
 
-type namedService struct {
+// service is one built service and the name its errors and logs carry.
+type service struct {
 	name string
 	svc  Lifecycle
 }
 
+// step builds one service of the node; a nil Lifecycle means the
+// configuration has none for this step (no devnet, no anchoring).
+type step struct {
+	name  string
+	build func() (Lifecycle, error)
+}
+
+// steps lists how the node is built, in start order; Stop goes through it
+// in reverse. Each step may use what the steps before it built:
+//
+//   - p2p: the libp2p host, the DHT and gossipsub;
+//   - metrics: the node's own collectors (nothing to start or stop);
+//   - chain: the embedded devnet (chain.backend = devnet), listening before
+//     anything dials it;
+//   - registry: the key registry and its anchor queue;
+//   - anchoring: anchors accepted links on the chain (not with backend none);
+//   - relay, backup: the node-to-node services;
+//   - api: the HTTP server, last, so that clients reach only a node whose
+//     services all run.
+func (n *Node) steps(key crypto.PrivKey) []step {
+	return []step{
+		{"p2p", func() (Lifecycle, error) { return n.buildHost(key) }},
+		{"metrics", n.buildMetrics},
+		{"chain", n.buildDevnet},
+		{"registry", n.buildRegistry},
+		{"anchoring", n.buildAnchoring},
+		{"relay", n.buildRelay},
+		{"backup", n.buildBackup},
+		{"api", n.buildAPI},
+	}
+}
+
 // New builds a node from cfg: it creates the data directory, the node
 // identity on first use, opens the database and constructs every service.
-// Nothing listens until Start.
+// Nothing listens until Start. When a step fails, everything built before
+// it is stopped and the database closed.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
+	return newNode(cfg, log, nil)
+}
+
+func newNode(cfg Config, log *slog.Logger, fault func(phase, step string) error) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -123,7 +167,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, db: db, meta: db.Prefix(prefixNode), registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: log, db: db, meta: db.Prefix(prefixNode), registry: prometheus.NewRegistry(), fault: fault}
 	if n.UncleanShutdown, err = n.meta.Has(keyRunning); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: %w", err)
@@ -132,77 +176,112 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log.Warn("the previous run did not stop cleanly; the store was recovered on open")
 	}
 	if err := n.build(key); err != nil {
-		db.Close()
-		return nil, err
+		return nil, errors.Join(err, db.Close())
 	}
 	return n, nil
 }
 
-// build constructs the services in start order: the libp2p host (with the
-// DHT and gossipsub), the key registry, the relay, then the API server that
-// clients reach them through.
+// build runs the steps in order. When one fails it stops, in reverse,
+// every service built before it.
 func (n *Node) build(key crypto.PrivKey) error {
+	for _, s := range n.steps(key) {
+		svc, err := n.runStep("build", s.name, s.build)
+		if err != nil {
+			return errors.Join(fmt.Errorf("build %s: %w", s.name, err), n.stopServices())
+		}
+		if svc != nil {
+			n.services = append(n.services, service{s.name, svc})
+		}
+	}
+	return nil
+}
+
+// runStep runs fn unless a test's fault hook fails the step first.
+func (n *Node) runStep(phase, name string, fn func() (Lifecycle, error)) (Lifecycle, error) {
+	if n.fault != nil {
+		if err := n.fault(phase, name); err != nil {
+			return nil, err
+		}
+	}
+	return fn()
+}
+
+// stopServices stops every built service in reverse start order and
+// forgets them; it returns their errors joined.
+func (n *Node) stopServices() error {
+	var errs []error
+	for i := len(n.services) - 1; i >= 0; i-- {
+		s := n.services[i]
+		if err := s.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", s.name, err))
+		}
+		n.log.Debug("service stopped", "service", s.name)
+	}
+	n.services = nil
+	return errors.Join(errs...)
+}
+
+// The build steps: each constructs one service and records it on n.
+
+func (n *Node) buildHost(key crypto.PrivKey) (Lifecycle, error) {
 	host, err := p2p.New(n.cfg.P2P, key,
 		p2p.WithDatastore(n.db.Prefix(prefixDHT).Datastore()),
 		p2p.WithLogger(n.log.With("service", "p2p")),
 		p2p.WithUserAgent("volo-node/"+Version),
 	)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.host = host
-	n.services = append(n.services, namedService{"p2p", host})
+	return host, nil
+}
 
-	if err := n.registerMetrics(); err != nil {
-		host.Stop()
-		return err
-	}
-	regView := n.db.Prefix(prefixRegistry)
-	anchors, err := keyregistry.NewStoreQueue(regView)
+func (n *Node) buildMetrics() (Lifecycle, error) { return nil, n.registerMetrics() }
+
+func (n *Node) buildRegistry() (Lifecycle, error) {
+	view := n.db.Prefix(prefixRegistry)
+	anchors, err := keyregistry.NewStoreQueue(view)
 	if err != nil {
-		host.Stop()
-		return err
+		return nil, err
 	}
-	keys, err := keyregistry.New(n.cfg.Registry, keyregistry.NetworkOf(host), regView, anchors, n.PublicURL,
+	n.anchors = anchors
+	keys, err := keyregistry.New(n.cfg.Registry, keyregistry.NetworkOf(n.host), view, anchors, n.PublicURL,
 		keyregistry.WithLogger(n.log.With("service", "registry")), keyregistry.WithMetrics(n.registry))
 	if err != nil {
-		host.Stop()
-		return err
+		return nil, err
 	}
 	n.keys = keys
-	n.services = append(n.services, namedService{"registry", keys})
-	if err := n.buildChain(anchors); err != nil {
-		host.Stop()
-		return err
-	}
+	return keys, nil
+}
 
-	rel, err := relay.NewService(n.cfg.Relay, host, n.db.Prefix(prefixRelay),
+func (n *Node) buildRelay() (Lifecycle, error) {
+	rel, err := relay.NewService(n.cfg.Relay, n.host, n.db.Prefix(prefixRelay),
 		relay.WithLogger(n.log.With("service", "relay")), relay.WithMetrics(n.registry))
 	if err != nil {
-		host.Stop()
-		return err
+		return nil, err
 	}
 	n.relay = rel
-	n.services = append(n.services, namedService{"relay", rel})
+	return rel, nil
+}
 
-	bs, err := backupstore.New(n.cfg.Backup, host, host.DHT(), n.db.Prefix(prefixBackup), backupUsers{keys},
+func (n *Node) buildBackup() (Lifecycle, error) {
+	bs, err := backupstore.New(n.cfg.Backup, n.host, n.host.DHT(), n.db.Prefix(prefixBackup), backupUsers{n.keys},
 		backupstore.WithLogger(n.log.With("service", "backup")), backupstore.WithMetrics(n.registry))
 	if err != nil {
-		host.Stop()
-		return err
+		return nil, err
 	}
 	n.backup = bs
-	n.services = append(n.services, namedService{"backup", bs})
+	return bs, nil
+}
 
+func (n *Node) buildAPI() (Lifecycle, error) {
 	srv, err := api.New(n.cfg.API, n, n.registry, n.registry, n.log.With("service", "api"),
-		api.WithRegistry(keys), api.WithRelay(rel), api.WithBackup(bs))
+		api.WithRegistry(n.keys), api.WithRelay(n.relay), api.WithBackup(n.backup))
 	if err != nil {
-		host.Stop()
-		return err
+		return nil, err
 	}
 	n.api = srv
-	n.services = append(n.services, namedService{"api", srv})
-	return nil
+	return srv, nil
 }
 
 func (n *Node) registerMetrics() error {
@@ -244,17 +323,17 @@ func (n *Node) registerMetrics() error {
 	return nil
 }
 
-// Start starts the services in order. If one fails, those already started
-// are stopped in reverse and the error names the service.
+// Start starts the services in order. If one fails, every service is
+// stopped in reverse (Stop) and the error names the one that failed.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.meta.Put(keyRunning, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	for _, s := range n.services {
-		if err := s.svc.Start(ctx); err != nil {
+		_, err := n.runStep("start", s.name, func() (Lifecycle, error) { return nil, s.svc.Start(ctx) })
+		if err != nil {
 			return errors.Join(fmt.Errorf("start %s: %w", s.name, err), n.Stop())
 		}
-		n.started++
 		n.log.Debug("service started", "service", s.name)
 	}
 	n.log.Info("node started", "peer_id", n.host.ID().String(), "api", n.api.URL(), "version", Version)
@@ -262,25 +341,15 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the started services in reverse order, then closes the
+// Stop stops every service in reverse start order (those built but not
+// started too, so that they release what they hold), then closes the
 // database. It is safe to call more than once.
 func (n *Node) Stop() error {
 	n.stopOnce.Do(func() {
 		var errs []error
-		for i := n.started - 1; i >= 0; i-- {
-			s := n.services[i]
-			if err := s.svc.Stop(); err != nil {
-				errs = append(errs, fmt.Errorf("stop %s: %w", s.name, err))
-			}
-			n.log.Debug("service stopped", "service", s.name)
+		if err := n.stopServices(); err != nil {
+			errs = append(errs, err)
 		}
-		if n.started == 0 && n.host != nil {
-			// Built but never started: the host still holds its resources.
-			if err := n.host.Stop(); err != nil {
-				errs = append(errs, fmt.Errorf("stop p2p: %w", err))
-			}
-		}
-		n.started = 0
 		if len(errs) == 0 {
 			if err := n.meta.Delete(keyRunning); err != nil {
 				errs = append(errs, fmt.Errorf("store: %w", err))
