@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/backupstore"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -92,11 +92,11 @@ func uploadAuth(r *http.Request) (wire.UploadAuth, error) {
 			return bad("missing header %s", k)
 		}
 	}
-	user, err := e2ee.ParseUserID(h.Get(HeaderUser))
+	user, err := ident.ParseUserID(h.Get(HeaderUser))
 	if err != nil {
 		return bad("%s: %v", HeaderUser, err)
 	}
-	dev, err := e2ee.ParseDeviceID(h.Get(HeaderDevice))
+	dev, err := ident.ParseDeviceID(h.Get(HeaderDevice))
 	if err != nil {
 		return bad("%s: %v", HeaderDevice, err)
 	}
@@ -105,8 +105,8 @@ func uploadAuth(r *http.Request) (wire.UploadAuth, error) {
 		return bad("%s: %q is not unix seconds", HeaderTime, h.Get(HeaderTime))
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(h.Get(HeaderSignature))
-	if err != nil || len(sig) != e2ee.SignatureSize {
-		return bad("%s: want %d bytes in unpadded base64url", HeaderSignature, e2ee.SignatureSize)
+	if err != nil || len(sig) != ident.SignatureSize {
+		return bad("%s: want %d bytes in unpadded base64url", HeaderSignature, ident.SignatureSize)
 	}
 	return wire.UploadAuth{User: user, Device: dev, Time: time.Unix(secs, 0).UTC(), Signature: sig}, nil
 }
@@ -249,7 +249,7 @@ func (s *Server) backupPutPointer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) backupGetPointer(w http.ResponseWriter, r *http.Request) {
-	user, err := e2ee.ParseUserID(r.PathValue("user_id"))
+	user, err := ident.ParseUserID(r.PathValue("user_id"))
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, wire.CodeBadUserID, err.Error())
 		return

@@ -13,6 +13,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
@@ -22,7 +23,7 @@ import (
 // backupCall sends a backup request with the device's upload
 // authorization for what (when keys is set) and returns the status, the
 // error code of a JSON error and the body.
-func backupCall(t *testing.T, method, url string, body []byte, hdr map[string]string, keys *e2ee.DeviceKeys, user e2ee.UserID, peerID, what string) (int, string, []byte) {
+func backupCall(t *testing.T, method, url string, body []byte, hdr map[string]string, keys *e2ee.DeviceKeys, user ident.UserID, peerID, what string) (int, string, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
 	for k, v := range hdr {

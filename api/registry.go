@@ -13,7 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/wire"
 )
@@ -213,11 +213,11 @@ func proofsJSON(raw [][]byte) []*wire.AnchorProof {
 	return out
 }
 
-func userID(w http.ResponseWriter, r *http.Request) (e2ee.UserID, bool) {
-	id, err := e2ee.ParseUserID(r.PathValue("user_id"))
+func userID(w http.ResponseWriter, r *http.Request) (ident.UserID, bool) {
+	id, err := ident.ParseUserID(r.PathValue("user_id"))
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, wire.CodeBadUserID, err.Error())
-		return e2ee.UserID{}, false
+		return ident.UserID{}, false
 	}
 	return id, true
 }
@@ -278,8 +278,8 @@ func (s *Server) appendLink(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, wire.ChainVersion{UserID: id.String(), Version: c.Version()})
 }
 
-func rendezvousID(w http.ResponseWriter, r *http.Request) (e2ee.RendezvousID, bool) {
-	rid, err := e2ee.ParseRendezvousID(r.PathValue("rid"))
+func rendezvousID(w http.ResponseWriter, r *http.Request) (ident.RendezvousID, bool) {
+	rid, err := ident.ParseRendezvousID(r.PathValue("rid"))
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, wire.CodeBadRendezvousID, err.Error())
 		return rid, false

@@ -10,6 +10,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/keyregistry"
 	"github.com/volo-chat/volo/wire"
@@ -53,8 +54,8 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 	nw := testnet.New(b, 10)
 	ctx := context.Background()
 	// users[i] is looked up cold by node 1 + i%9.
-	prepare := func(n int) []e2ee.UserID {
-		users := make([]e2ee.UserID, n)
+	prepare := func(n int) []ident.UserID {
+		users := make([]ident.UserID, n)
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 8)
 		for i := range users {
@@ -64,7 +65,7 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 				// Two devices: the chain a node verifies has two links.
 				phone, laptop := newKeys(b), newKeys(b)
 				g, _ := e2ee.NewGenesis(phone, time.Now())
-				set, _ := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+				set, _ := ident.VerifyChain(g.UserID(), []ident.Link{g})
 				req, _ := e2ee.NewAddDeviceRequest(set.Head(), laptop)
 				add, _ := e2ee.NewAddDevice(set, phone, req, time.Now())
 				rec := keyregistry.Record{User: g.UserID(), Links: [][]byte{g.Encode(), add.Encode()}}.Encode()
@@ -77,7 +78,7 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 		wg.Wait()
 		return users
 	}
-	lookup := func(i int, user e2ee.UserID) time.Duration {
+	lookup := func(i int, user ident.UserID) time.Duration {
 		url := nw.Nodes[1+i%9].APIURL()
 		t0 := time.Now()
 		var u api.UserResponse
@@ -85,7 +86,7 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 			b.Fatalf("lookup: %d %s", st, code)
 		}
 		d := time.Since(t0)
-		if _, _, err := e2ee.DecodeChain(user, u.Links); err != nil || u.Version != 2 {
+		if _, _, err := ident.DecodeChain(user, u.Links); err != nil || u.Version != 2 {
 			b.Fatalf("chain: version %d, %v", u.Version, err)
 		}
 		return d
@@ -98,7 +99,7 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 		b.ReportMetric(p(1), "max-ms")
 		b.ReportMetric(0, "ns/op")
 	}
-	var users []e2ee.UserID
+	var users []ident.UserID
 	b.Run("cold", func(b *testing.B) {
 		users = prepare(b.N)
 		lat := make([]time.Duration, 0, b.N)

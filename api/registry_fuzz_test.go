@@ -11,6 +11,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 )
 
@@ -54,7 +55,7 @@ func FuzzAppendLinkBody(f *testing.F) {
 		f.Fatalf("register: %d %s", st, code)
 	}
 	user := g.UserID()
-	set, _, _ := e2ee.DecodeChain(user, [][]byte{g.Encode()})
+	set, _, _ := ident.DecodeChain(user, [][]byte{g.Encode()})
 	rev, _ := e2ee.NewRevokeDevice(set, phone, phone.ID(), time.Now())
 	other := newKeys(f)
 	req, _ := e2ee.NewAddDeviceRequest(set.Head(), other)
@@ -84,7 +85,7 @@ func FuzzAppendLinkBody(f *testing.F) {
 func FuzzRendezvous(f *testing.F) {
 	nw := testnet.New(f, 1)
 	a := nw.Nodes[0].APIURL()
-	var rid e2ee.RendezvousID
+	var rid ident.RendezvousID
 	f.Add(rid.String(), []byte("sealed"))
 	f.Add("not-an-id", []byte{})
 	f.Add(rid.String()+"x", bytes.Repeat([]byte{1}, 9000))

@@ -24,6 +24,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry"
@@ -76,7 +77,7 @@ func newKeys(t testing.TB) e2ee.DeviceKeys {
 
 // registration builds the body of POST /v1/users for keys with a fresh
 // nonce from node url.
-func registration(t testing.TB, url string, keys e2ee.DeviceKeys, ticket string) (api.RegisterRequest, e2ee.Link) {
+func registration(t testing.TB, url string, keys e2ee.DeviceKeys, ticket string) (api.RegisterRequest, ident.Link) {
 	t.Helper()
 	var n api.NonceResponse
 	if st, code := call(t, "POST", url+"/v1/auth/nonce", nil, &n); st != 200 {
@@ -91,14 +92,14 @@ func registration(t testing.TB, url string, keys e2ee.DeviceKeys, ticket string)
 }
 
 // chainAt reads user's chain from node url and verifies it.
-func chainAt(t testing.TB, url string, user e2ee.UserID) (e2ee.DeviceSet, int, string) {
+func chainAt(t testing.TB, url string, user ident.UserID) (ident.DeviceSet, int, string) {
 	t.Helper()
 	var u api.UserResponse
 	st, code := call(t, "GET", url+"/v1/users/"+user.String(), nil, &u)
 	if st != 200 {
-		return e2ee.DeviceSet{}, st, code
+		return ident.DeviceSet{}, st, code
 	}
-	set, _, err := e2ee.DecodeChain(user, u.Links)
+	set, _, err := ident.DecodeChain(user, u.Links)
 	if err != nil {
 		t.Fatalf("chain from %s does not verify: %v", url, err)
 	}
@@ -110,9 +111,9 @@ func chainAt(t testing.TB, url string, user e2ee.UserID) (e2ee.DeviceSet, int, s
 
 // waitVersion polls every node until each serves user's chain at version
 // want (gossip is asynchronous), failing after a generous deadline.
-func waitVersion(t *testing.T, nw *testnet.Network, user e2ee.UserID, want uint64) []e2ee.DeviceSet {
+func waitVersion(t *testing.T, nw *testnet.Network, user ident.UserID, want uint64) []ident.DeviceSet {
 	t.Helper()
-	sets := make([]e2ee.DeviceSet, len(nw.Nodes))
+	sets := make([]ident.DeviceSet, len(nw.Nodes))
 	for i, n := range nw.Nodes {
 		tstest.WaitFor(t, time.Minute, func() error {
 			set, st, _ := chainAt(t, n.APIURL(), user)
@@ -295,7 +296,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		forged := add
 		forged.Signer = mallory.ID()
 		forged.Sig = nil
-		forged.Sig = mallory.Signing.Sign(e2ee.DomainLink, forged.Encode())
+		forged.Sig = mallory.Signing.Sign(ident.DomainLink, forged.Encode())
 		st, code := call(t, "POST", b+"/v1/users/"+user.String()+"/links", api.AppendLinkRequest{Link: forged.Encode()}, nil)
 		if st != 422 || code != "invalid_link" {
 			t.Fatalf("forged link: %d %s, want 422 invalid_link", st, code)
@@ -316,7 +317,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 
 	t.Run("link for an old version is stale", func(t *testing.T) {
 		// A revoke signed against version 1 (the set before the laptop).
-		old, _, _ := e2ee.DecodeChain(user, [][]byte{genesis.Encode()})
+		old, _, _ := ident.DecodeChain(user, [][]byte{genesis.Encode()})
 		tablet := newKeys(t)
 		r, _ := e2ee.NewAddDeviceRequest(old.Head(), tablet)
 		stale, err := e2ee.NewAddDevice(old, phone, r, time.Now())
@@ -388,7 +389,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 		forgedAdd := add
 		forgedAdd.Signer = mallory.ID()
 		forgedAdd.Sig = nil
-		forgedAdd.Sig = mallory.Signing.Sign(e2ee.DomainLink, forgedAdd.Encode())
+		forgedAdd.Sig = mallory.Signing.Sign(ident.DomainLink, forgedAdd.Encode())
 		victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 		vid := victim.UserID()
 		big := keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), make([]byte, keyregistry.MaxRecordSize)}}.Encode()

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/relay"
 	"github.com/volo-chat/volo/wire"
 )
@@ -49,8 +49,8 @@ const (
 // Relay is what the WebSocket endpoint needs of the relay service.
 type Relay interface {
 	Send(ctx context.Context, envs []wire.Envelope) ([]relay.SendResult, error)
-	Subscribe(ctx context.Context, device e2ee.DeviceID, deliver func([]wire.Envelope)) error
-	Ack(ctx context.Context, dev e2ee.DevicePublic, ids []wire.EnvelopeID, sig []byte) error
+	Subscribe(ctx context.Context, device ident.DeviceID, deliver func([]wire.Envelope)) error
+	Ack(ctx context.Context, dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error
 }
 
 // WithRelay mounts GET /v1/ws, the devices' live connection.
@@ -61,7 +61,7 @@ func WithRelay(r Relay) Option { return func(s *Server) { s.relay = r } }
 // number of sockets per client address.
 type sessions struct {
 	mu      sync.Mutex
-	devices map[e2ee.DeviceID]*wsSession
+	devices map[ident.DeviceID]*wsSession
 	perIP   map[string]int
 
 	live   prometheus.Gauge
@@ -70,7 +70,7 @@ type sessions struct {
 
 func newSessions(reg prometheus.Registerer) (*sessions, error) {
 	s := &sessions{
-		devices: make(map[e2ee.DeviceID]*wsSession),
+		devices: make(map[ident.DeviceID]*wsSession),
 		perIP:   make(map[string]int),
 		live: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "volo_api_ws_sessions",
@@ -138,8 +138,8 @@ func (m *sessions) Live() int {
 // wsSession is one authenticated device connection.
 type wsSession struct {
 	conn   *websocket.Conn
-	device e2ee.DeviceID
-	public e2ee.DevicePublic
+	device ident.DeviceID
+	public ident.DevicePublic
 	out    chan wire.Frame
 	closed sync.Once
 }

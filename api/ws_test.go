@@ -10,6 +10,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
@@ -17,7 +18,7 @@ import (
 
 type wsDevice struct {
 	keys e2ee.DeviceKeys
-	user e2ee.UserID
+	user ident.UserID
 }
 
 // registerOpen registers a new user on node url (open registration).
@@ -122,7 +123,7 @@ func ack(d wsDevice, envs []wire.Envelope) wire.Frame {
 }
 
 // pendingOn counts the envelopes for dev on every node's local mailboxes.
-func pendingOn(t *testing.T, nw *testnet.Network, dev e2ee.DeviceID) int {
+func pendingOn(t *testing.T, nw *testnet.Network, dev ident.DeviceID) int {
 	total := 0
 	for _, n := range nw.Nodes {
 		c, err := n.Relay().Local().Count(dev)

@@ -10,7 +10,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/ipfs/go-cid"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
@@ -32,14 +32,14 @@ const maxTxnRetries = 16
 // authorization (which repair forwards so that the new holder can check
 // that the user asked for the chunk).
 type chunkMeta struct {
-	Owner  e2ee.UserID   `cbor:"1,keyasint"`
-	Size   uint64        `cbor:"2,keyasint"`
-	Stored int64         `cbor:"3,keyasint"` // unix milliseconds
-	Kind   uint8         `cbor:"4,keyasint"`
-	Device e2ee.DeviceID `cbor:"5,keyasint"`
-	Time   int64         `cbor:"6,keyasint"` // the authorization's unix seconds
-	Sig    []byte        `cbor:"7,keyasint"`
-	Entry  string        `cbor:"8,keyasint"`
+	Owner  ident.UserID   `cbor:"1,keyasint"`
+	Size   uint64         `cbor:"2,keyasint"`
+	Stored int64          `cbor:"3,keyasint"` // unix milliseconds
+	Kind   uint8          `cbor:"4,keyasint"`
+	Device ident.DeviceID `cbor:"5,keyasint"`
+	Time   int64          `cbor:"6,keyasint"` // the authorization's unix seconds
+	Sig    []byte         `cbor:"7,keyasint"`
+	Entry  string         `cbor:"8,keyasint"`
 }
 
 func (m chunkMeta) auth() authorization {
@@ -91,7 +91,7 @@ type chunkOp struct {
 	data []byte
 	meta chunkMeta
 	// remove: only a chunk charged to owner, unless owner is zero
-	owner e2ee.UserID
+	owner ident.UserID
 	// results: changed is isNew for a store, removed for a remove
 	changed bool
 	err     error
@@ -310,7 +310,7 @@ func (cs *chunkStore) put(ctx context.Context, c cid.Cid, data []byte, m chunkMe
 
 // remove deletes c and uncharges its owner. With owner set, only a chunk
 // charged to owner is removed. It reports whether c was removed.
-func (cs *chunkStore) remove(ctx context.Context, c cid.Cid, owner e2ee.UserID) (bool, error) {
+func (cs *chunkStore) remove(ctx context.Context, c cid.Cid, owner ident.UserID) (bool, error) {
 	o := &chunkOp{remove: true, c: c, owner: owner}
 	if err := cs.submit(ctx, o); err != nil {
 		return false, err
@@ -375,7 +375,7 @@ func (cs *chunkStore) meta(c cid.Cid) (chunkMeta, bool, error) {
 }
 
 // usage returns what user holds on this node.
-func (cs *chunkStore) usage(user e2ee.UserID) (Usage, error) {
+func (cs *chunkStore) usage(user ident.UserID) (Usage, error) {
 	var u Usage
 	err := cs.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -410,7 +410,7 @@ func (cs *chunkStore) list() ([]heldChunk, error) {
 }
 
 // pointer returns the newest pointer record of user stored here.
-func (cs *chunkStore) pointer(user e2ee.UserID) (wire.PointerRecord, []byte, error) {
+func (cs *chunkStore) pointer(user ident.UserID) (wire.PointerRecord, []byte, error) {
 	b, err := cs.db.Get(ckey(keyPointer, user.Bytes()))
 	if errors.Is(err, store.ErrNotFound) {
 		return wire.PointerRecord{}, nil, ErrNotFound

@@ -13,6 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
@@ -32,8 +33,8 @@ func openChunkStore(t *testing.T, dir string, quotaBytes, quotaChunks uint64) (*
 
 // testUser is a user with one device, as chunk metadata names them.
 type testUser struct {
-	id     e2ee.UserID
-	device e2ee.DeviceID
+	id     ident.UserID
+	device ident.DeviceID
 }
 
 func newTestUser(t testing.TB) testUser {
@@ -51,7 +52,7 @@ func newTestUser(t testing.TB) testUser {
 
 // meta is the metadata of a chunk of size bytes that u uploads.
 func (u testUser) meta(size int) chunkMeta {
-	return chunkMeta{Owner: u.id, Device: u.device, Size: uint64(size), Kind: kindChunk, Sig: make([]byte, e2ee.SignatureSize), Entry: "entry"}
+	return chunkMeta{Owner: u.id, Device: u.device, Size: uint64(size), Kind: kindChunk, Sig: make([]byte, ident.SignatureSize), Entry: "entry"}
 }
 
 func testChunks(n, size int) ([]cid.Cid, [][]byte) {
@@ -292,7 +293,7 @@ func TestChunkStoreRemoveAndStop(t *testing.T) {
 	if u, _ := cs.usage(alice.id); u != (Usage{Bytes: 100, Chunks: 1}) {
 		t.Fatalf("usage after one remove: %+v", u)
 	}
-	if ok, err := cs.remove(ctx, cids[1], e2ee.UserID{}); err != nil || !ok {
+	if ok, err := cs.remove(ctx, cids[1], ident.UserID{}); err != nil || !ok {
 		t.Fatalf("remove of any owner: %v %v", ok, err)
 	}
 	if u, _ := cs.usage(alice.id); u != (Usage{}) {

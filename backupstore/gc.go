@@ -9,7 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/routing"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -27,7 +27,7 @@ func (s *Service) GCAt(ctx context.Context, now time.Time) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("backupstore: gc: %w", err)
 	}
-	byOwner := make(map[e2ee.UserID][]heldChunk)
+	byOwner := make(map[ident.UserID][]heldChunk)
 	for _, h := range held {
 		byOwner[h.Meta.Owner] = append(byOwner[h.Meta.Owner], h)
 	}
@@ -69,7 +69,7 @@ func (s *Service) GCAt(ctx context.Context, now time.Time) (int, error) {
 // liveSet is the set of CIDs of owner that GC keeps: the newest pointer's
 // manifest and its chunks, and the chunks of the owner's manifests stored
 // here within grace.
-func (s *Service) liveSet(ctx context.Context, owner e2ee.UserID, chunks []heldChunk, now time.Time, grace time.Duration) (map[cid.Cid]bool, error) {
+func (s *Service) liveSet(ctx context.Context, owner ident.UserID, chunks []heldChunk, now time.Time, grace time.Duration) (map[cid.Cid]bool, error) {
 	live := make(map[cid.Cid]bool)
 	for _, h := range chunks {
 		if h.Meta.Kind != kindManifest || now.Sub(time.UnixMilli(h.Meta.Stored)) > grace {

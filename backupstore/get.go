@@ -8,7 +8,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -73,7 +73,7 @@ func (s *Service) getLocalInto(c cid.Cid, alloc func(n int) []byte) ([]byte, err
 	if errors.Is(err, errCorrupt) {
 		s.met.corrupt.Inc()
 		s.log.Error("stored chunk does not match its CID; dropped", "cid", c.String(), "err", err)
-		if _, rerr := s.cs.remove(s.ctx, c, e2ee.UserID{}); rerr != nil {
+		if _, rerr := s.cs.remove(s.ctx, c, ident.UserID{}); rerr != nil {
 			s.log.Error("drop corrupt chunk", "cid", c.String(), "err", rerr)
 		}
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
@@ -67,7 +68,7 @@ func storageCount(nw *testnet.Network) int {
 
 // user is a registered user with a phone and a laptop.
 type user struct {
-	id            e2ee.UserID
+	id            ident.UserID
 	phone, laptop e2ee.DeviceKeys
 }
 
@@ -110,7 +111,7 @@ func register(t testing.TB, nw *testnet.Network, nd *node.Node) user {
 
 // waitChain waits until every running node's registry holds version v of
 // user's chain.
-func waitChain(t testing.TB, nw *testnet.Network, id e2ee.UserID, v uint64) {
+func waitChain(t testing.TB, nw *testnet.Network, id ident.UserID, v uint64) {
 	t.Helper()
 	for i, nd := range nw.Nodes {
 		tstest.WaitFor(t, 30*time.Second, func() error {
@@ -126,7 +127,7 @@ func waitChain(t testing.TB, nw *testnet.Network, id e2ee.UserID, v uint64) {
 	}
 }
 
-func auth(k e2ee.DeviceKeys, u e2ee.UserID, nd *node.Node, what string) wire.UploadAuth {
+func auth(k e2ee.DeviceKeys, u ident.UserID, nd *node.Node, what string) wire.UploadAuth {
 	return wire.SignUpload(k, u, nd.PeerID().String(), what, time.Now())
 }
 
@@ -409,7 +410,7 @@ func TestPointers(t *testing.T) {
 	// Raw DHT puts that skip the sender's checks: unsigned, foreign and
 	// older records are refused by every node's validator.
 	unsigned, _ := wire.DecodePointerRecord(pointer(t, nw, u, u.phone, m2, now.Add(time.Minute)))
-	unsigned.Signature = make([]byte, e2ee.SignatureSize)
+	unsigned.Signature = make([]byte, ident.SignatureSize)
 	ub, _ := unsigned.Encode()
 	foreign := pointer(t, nw, other, other.phone, m2, now.Add(2*time.Minute))
 	for name, v := range map[string][]byte{"unsigned": ub, "foreign": foreign, "older": older} {
@@ -434,7 +435,7 @@ func TestPointers(t *testing.T) {
 	if got, err := nw.Nodes[0].Backup().Pointer(t.Context(), u.id); err != nil || !bytes.Equal(got, newer) {
 		t.Fatalf("node 0 pointer after a newer put: %v", err)
 	}
-	if _, err := nw.Nodes[1].Backup().Pointer(t.Context(), e2ee.UserID{}); !errors.Is(err, backupstore.ErrNotFound) {
+	if _, err := nw.Nodes[1].Backup().Pointer(t.Context(), ident.UserID{}); !errors.Is(err, backupstore.ErrNotFound) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }

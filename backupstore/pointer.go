@@ -7,7 +7,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -61,7 +61,7 @@ func (s *Service) PutPointer(ctx context.Context, encoded []byte) (wire.PointerR
 
 // Pointer returns the newest pointer record of user this node finds, in
 // its store or in the DHT, encoded.
-func (s *Service) Pointer(ctx context.Context, user e2ee.UserID) ([]byte, error) {
+func (s *Service) Pointer(ctx context.Context, user ident.UserID) ([]byte, error) {
 	local, lb, lerr := s.cs.pointer(user)
 	if lerr != nil && !errors.Is(lerr, ErrNotFound) {
 		s.log.Error("stored backup pointer", "user", user.String(), "err", lerr)
@@ -82,7 +82,7 @@ func (s *Service) Pointer(ctx context.Context, user e2ee.UserID) ([]byte, error)
 }
 
 // fetchPointer reads user's pointer from the DHT and verifies it.
-func (s *Service) fetchPointer(ctx context.Context, user e2ee.UserID) (wire.PointerRecord, []byte, error) {
+func (s *Service) fetchPointer(ctx context.Context, user ident.UserID) (wire.PointerRecord, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
 	defer cancel()
 	b, err := s.dht.GetValue(ctx, wire.PointerKey(user))

@@ -13,7 +13,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/wire"
 )
@@ -200,15 +200,15 @@ func decodeRequest(b []byte) (request, error) {
 }
 
 func decodeAuth(h header) (authorization, error) {
-	user, err := e2ee.UserIDFromBytes(h.User)
+	user, err := ident.UserIDFromBytes(h.User)
 	if err != nil {
 		return authorization{}, badFrame("user: %v", err)
 	}
-	dev, err := e2ee.DeviceIDFromBytes(h.Device)
+	dev, err := ident.DeviceIDFromBytes(h.Device)
 	if err != nil {
 		return authorization{}, badFrame("device: %v", err)
 	}
-	if len(h.Sig) != e2ee.SignatureSize {
+	if len(h.Sig) != ident.SignatureSize {
 		return authorization{}, badFrame("signature of %d bytes", len(h.Sig))
 	}
 	if h.Entry == "" || len(h.Entry) > maxPeerIDLen {

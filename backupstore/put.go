@@ -8,7 +8,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -34,7 +34,7 @@ func (s *Service) verifyAuth(ctx context.Context, a authorization, what string, 
 
 // checkChunk checks data against c and, for a manifest, that it decodes
 // and is the uploading user's.
-func (s *Service) checkChunk(c cid.Cid, data []byte, kind uint8, user e2ee.UserID) error {
+func (s *Service) checkChunk(c cid.Cid, data []byte, kind uint8, user ident.UserID) error {
 	if err := wire.CheckChunk(c, data); err != nil {
 		s.met.refusals.WithLabelValues("bad_chunk").Inc()
 		return err
@@ -129,7 +129,7 @@ func (s *Service) Check(ctx context.Context, auth wire.UploadAuth, bytes, chunks
 }
 
 // Usage returns what user holds on this node.
-func (s *Service) Usage(user e2ee.UserID) (Usage, error) { return s.cs.usage(user) }
+func (s *Service) Usage(user ident.UserID) (Usage, error) { return s.cs.usage(user) }
 
 // Has reports whether this node holds c.
 func (s *Service) Has(c cid.Cid) (bool, error) { return s.cs.has(c) }

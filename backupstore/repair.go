@@ -9,7 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Repair checks, for every chunk this node holds, that its closest storage
@@ -130,7 +130,7 @@ func (s *Service) allHold(peers []peer.ID, holds map[peer.ID]map[cid.Cid]bool, c
 // handOver deletes a chunk this node no longer should hold and its closest
 // nodes all hold.
 func (s *Service) handOver(c cid.Cid) {
-	if ok, err := s.cs.remove(s.ctx, c, e2ee.UserID{}); err != nil {
+	if ok, err := s.cs.remove(s.ctx, c, ident.UserID{}); err != nil {
 		s.log.Warn("delete handed-over chunk", "cid", c.String(), "err", err)
 	} else if ok {
 		s.met.handedOver.Inc()

@@ -18,7 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
@@ -65,7 +65,7 @@ var (
 // UserLookup finds the verified device set of a user's current chain; the
 // node adapts its key registry to it.
 type UserLookup interface {
-	Devices(ctx context.Context, user e2ee.UserID) (e2ee.DeviceSet, error)
+	Devices(ctx context.Context, user ident.UserID) (ident.DeviceSet, error)
 }
 
 // Host is what the backup store uses of the node's host; *p2p.Host is one.

@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
@@ -35,8 +35,8 @@ func (h *fakeHost) ClosestPeers(context.Context, []byte, int, protocol.ID) ([]pe
 
 type noUsers struct{}
 
-func (noUsers) Devices(context.Context, e2ee.UserID) (e2ee.DeviceSet, error) {
-	return e2ee.DeviceSet{}, errors.New("no users in this test")
+func (noUsers) Devices(context.Context, ident.UserID) (ident.DeviceSet, error) {
+	return ident.DeviceSet{}, errors.New("no users in this test")
 }
 
 // New starts nothing: a service built in a bubble and never started

@@ -6,7 +6,7 @@ import (
 
 	record "github.com/libp2p/go-libp2p-record"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -19,23 +19,23 @@ type PointerValidator struct{}
 var _ record.Validator = PointerValidator{}
 
 // userFromKey parses the user ID out of a "/volo-backup/<id>" key.
-func userFromKey(key string) (e2ee.UserID, error) {
+func userFromKey(key string) (ident.UserID, error) {
 	ns, rest, err := record.SplitKey(key)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %v", wire.ErrBadPointer, key, err)
+		return ident.UserID{}, fmt.Errorf("%w: key %q: %v", wire.ErrBadPointer, key, err)
 	}
 	if ns != wire.PointerNamespace || strings.Contains(rest, "/") {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q is not /%s/<user ID>", wire.ErrBadPointer, key, wire.PointerNamespace)
+		return ident.UserID{}, fmt.Errorf("%w: key %q is not /%s/<user ID>", wire.ErrBadPointer, key, wire.PointerNamespace)
 	}
-	id, err := e2ee.ParseUserID(rest)
+	id, err := ident.ParseUserID(rest)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %w", wire.ErrBadPointer, key, err)
+		return ident.UserID{}, fmt.Errorf("%w: key %q: %w", wire.ErrBadPointer, key, err)
 	}
 	return id, nil
 }
 
 // decodePointer decodes and verifies a pointer record, which must be want's.
-func decodePointer(value []byte, want e2ee.UserID) (wire.PointerRecord, error) {
+func decodePointer(value []byte, want ident.UserID) (wire.PointerRecord, error) {
 	r, err := wire.DecodePointerRecord(value)
 	if err != nil {
 		return wire.PointerRecord{}, err

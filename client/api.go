@@ -13,14 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
 // Limits and timings of talking to a node (docs/api.md).
 const (
 	// MaxResponseSize bounds a response body the client reads: a chain of
-	// e2ee.MaxChainLinks links of e2ee.MaxLinkSize bytes in base64 fits.
+	// ident.MaxChainLinks links of ident.MaxLinkSize bytes in base64 fits.
 	MaxResponseSize = 4 << 20
 	// LongPollTimeout bounds one long-poll request; the node answers
 	// within 25 s.
@@ -179,7 +179,7 @@ func (a *API) Nonce(ctx context.Context) ([]byte, error) {
 	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/auth/nonce", nil, "", nil, &out, http.StatusOK); err != nil {
 		return nil, err
 	}
-	if len(out.Nonce) < e2ee.MinRegistrationNonceSize || len(out.Nonce) > e2ee.MaxRegistrationNonceSize {
+	if len(out.Nonce) < ident.MinRegistrationNonceSize || len(out.Nonce) > ident.MaxRegistrationNonceSize {
 		return nil, fmt.Errorf("client: node gave a nonce of %d bytes", len(out.Nonce))
 	}
 	return out.Nonce, nil
@@ -215,25 +215,25 @@ func (a *API) WaitTicket(ctx context.Context, loginID string) (string, error) {
 // Register submits a genesis link and registration proof (and the ticket of
 // an OAuth login, or "" on a node with open registration). It returns the
 // user ID the node answered.
-func (a *API) Register(ctx context.Context, genesis, proof []byte, ticket string) (e2ee.UserID, error) {
+func (a *API) Register(ctx context.Context, genesis, proof []byte, ticket string) (ident.UserID, error) {
 	body, err := json.Marshal(wire.RegisterRequest{Genesis: genesis, Proof: proof, Ticket: ticket})
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("client: encode registration: %w", err)
+		return ident.UserID{}, fmt.Errorf("client: encode registration: %w", err)
 	}
 	var out wire.ChainVersion
 	if _, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/users", nil, "application/json", body, &out, http.StatusCreated); err != nil {
-		return e2ee.UserID{}, err
+		return ident.UserID{}, err
 	}
-	id, err := e2ee.ParseUserID(out.UserID)
+	id, err := ident.ParseUserID(out.UserID)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("client: node answered user ID %q: %w", out.UserID, err)
+		return ident.UserID{}, fmt.Errorf("client: node answered user ID %q: %w", out.UserID, err)
 	}
 	return id, nil
 }
 
 // Chain fetches the encoded links of a user's chain. The caller verifies
-// them (e2ee.DecodeChain); the node is not trusted.
-func (a *API) Chain(ctx context.Context, user e2ee.UserID) ([][]byte, error) {
+// them (ident.DecodeChain); the node is not trusted.
+func (a *API) Chain(ctx context.Context, user ident.UserID) ([][]byte, error) {
 	var out wire.UserResponse
 	if _, err := a.do(ctx, RequestTimeout, http.MethodGet, "/v1/users/"+user.String(), nil, "", nil, &out, http.StatusOK); err != nil {
 		return nil, err
@@ -242,7 +242,7 @@ func (a *API) Chain(ctx context.Context, user e2ee.UserID) ([][]byte, error) {
 }
 
 // AppendLink submits one add-device or revoke-device link.
-func (a *API) AppendLink(ctx context.Context, user e2ee.UserID, link []byte) error {
+func (a *API) AppendLink(ctx context.Context, user ident.UserID, link []byte) error {
 	body, err := json.Marshal(wire.AppendLinkRequest{Link: link})
 	if err != nil {
 		return fmt.Errorf("client: encode link: %w", err)
@@ -253,7 +253,7 @@ func (a *API) AppendLink(ctx context.Context, user e2ee.UserID, link []byte) err
 
 // PostRendezvous puts one sealed linking message into the mailbox rid and
 // returns its sequence number there.
-func (a *API) PostRendezvous(ctx context.Context, rid e2ee.RendezvousID, msg []byte) (int64, error) {
+func (a *API) PostRendezvous(ctx context.Context, rid ident.RendezvousID, msg []byte) (int64, error) {
 	var out wire.RendezvousPosted
 	_, err := a.do(ctx, RequestTimeout, http.MethodPost, "/v1/rendezvous/"+rid.String(), nil, "application/octet-stream", msg, &out, http.StatusCreated)
 	return int64(out.Seq), err
@@ -261,7 +261,7 @@ func (a *API) PostRendezvous(ctx context.Context, rid e2ee.RendezvousID, msg []b
 
 // GetRendezvous long-polls the mailbox rid for the messages after seq
 // (after < 0: all of them). The answer may be empty.
-func (a *API) GetRendezvous(ctx context.Context, rid e2ee.RendezvousID, after int64) ([]wire.RendezvousMessage, error) {
+func (a *API) GetRendezvous(ctx context.Context, rid ident.RendezvousID, after int64) ([]wire.RendezvousMessage, error) {
 	q := url.Values{}
 	if after >= 0 {
 		q.Set("after", strconv.FormatInt(after, 10))

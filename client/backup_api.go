@@ -13,7 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -180,7 +180,7 @@ func (a *API) PutPointer(ctx context.Context, rec []byte) error {
 
 // Pointer fetches the encoded backup pointer record of user (GET
 // /v1/backup/pointer/{user}). The caller decodes and verifies it.
-func (a *API) Pointer(ctx context.Context, user e2ee.UserID) ([]byte, error) {
+func (a *API) Pointer(ctx context.Context, user ident.UserID) ([]byte, error) {
 	_, data, err := a.send(ctx, RequestTimeout, http.MethodGet, "/v1/backup/pointer/"+user.String(), "", nil, nil, wire.MaxPointerRecordSize, http.StatusOK)
 	return data, err
 }

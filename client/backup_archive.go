@@ -12,7 +12,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // The backup archive is the plaintext a backup holds, before compression
@@ -88,15 +88,15 @@ var ErrBadArchive = errors.New("client: bad backup archive")
 
 // Archive is a decoded backup archive.
 type Archive struct {
-	User    e2ee.UserID
-	Device  e2ee.DeviceID // the device that made the backup
+	User    ident.UserID
+	Device  ident.DeviceID // the device that made the backup
 	Created time.Time
 	// Settings are the home's non-secret settings (SettingNode, ...).
 	Settings map[string]string
 	// Contacts are the peers of the user's conversations, ascending.
-	Contacts []e2ee.UserID
+	Contacts []ident.UserID
 	// History holds each conversation's messages in their history order.
-	History map[e2ee.UserID][]ChatMessage
+	History map[ident.UserID][]ChatMessage
 	// Messages is the number of messages in History.
 	Messages int
 }
@@ -148,18 +148,18 @@ type archiveEnd struct {
 // batch of messages.
 type archiveWriter struct {
 	w        io.Writer
-	user     e2ee.UserID
+	user     ident.UserID
 	stage    int // kind of the last record written
 	lastKey  []byte
-	peer     e2ee.UserID // of the batch
-	devices  map[e2ee.DeviceID]uint64
+	peer     ident.UserID // of the batch
+	devices  map[ident.DeviceID]uint64
 	batch    archiveMessages
 	batchLen int
 	counts   archiveEnd
 	buf      []byte
 }
 
-func newArchiveWriter(w io.Writer, user e2ee.UserID, device e2ee.DeviceID, created time.Time) (*archiveWriter, error) {
+func newArchiveWriter(w io.Writer, user ident.UserID, device ident.DeviceID, created time.Time) (*archiveWriter, error) {
 	aw := &archiveWriter{w: w, user: user}
 	err := aw.record(archiveKindHeader, archiveHeader{
 		Version: ArchiveVersion, User: user.Bytes(), Device: device.Bytes(), Created: created.UnixMilli(),
@@ -210,7 +210,7 @@ func (aw *archiveWriter) setting(name, value string) error {
 	return aw.record(archiveKindSetting, archiveSetting{Name: name, Value: value})
 }
 
-func (aw *archiveWriter) contact(u e2ee.UserID) error {
+func (aw *archiveWriter) contact(u ident.UserID) error {
 	if err := aw.ordered(archiveKindContact, u.Bytes()); err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func (aw *archiveWriter) message(m ChatMessage) error {
 		aw.peer = m.Peer
 	}
 	if aw.devices == nil {
-		aw.devices = map[e2ee.DeviceID]uint64{}
+		aw.devices = map[ident.DeviceID]uint64{}
 	}
 	d, ok := aw.devices[m.Device]
 	if !ok {
@@ -260,7 +260,7 @@ func (aw *archiveWriter) message(m ChatMessage) error {
 	return nil
 }
 
-func (aw *archiveWriter) hasDevice(d e2ee.DeviceID) bool {
+func (aw *archiveWriter) hasDevice(d ident.DeviceID) bool {
 	_, ok := aw.devices[d]
 	return ok
 }

@@ -9,7 +9,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // ReadArchive decodes a whole archive from r, checking every record's
@@ -116,16 +116,16 @@ type archiveItem struct {
 	kind uint64
 	// header
 	version uint64
-	user    e2ee.UserID
-	device  e2ee.DeviceID
+	user    ident.UserID
+	device  ident.DeviceID
 	created time.Time
 	// setting
 	setting archiveSetting
 	// contact (raw: the order is by bytes)
-	contact    e2ee.UserID
+	contact    ident.UserID
 	contactRaw []byte
 	// messages: the peer's, with From set to the peer
-	peer     e2ee.UserID
+	peer     ident.UserID
 	messages []ChatMessage
 	// end
 	end archiveEnd
@@ -160,10 +160,10 @@ func decodeArchiveRecord(b []byte) (archiveItem, error) {
 			return archiveItem{}, fmt.Errorf("header: %w", err)
 		}
 		it.version, it.created = h.Version, time.UnixMilli(h.Created).UTC()
-		if it.user, err = e2ee.UserIDFromBytes(h.User); err != nil {
+		if it.user, err = ident.UserIDFromBytes(h.User); err != nil {
 			return archiveItem{}, fmt.Errorf("header: %w", err)
 		}
-		if it.device, err = e2ee.DeviceIDFromBytes(h.Device); err != nil {
+		if it.device, err = ident.DeviceIDFromBytes(h.Device); err != nil {
 			return archiveItem{}, fmt.Errorf("header: %w", err)
 		}
 	case archiveKindSetting:
@@ -178,7 +178,7 @@ func decodeArchiveRecord(b []byte) (archiveItem, error) {
 		if err := decodeCanonical(rec.Body, &c); err != nil {
 			return archiveItem{}, fmt.Errorf("contact: %w", err)
 		}
-		if it.contact, err = e2ee.UserIDFromBytes(c.User); err != nil {
+		if it.contact, err = ident.UserIDFromBytes(c.User); err != nil {
 			return archiveItem{}, fmt.Errorf("contact: %w", err)
 		}
 		it.contactRaw = c.User
@@ -187,7 +187,7 @@ func decodeArchiveRecord(b []byte) (archiveItem, error) {
 		if err := decodeCanonical(rec.Body, &ms); err != nil {
 			return archiveItem{}, fmt.Errorf("messages: %w", err)
 		}
-		if it.peer, err = e2ee.UserIDFromBytes(ms.Peer); err != nil {
+		if it.peer, err = ident.UserIDFromBytes(ms.Peer); err != nil {
 			return archiveItem{}, fmt.Errorf("messages: peer: %w", err)
 		}
 		switch {
@@ -196,10 +196,10 @@ func decodeArchiveRecord(b []byte) (archiveItem, error) {
 		case len(ms.Devices) == 0 || len(ms.Devices) > MaxArchiveDevices:
 			return archiveItem{}, fmt.Errorf("%d devices in a record (1 to %d)", len(ms.Devices), MaxArchiveDevices)
 		}
-		devs := make([]e2ee.DeviceID, len(ms.Devices))
-		seen := make(map[e2ee.DeviceID]bool, len(ms.Devices))
+		devs := make([]ident.DeviceID, len(ms.Devices))
+		seen := make(map[ident.DeviceID]bool, len(ms.Devices))
 		for i, b := range ms.Devices {
-			if devs[i], err = e2ee.DeviceIDFromBytes(b); err != nil {
+			if devs[i], err = ident.DeviceIDFromBytes(b); err != nil {
 				return archiveItem{}, fmt.Errorf("messages: device: %w", err)
 			}
 			if seen[devs[i]] {
@@ -237,10 +237,10 @@ func decodeArchiveRecord(b []byte) (archiveItem, error) {
 // record's counts, nothing after it.
 type archiveChecker struct {
 	a        *Archive
-	contacts map[e2ee.UserID]bool
+	contacts map[ident.UserID]bool
 	stage    uint64
 	lastKey  []byte
-	lastPeer e2ee.UserID
+	lastPeer ident.UserID
 	ended    bool
 }
 
@@ -259,8 +259,8 @@ func (ac *archiveChecker) check(it archiveItem) error {
 		if it.version != ArchiveVersion {
 			return fmt.Errorf("version %d, this client reads %d", it.version, ArchiveVersion)
 		}
-		ac.a = &Archive{User: it.user, Device: it.device, Created: it.created, Settings: map[string]string{}, History: map[e2ee.UserID][]ChatMessage{}}
-		ac.contacts = map[e2ee.UserID]bool{}
+		ac.a = &Archive{User: it.user, Device: it.device, Created: it.created, Settings: map[string]string{}, History: map[ident.UserID][]ChatMessage{}}
+		ac.contacts = map[ident.UserID]bool{}
 		ac.stage = archiveKindHeader
 		return nil
 	}
@@ -341,7 +341,7 @@ func (ac *archiveChecker) finish(n int) error {
 
 // checkMessage checks that m is a message of a's user's conversation with
 // a listed contact: sent by the user (outgoing) or by the peer.
-func (a *Archive) checkMessage(m ChatMessage, contacts map[e2ee.UserID]bool) error {
+func (a *Archive) checkMessage(m ChatMessage, contacts map[ident.UserID]bool) error {
 	switch {
 	case !contacts[m.Peer]:
 		return fmt.Errorf("message %s/%d with %s, who is not a contact", m.Device, m.Seq, m.Peer)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
@@ -81,8 +82,8 @@ func openChat(t *testing.T, c *Client, pass []byte) *Chat {
 }
 
 // histories returns every conversation of ch.
-func histories(ch *Chat) map[e2ee.UserID][]ChatMessage {
-	out := map[e2ee.UserID][]ChatMessage{}
+func histories(ch *Chat) map[ident.UserID][]ChatMessage {
+	out := map[ident.UserID][]ChatMessage{}
 	for _, p := range ch.Conversations() {
 		out[p] = ch.History(p)
 	}
@@ -91,7 +92,7 @@ func histories(ch *Chat) map[e2ee.UserID][]ChatMessage {
 
 // sameHistories fails unless got holds exactly the conversations of want,
 // every message equal (as stored: times in milliseconds).
-func sameHistories(t *testing.T, got, want map[e2ee.UserID][]ChatMessage) {
+func sameHistories(t *testing.T, got, want map[ident.UserID][]ChatMessage) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d conversations, want %d", len(got), len(want))
@@ -101,7 +102,7 @@ func sameHistories(t *testing.T, got, want map[e2ee.UserID][]ChatMessage) {
 	}
 }
 
-func countMessages(h map[e2ee.UserID][]ChatMessage) int {
+func countMessages(h map[ident.UserID][]ChatMessage) int {
 	n := 0
 	for _, ms := range h {
 		n += len(ms)
@@ -120,7 +121,7 @@ func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB 
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	send := func(ch *Chat, to e2ee.UserID, name string) {
+	send := func(ch *Chat, to ident.UserID, name string) {
 		var waits []func(context.Context) (SendReport, error)
 		for i := range n {
 			text := fmt.Sprintf("%s %04d", name, i)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // FuzzDecodeArchive: whatever the bytes, decoding never panics and fails
@@ -18,7 +18,7 @@ func FuzzDecodeArchive(f *testing.F) {
 	user, dev := testUser(f)
 	peer, peerDev := testUser(f)
 	at := time.UnixMilli(1_700_000_000_000).UTC()
-	small := map[e2ee.UserID][]ChatMessage{peer: {
+	small := map[ident.UserID][]ChatMessage{peer: {
 		{Peer: peer, From: user, Device: dev, Seq: 0, Sent: at, Received: at, Text: "hello", Outgoing: true},
 		{Peer: peer, From: peer, Device: peerDev, Seq: 0, Sent: at, Received: at, Text: "hi"},
 	}}
@@ -57,7 +57,7 @@ func FuzzDecodeArchive(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		contacts := map[e2ee.UserID]bool{}
+		contacts := map[ident.UserID]bool{}
 		for _, c := range a.Contacts {
 			contacts[c] = true
 		}

@@ -3,13 +3,13 @@ package client
 import (
 	"fmt"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // msgKey identifies a message: its sending device and that device's
 // sequence number, which the device never reuses.
 type msgKey struct {
-	device e2ee.DeviceID
+	device ident.DeviceID
 	seq    uint64
 }
 
@@ -49,8 +49,8 @@ func mergeHistory(existing, restored []ChatMessage) ([]ChatMessage, int) {
 	}
 	merged = append(merged, existing[i:]...)
 	merged = append(merged, fresh[j:]...)
-	st := &chatState{history: map[e2ee.UserID][]ChatMessage{}}
-	var peer e2ee.UserID
+	st := &chatState{history: map[ident.UserID][]ChatMessage{}}
+	var peer ident.UserID
 	if len(merged) > 0 {
 		peer = merged[0].Peer
 		st.history[peer] = make([]ChatMessage, 0, len(merged))
@@ -72,7 +72,7 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	merged := make(map[e2ee.UserID][]ChatMessage, len(a.History))
+	merged := make(map[ident.UserID][]ChatMessage, len(a.History))
 	added := 0
 	for peer, restored := range a.History {
 		h, n := mergeHistory(ch.st.history[peer], restored)
@@ -82,7 +82,7 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 		}
 	}
 	if added > 0 {
-		old := make(map[e2ee.UserID][]ChatMessage, len(merged))
+		old := make(map[ident.UserID][]ChatMessage, len(merged))
 		for peer, h := range merged {
 			old[peer] = ch.st.history[peer]
 			ch.st.history[peer] = h

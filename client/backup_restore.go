@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -53,12 +54,12 @@ func (c *Client) ownPointer(ctx context.Context) (wire.PointerRecord, error) {
 	if err != nil {
 		return wire.PointerRecord{}, fmt.Errorf("%w: %w", ErrBadBackupPointer, err)
 	}
-	switch r := e2ee.Relate(set, recSet); r {
-	case e2ee.ChainSame, e2ee.ChainRollback:
+	switch r := ident.Relate(set, recSet); r {
+	case ident.ChainSame, ident.ChainRollback:
 		if _, ok := set.Lookup(rec.Pointer.Device); !ok {
 			return wire.PointerRecord{}, fmt.Errorf("%w: signed by %s, which is no longer a device of %s", ErrBadBackupPointer, rec.Pointer.Device, id.User)
 		}
-	case e2ee.ChainExtends:
+	case ident.ChainExtends:
 		// Signed with a chain newer than the node's: VerifyDevices checked it.
 	default:
 		return wire.PointerRecord{}, fmt.Errorf("%w: its chain is %s from this device's", ErrBadBackupPointer, r)

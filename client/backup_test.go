@@ -16,11 +16,12 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
 // testUser is a user ID and device ID made from fresh keys.
-func testUser(t testing.TB) (e2ee.UserID, e2ee.DeviceID) {
+func testUser(t testing.TB) (ident.UserID, ident.DeviceID) {
 	t.Helper()
 	keys, err := e2ee.GenerateDeviceKeys(rand.Reader)
 	if err != nil {
@@ -35,12 +36,12 @@ func testUser(t testing.TB) (e2ee.UserID, e2ee.DeviceID) {
 
 // testHistory is a history of user with two peers: n messages each way
 // with peer a (one of them large), and three with peer b.
-func testHistory(t testing.TB, user e2ee.UserID, dev e2ee.DeviceID, n int) map[e2ee.UserID][]ChatMessage {
+func testHistory(t testing.TB, user ident.UserID, dev ident.DeviceID, n int) map[ident.UserID][]ChatMessage {
 	t.Helper()
 	a, devA := testUser(t)
 	b, devB := testUser(t)
 	base := time.UnixMilli(1_700_000_000_000).UTC()
-	h := map[e2ee.UserID][]ChatMessage{}
+	h := map[ident.UserID][]ChatMessage{}
 	var seq uint64
 	for i := range n {
 		at := base.Add(time.Duration(i) * time.Second)
@@ -57,7 +58,7 @@ func testHistory(t testing.TB, user e2ee.UserID, dev e2ee.DeviceID, n int) map[e
 	return h
 }
 
-func encodeTestArchive(t testing.TB, user e2ee.UserID, dev e2ee.DeviceID, h map[e2ee.UserID][]ChatMessage, settings map[string]string) []byte {
+func encodeTestArchive(t testing.TB, user ident.UserID, dev ident.DeviceID, h map[ident.UserID][]ChatMessage, settings map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	aw, err := newArchiveWriter(&buf, user, dev, time.UnixMilli(1_700_000_000_000))
@@ -74,11 +75,11 @@ func encodeTestArchive(t testing.TB, user e2ee.UserID, dev e2ee.DeviceID, h map[
 			t.Fatal(err)
 		}
 	}
-	peers := make([]e2ee.UserID, 0, len(h))
+	peers := make([]ident.UserID, 0, len(h))
 	for p := range h {
 		peers = append(peers, p)
 	}
-	slices.SortFunc(peers, func(a, b e2ee.UserID) int { return a.Compare(b) })
+	slices.SortFunc(peers, func(a, b ident.UserID) int { return a.Compare(b) })
 	for _, p := range peers {
 		if err := aw.contact(p); err != nil {
 			t.Fatal(err)
@@ -194,7 +195,7 @@ func TestArchiveRejectsForeignMessages(t *testing.T) {
 	peer, peerDev := testUser(t)
 	at := time.UnixMilli(1_700_000_000_000).UTC()
 	ok := ChatMessage{Peer: peer, From: peer, Device: peerDev, Seq: 1, Sent: at, Received: at, Text: "hi"}
-	if _, err := DecodeArchive(encodeTestArchive(t, user, dev, map[e2ee.UserID][]ChatMessage{peer: {ok}}, nil)); err != nil {
+	if _, err := DecodeArchive(encodeTestArchive(t, user, dev, map[ident.UserID][]ChatMessage{peer: {ok}}, nil)); err != nil {
 		t.Fatalf("positive control: %v", err)
 	}
 	for name, m := range map[string]ChatMessage{
@@ -207,7 +208,7 @@ func TestArchiveRejectsForeignMessages(t *testing.T) {
 			t.Errorf("writer took %s", name)
 		}
 	}
-	raw := func(contacts []e2ee.UserID, ms archiveMessages) []byte {
+	raw := func(contacts []ident.UserID, ms archiveMessages) []byte {
 		var buf bytes.Buffer
 		aw, _ := newArchiveWriter(&buf, user, dev, at)
 		for _, c := range contacts {
@@ -224,17 +225,17 @@ func TestArchiveRejectsForeignMessages(t *testing.T) {
 		return buf.Bytes()
 	}
 	msg := archiveMessage{Device: 0, Seq: 1, Sent: at.UnixMilli(), Received: at.UnixMilli(), Text: "x"}
-	if _, err := DecodeArchive(raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{msg}})); err != nil {
+	if _, err := DecodeArchive(raw([]ident.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{msg}})); err != nil {
 		t.Fatalf("positive control (raw): %v", err)
 	}
 	bad := msg
 	bad.Device = 1
 	for name, b := range map[string][]byte{
 		"not a contact":      raw(nil, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{msg}}),
-		"own not outgoing":   raw([]e2ee.UserID{user}, archiveMessages{Peer: user.Bytes(), Devices: [][]byte{dev.Bytes()}, Messages: []archiveMessage{msg}}),
-		"device out of list": raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{bad}}),
-		"device twice":       raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes(), peerDev.Bytes()}, Messages: []archiveMessage{msg}}),
-		"no messages":        raw([]e2ee.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{}}),
+		"own not outgoing":   raw([]ident.UserID{user}, archiveMessages{Peer: user.Bytes(), Devices: [][]byte{dev.Bytes()}, Messages: []archiveMessage{msg}}),
+		"device out of list": raw([]ident.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{bad}}),
+		"device twice":       raw([]ident.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes(), peerDev.Bytes()}, Messages: []archiveMessage{msg}}),
+		"no messages":        raw([]ident.UserID{peer}, archiveMessages{Peer: peer.Bytes(), Devices: [][]byte{peerDev.Bytes()}, Messages: []archiveMessage{}}),
 	} {
 		if _, err := DecodeArchive(b); !errors.Is(err, ErrBadArchive) {
 			t.Errorf("%s: %v", name, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -99,7 +100,7 @@ func (ch *Chat) Backup(ctx context.Context, password []byte, opts BackupOptions)
 // upper bound of the encrypted backup's size: the archive uncompressed
 // (each message's text and at most archiveMessageOverhead bytes), what
 // Zstandard may add to incompressible data, and the e2ee framing.
-func (ch *Chat) backupBound(kdf e2ee.BackupParams) ([]e2ee.UserID, int, uint64) {
+func (ch *Chat) backupBound(kdf e2ee.BackupParams) ([]ident.UserID, int, uint64) {
 	peers := ch.Conversations()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -160,7 +161,7 @@ type pendingChunk struct {
 // several cores (pipelineWorkers), and writes the frames in order
 // through the e2ee backup writer into chunks, handing each to emit. It
 // returns the chunks.
-func (ch *Chat) pack(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []e2ee.UserID, prog *progress, res *BackupResult, emit func(pendingChunk) error) ([]wire.ManifestChunk, error) {
+func (ch *Chat) pack(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []ident.UserID, prog *progress, res *BackupResult, emit func(pendingChunk) error) ([]wire.ManifestChunk, error) {
 	workers := pipelineWorkers()
 	zw, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(BackupCompression), zstd.WithEncoderConcurrency(workers),
 		zstd.WithWindowSize(BackupSegmentSize))
@@ -233,7 +234,7 @@ func (sw *segmentWriter) flush() error {
 
 // packStreamed packs and uploads at once: chunks go to the upload workers
 // as they are made.
-func (ch *Chat) packStreamed(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []e2ee.UserID, messages int, peerID string, res *BackupResult, opts BackupOptions) ([]wire.ManifestChunk, int, error) {
+func (ch *Chat) packStreamed(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []ident.UserID, messages int, peerID string, res *BackupResult, opts BackupOptions) ([]wire.ManifestChunk, int, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	in := make(chan pendingChunk, opts.parallel())
@@ -259,7 +260,7 @@ func (ch *Chat) packStreamed(ctx context.Context, password []byte, kdf e2ee.Back
 
 // packSpooled packs into a spool file in the home, checks the quota with
 // the exact size, and uploads from the spool.
-func (ch *Chat) packSpooled(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []e2ee.UserID, messages int, peerID string, res *BackupResult, opts BackupOptions) ([]wire.ManifestChunk, int, error) {
+func (ch *Chat) packSpooled(ctx context.Context, password []byte, kdf e2ee.BackupParams, st State, peers []ident.UserID, messages int, peerID string, res *BackupResult, opts BackupOptions) ([]wire.ManifestChunk, int, error) {
 	spool, err := os.CreateTemp(ch.c.home.Dir(), backupSpoolPattern)
 	if err != nil {
 		return nil, 0, fmt.Errorf("backup: spool: %w", err)
@@ -315,7 +316,7 @@ feed:
 }
 
 // writeArchive writes the archive of this chat to w, uncompressed.
-func (ch *Chat) writeArchive(ctx context.Context, w io.Writer, peers []e2ee.UserID, st State, res *BackupResult, prog *progress) error {
+func (ch *Chat) writeArchive(ctx context.Context, w io.Writer, peers []ident.UserID, st State, res *BackupResult, prog *progress) error {
 	aw, err := newArchiveWriter(w, ch.self.User, ch.self.Device, ch.c.now())
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // archiveVectorFile holds a backup archive test vector: the archive of a
@@ -25,10 +26,10 @@ type archiveVector struct {
 
 // vectorArchive builds the archive of the vector: a user with a note to
 // herself and a conversation of three messages with a peer, one setting.
-func vectorArchive(t *testing.T) (archive []byte, user, peer e2ee.UserID) {
+func vectorArchive(t *testing.T) (archive []byte, user, peer ident.UserID) {
 	t.Helper()
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	mk := func(seed string) (e2ee.UserID, e2ee.DeviceID) {
+	mk := func(seed string) (ident.UserID, ident.DeviceID) {
 		k, err := e2ee.GenerateDeviceKeys(strings.NewReader(strings.Repeat(seed, 64)))
 		if err != nil {
 			t.Fatal(err)
@@ -41,7 +42,7 @@ func vectorArchive(t *testing.T) (archive []byte, user, peer e2ee.UserID) {
 	}
 	user, dev := mk("u")
 	peer, peerDev := mk("p")
-	h := map[e2ee.UserID][]ChatMessage{
+	h := map[ident.UserID][]ChatMessage{
 		user: {{Peer: user, From: user, Device: dev, Seq: 0, Sent: at, Received: at, Text: "note to self", Outgoing: true}},
 		peer: {
 			{Peer: peer, From: user, Device: dev, Seq: 1, Sent: at, Received: at, Text: "hello", Outgoing: true},
@@ -57,7 +58,7 @@ func vectorArchive(t *testing.T) (archive []byte, user, peer e2ee.UserID) {
 	if err := aw.setting(SettingNode, "http://127.0.0.1:8080"); err != nil {
 		t.Fatal(err)
 	}
-	peers := []e2ee.UserID{user, peer}
+	peers := []ident.UserID{user, peer}
 	if peers[0].Compare(peers[1]) > 0 {
 		peers[0], peers[1] = peers[1], peers[0]
 	}

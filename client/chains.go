@@ -5,18 +5,18 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // cachedChain is a verified device set and when it was fetched.
 type cachedChain struct {
-	set     e2ee.DeviceSet
+	set     ident.DeviceSet
 	fetched time.Time
 }
 
 // chain returns the verified device set of user, fetched again when older
 // than maxAge. This device's own chain must extend the saved one.
-func (ch *Chat) chain(ctx context.Context, user e2ee.UserID, maxAge time.Duration) (e2ee.DeviceSet, error) {
+func (ch *Chat) chain(ctx context.Context, user ident.UserID, maxAge time.Duration) (ident.DeviceSet, error) {
 	ch.mu.Lock()
 	cc, ok := ch.chains[user]
 	ch.mu.Unlock()
@@ -26,18 +26,18 @@ func (ch *Chat) chain(ctx context.Context, user e2ee.UserID, maxAge time.Duratio
 	}
 	set, links, err := ch.c.fetchChain(ctx, ch.c.api, user)
 	if err != nil {
-		return e2ee.DeviceSet{}, err
+		return ident.DeviceSet{}, err
 	}
 	if user.Equal(ch.self.User) {
 		st, err := ch.c.home.State()
 		if err != nil {
-			return e2ee.DeviceSet{}, err
+			return ident.DeviceSet{}, err
 		}
 		if _, err := ch.c.acceptOwnChain(st, set, links); err != nil {
-			return e2ee.DeviceSet{}, err
+			return ident.DeviceSet{}, err
 		}
 		if _, ok := set.Lookup(ch.self.Device); !ok {
-			return e2ee.DeviceSet{}, fmt.Errorf("%w: %s", ErrDeviceRevoked, ch.self.Device)
+			return ident.DeviceSet{}, fmt.Errorf("%w: %s", ErrDeviceRevoked, ch.self.Device)
 		}
 	}
 	ch.mu.Lock()

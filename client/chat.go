@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -46,17 +47,17 @@ type chatPayload struct {
 	Text string `cbor:"4,keyasint"`
 }
 
-func decodeChatPayload(b []byte) (chatPayload, e2ee.UserID, error) {
+func decodeChatPayload(b []byte) (chatPayload, ident.UserID, error) {
 	var p chatPayload
 	if err := storeDec.Unmarshal(b, &p); err != nil {
-		return chatPayload{}, e2ee.UserID{}, err
+		return chatPayload{}, ident.UserID{}, err
 	}
-	to, err := e2ee.UserIDFromBytes(p.To)
+	to, err := ident.UserIDFromBytes(p.To)
 	if err != nil {
-		return chatPayload{}, e2ee.UserID{}, err
+		return chatPayload{}, ident.UserID{}, err
 	}
 	if len(p.Text) > MaxTextSize {
-		return chatPayload{}, e2ee.UserID{}, ErrTextTooLarge
+		return chatPayload{}, ident.UserID{}, ErrTextTooLarge
 	}
 	return p, to, nil
 }
@@ -74,7 +75,7 @@ type Chat struct {
 	mu      sync.Mutex // guards st, store, chains, orphans
 	st      *chatState
 	store   *chatLog
-	chains  map[e2ee.UserID]cachedChain
+	chains  map[ident.UserID]cachedChain
 	orphans []orphan
 
 	sendMu sync.Mutex // one send at a time: sessions advance in order
@@ -88,7 +89,7 @@ type Chat struct {
 
 type orphan struct {
 	env    wire.Envelope
-	sender e2ee.UserID
+	sender ident.UserID
 	body   []byte
 }
 
@@ -116,7 +117,7 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 		log:    slog.New(slog.DiscardHandler),
 		st:     state,
 		store:  store,
-		chains: map[e2ee.UserID]cachedChain{},
+		chains: map[ident.UserID]cachedChain{},
 		connCh: make(chan struct{}),
 	}, nil
 }
@@ -140,7 +141,7 @@ func (ch *Chat) OnMessage(f func(ChatMessage)) {
 
 // History returns the conversation with peer, oldest first (each device's
 // messages in the order it sent them).
-func (ch *Chat) History(peer e2ee.UserID) []ChatMessage {
+func (ch *Chat) History(peer ident.UserID) []ChatMessage {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	return slices.Clone(ch.st.history[peer])
@@ -160,13 +161,13 @@ func (ch *Chat) Close() error {
 }
 
 // Conversations lists the peers of every conversation in history.
-func (ch *Chat) Conversations() []e2ee.UserID {
+func (ch *Chat) Conversations() []ident.UserID {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	var out []e2ee.UserID
+	var out []ident.UserID
 	for p := range ch.st.history {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b e2ee.UserID) int { return a.Compare(b) })
+	slices.SortFunc(out, func(a, b ident.UserID) int { return a.Compare(b) })
 	return out
 }

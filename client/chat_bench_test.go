@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 )
@@ -21,9 +22,9 @@ func BenchmarkChatEncryptSeal(b *testing.B) {
 	kb, _ := e2ee.GenerateDeviceKeys(rand.Reader)
 	ga, _ := e2ee.NewGenesis(ka, time.Now())
 	gb, _ := e2ee.NewGenesis(kb, time.Now())
-	sa, _ := e2ee.VerifyChain(ga.UserID(), []e2ee.Link{ga})
-	sb, _ := e2ee.VerifyChain(gb.UserID(), []e2ee.Link{gb})
-	sets := []e2ee.DeviceSet{sa, sb}
+	sa, _ := ident.VerifyChain(ga.UserID(), []ident.Link{ga})
+	sb, _ := ident.VerifyChain(gb.UserID(), []ident.Link{gb})
+	sets := []ident.DeviceSet{sa, sb}
 	s, err := e2ee.NewSenderSession(ka, ga.UserID(), e2ee.DirectConversationID(ga.UserID(), gb.UserID()), sets, time.Now(), nil)
 	if err != nil {
 		b.Fatal(err)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 )
 
@@ -79,7 +79,7 @@ func running(t *testing.T, c *Client, pass []byte) (*Chat, *inbox, func()) {
 	return ch, in, stop
 }
 
-func mustSend(t *testing.T, ch *Chat, peer e2ee.UserID, text string, wantDevices int) {
+func mustSend(t *testing.T, ch *Chat, peer ident.UserID, text string, wantDevices int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
@@ -252,7 +252,7 @@ func TestChatCanaryNeverOnNodes(t *testing.T) {
 	}
 }
 
-func (c *Client) mustUser(t *testing.T) e2ee.UserID {
+func (c *Client) mustUser(t *testing.T) ident.UserID {
 	id, _, err := c.Whoami()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -17,7 +18,7 @@ type SendReport struct {
 	Devices int
 	// Failed holds, per device, why its envelope was not stored (or its key
 	// bundle: the device cannot read the message then).
-	Failed map[e2ee.DeviceID]error
+	Failed map[ident.DeviceID]error
 }
 
 // Err joins the failures of a report (nil if none).
@@ -33,7 +34,7 @@ func (r SendReport) Err() error {
 // of this user, renewing the conversation's sender session first when
 // e2ee.RenewalPolicy or a change of the devices asks for it. The message is
 // in local history before anything leaves the device.
-func (ch *Chat) Send(ctx context.Context, peer e2ee.UserID, text string) (SendReport, error) {
+func (ch *Chat) Send(ctx context.Context, peer ident.UserID, text string) (SendReport, error) {
 	wait, rep, err := ch.SendAsync(ctx, peer, text)
 	if err != nil {
 		return rep, err
@@ -44,7 +45,7 @@ func (ch *Chat) Send(ctx context.Context, peer e2ee.UserID, text string) (SendRe
 // SendAsync is Send that returns once the envelopes are written to the
 // node; wait collects the results. Messages of successive calls reach the
 // relays in call order.
-func (ch *Chat) SendAsync(ctx context.Context, peer e2ee.UserID, text string) (wait func(context.Context) (SendReport, error), rep SendReport, err error) {
+func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (wait func(context.Context) (SendReport, error), rep SendReport, err error) {
 	if len(text) > MaxTextSize {
 		return nil, rep, fmt.Errorf("%w: %d bytes, limit %d", ErrTextTooLarge, len(text), MaxTextSize)
 	}
@@ -54,7 +55,7 @@ func (ch *Chat) SendAsync(ctx context.Context, peer e2ee.UserID, text string) (w
 	if err != nil {
 		return nil, rep, err
 	}
-	sets := []e2ee.DeviceSet{own}
+	sets := []ident.DeviceSet{own}
 	if !peer.Equal(ch.self.User) {
 		ps, err := ch.chain(ctx, peer, ChainMaxAge)
 		if err != nil {
@@ -71,8 +72,8 @@ func (ch *Chat) SendAsync(ctx context.Context, peer e2ee.UserID, text string) (w
 	ch.mu.Unlock()
 	var envs []wire.Envelope
 	var kinds []e2ee.EnvelopeKind
-	var to []e2ee.DeviceID
-	add := func(d e2ee.DevicePublic, kind e2ee.EnvelopeKind, body []byte) error {
+	var to []ident.DeviceID
+	add := func(d ident.DevicePublic, kind e2ee.EnvelopeKind, body []byte) error {
 		ct, err := e2ee.SealEnvelope(d, kind, ch.self.User, body)
 		if err != nil {
 			return err
@@ -165,7 +166,7 @@ func (ch *Chat) SendAsync(ctx context.Context, peer e2ee.UserID, text string) (w
 // report fills rep from the send results; envelopes refused for the send
 // rate are sent again. A key bundle that was not stored makes the
 // session unusable for its device: the next message renews it.
-func (ch *Chat) report(rep SendReport, peer e2ee.UserID, res []wire.SendResult, kinds []e2ee.EnvelopeKind, to []e2ee.DeviceID, envs []wire.Envelope, conn *Conn) (SendReport, error) {
+func (ch *Chat) report(rep SendReport, peer ident.UserID, res []wire.SendResult, kinds []e2ee.EnvelopeKind, to []ident.DeviceID, envs []wire.Envelope, conn *Conn) (SendReport, error) {
 	var retry []int
 	for i, r := range res {
 		if r.Code == wire.ResultRateLimited {
@@ -188,11 +189,11 @@ func (ch *Chat) report(rep SendReport, peer e2ee.UserID, res []wire.SendResult, 
 			res[i] = res2[j]
 		}
 	}
-	stored := map[e2ee.DeviceID]bool{}
+	stored := map[ident.DeviceID]bool{}
 	for i, r := range res {
 		if err := resultError(r); err != nil {
 			if rep.Failed == nil {
-				rep.Failed = map[e2ee.DeviceID]error{}
+				rep.Failed = map[ident.DeviceID]error{}
 			}
 			rep.Failed[to[i]] = err
 			if kinds[i] == e2ee.EnvelopeKeyBundle {
@@ -213,7 +214,7 @@ func (ch *Chat) report(rep SendReport, peer e2ee.UserID, res []wire.SendResult, 
 
 // dropSession forgets the conversation's sender session so that the next
 // message starts (and distributes) a new one.
-func (ch *Chat) dropSession(peer e2ee.UserID) {
+func (ch *Chat) dropSession(peer ident.UserID) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if _, ok := ch.st.senders[peer]; !ok {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -112,16 +113,16 @@ func (c *Client) API() *API { return c.api }
 
 // Identity names a device and its user.
 type Identity struct {
-	User   e2ee.UserID
-	Device e2ee.DeviceID
+	User   ident.UserID
+	Device ident.DeviceID
 	Node   string
 }
 
 // Device is one active device of a verified chain.
 type Device struct {
-	ID e2ee.DeviceID
+	ID ident.DeviceID
 	// SigningKey and MessagingKey are fingerprints of the public keys
-	// (e2ee.SigningPublic.String and e2ee.MessagingPublic.String).
+	// (ident.SigningPublic.String and ident.MessagingPublic.String).
 	SigningKey   string
 	MessagingKey string
 	// Added is the time of the link that named the device (as its signer stated it).
@@ -132,11 +133,11 @@ type Device struct {
 
 // UserInfo is a user's verified chain, summarised.
 type UserInfo struct {
-	User    e2ee.UserID
+	User    ident.UserID
 	Version uint64
 	Devices []Device
 	// Revoked lists the devices the chain revoked.
-	Revoked []e2ee.DeviceID
+	Revoked []ident.DeviceID
 }
 
 // Register creates a new user with this (new) device as its first device
@@ -239,11 +240,11 @@ func (c *Client) Whoami() (Identity, State, error) {
 }
 
 func identityOf(st State) (Identity, error) {
-	user, err := e2ee.ParseUserID(st.User)
+	user, err := ident.ParseUserID(st.User)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %s: user: %w", ErrCorruptHome, StateFile, err)
 	}
-	dev, err := e2ee.ParseDeviceID(st.Device)
+	dev, err := ident.ParseDeviceID(st.Device)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %s: device: %w", ErrCorruptHome, StateFile, err)
 	}
@@ -253,17 +254,17 @@ func identityOf(st State) (Identity, error) {
 // Lookup fetches a user's chain from the node, verifies it from the user ID
 // alone and returns its devices. For this client's own user the chain must
 // also extend the one verified before (ErrChainRollback, ErrChainForked).
-func (c *Client) Lookup(ctx context.Context, user e2ee.UserID) (UserInfo, error) {
+func (c *Client) Lookup(ctx context.Context, user ident.UserID) (UserInfo, error) {
 	set, links, err := c.fetchChain(ctx, c.api, user)
 	if err != nil {
 		return UserInfo{}, err
 	}
-	var self e2ee.DeviceID
+	var self ident.DeviceID
 	if st, err := c.home.State(); err == nil && st.User == user.String() {
 		if _, err := c.acceptOwnChain(st, set, links); err != nil {
 			return UserInfo{}, err
 		}
-		self, _ = e2ee.ParseDeviceID(st.Device)
+		self, _ = ident.ParseDeviceID(st.Device)
 	}
 	return summarise(set, links, self), nil
 }
@@ -283,52 +284,52 @@ func (c *Client) Devices(ctx context.Context) (UserInfo, error) {
 }
 
 // fetchChain gets and verifies the chain of user from api.
-func (c *Client) fetchChain(ctx context.Context, api *API, user e2ee.UserID) (e2ee.DeviceSet, []e2ee.Link, error) {
+func (c *Client) fetchChain(ctx context.Context, api *API, user ident.UserID) (ident.DeviceSet, []ident.Link, error) {
 	encoded, err := api.Chain(ctx, user)
 	if err != nil {
-		return e2ee.DeviceSet{}, nil, err
+		return ident.DeviceSet{}, nil, err
 	}
-	set, links, err := e2ee.DecodeChain(user, encoded)
+	set, links, err := ident.DecodeChain(user, encoded)
 	if err != nil {
-		return e2ee.DeviceSet{}, nil, fmt.Errorf("client: chain of %s from %s does not verify: %w", user, api.URL(), err)
+		return ident.DeviceSet{}, nil, fmt.Errorf("client: chain of %s from %s does not verify: %w", user, api.URL(), err)
 	}
 	return set, links, nil
 }
 
 // savedChain verifies the chain saved in st.
-func savedChain(st State) (e2ee.DeviceSet, []e2ee.Link, error) {
+func savedChain(st State) (ident.DeviceSet, []ident.Link, error) {
 	id, err := identityOf(st)
 	if err != nil {
-		return e2ee.DeviceSet{}, nil, err
+		return ident.DeviceSet{}, nil, err
 	}
-	set, links, err := e2ee.DecodeChain(id.User, st.Chain)
+	set, links, err := ident.DecodeChain(id.User, st.Chain)
 	if err != nil {
-		return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: %s: saved chain: %w", ErrCorruptHome, StateFile, err)
+		return ident.DeviceSet{}, nil, fmt.Errorf("%w: %s: saved chain: %w", ErrCorruptHome, StateFile, err)
 	}
 	return set, links, nil
 }
 
 // acceptOwnChain checks that the verified chain fetched extends (or equals)
 // the one saved, and saves it. It returns the saved state.
-func (c *Client) acceptOwnChain(st State, set e2ee.DeviceSet, links []e2ee.Link) (State, error) {
+func (c *Client) acceptOwnChain(st State, set ident.DeviceSet, links []ident.Link) (State, error) {
 	known, _, err := savedChain(st)
 	if err != nil {
 		return st, err
 	}
-	switch r := e2ee.Relate(known, set); r {
-	case e2ee.ChainSame:
+	switch r := ident.Relate(known, set); r {
+	case ident.ChainSame:
 		return st, nil
-	case e2ee.ChainExtends:
+	case ident.ChainExtends:
 		st.Chain = encodeLinks(links)
 		return st, c.home.SaveState(st)
-	case e2ee.ChainRollback:
+	case ident.ChainRollback:
 		return st, fmt.Errorf("%w: version %d, verified before: %d", ErrChainRollback, set.Version(), known.Version())
 	default:
 		return st, fmt.Errorf("%w (%s at version %d)", ErrChainForked, r, set.Version())
 	}
 }
 
-func encodeLinks(links []e2ee.Link) [][]byte {
+func encodeLinks(links []ident.Link) [][]byte {
 	out := make([][]byte, len(links))
 	for i, l := range links {
 		out[i] = l.Encode()
@@ -336,14 +337,14 @@ func encodeLinks(links []e2ee.Link) [][]byte {
 	return out
 }
 
-func summarise(set e2ee.DeviceSet, links []e2ee.Link, self e2ee.DeviceID) UserInfo {
-	added := map[e2ee.DeviceID]time.Time{}
-	var revoked []e2ee.DeviceID
+func summarise(set ident.DeviceSet, links []ident.Link, self ident.DeviceID) UserInfo {
+	added := map[ident.DeviceID]time.Time{}
+	var revoked []ident.DeviceID
 	for _, l := range links {
 		switch l.Kind {
-		case e2ee.LinkGenesis, e2ee.LinkAddDevice:
+		case ident.LinkGenesis, ident.LinkAddDevice:
 			added[l.Device.ID()] = l.Time
-		case e2ee.LinkRevokeDevice:
+		case ident.LinkRevokeDevice:
 			revoked = append(revoked, l.Revoked)
 		}
 	}
@@ -363,28 +364,28 @@ func summarise(set e2ee.DeviceSet, links []e2ee.Link, self e2ee.DeviceID) UserIn
 
 // ownChain loads the keys and the freshest verified chain of this device's
 // user (checked against the saved one), and checks the device is active.
-func (c *Client) ownChain(ctx context.Context, passphrase []byte) (e2ee.DeviceKeys, State, e2ee.DeviceSet, error) {
+func (c *Client) ownChain(ctx context.Context, passphrase []byte) (e2ee.DeviceKeys, State, ident.DeviceSet, error) {
 	st, err := c.home.State()
 	if err != nil {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, err
 	}
 	keys, err := c.home.Keys(passphrase)
 	if err != nil {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, err
 	}
 	id, err := identityOf(st)
 	if err != nil {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, err
 	}
 	set, links, err := c.fetchChain(ctx, c.api, id.User)
 	if err != nil {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, err
 	}
 	if st, err = c.acceptOwnChain(st, set, links); err != nil {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, err
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, err
 	}
 	if _, ok := set.Lookup(id.Device); !ok {
-		return e2ee.DeviceKeys{}, State{}, e2ee.DeviceSet{}, fmt.Errorf("%w: %s", ErrDeviceRevoked, id.Device)
+		return e2ee.DeviceKeys{}, State{}, ident.DeviceSet{}, fmt.Errorf("%w: %s", ErrDeviceRevoked, id.Device)
 	}
 	return keys, st, set, nil
 }
@@ -393,7 +394,7 @@ func (c *Client) ownChain(ctx context.Context, passphrase []byte) (e2ee.DeviceKe
 // device. If the node's chain moved on meanwhile (stale_chain), it fetches
 // the chain again and re-signs, up to MaxStaleRetries times. It returns the
 // new chain's version.
-func (c *Client) Revoke(ctx context.Context, target e2ee.DeviceID, passphrase []byte) (uint64, error) {
+func (c *Client) Revoke(ctx context.Context, target ident.DeviceID, passphrase []byte) (uint64, error) {
 	for attempt := 0; ; attempt++ {
 		v, err := c.revokeOnce(ctx, target, passphrase)
 		if err == nil || !IsCode(err, CodeStaleChain) || attempt == MaxStaleRetries {
@@ -405,7 +406,7 @@ func (c *Client) Revoke(ctx context.Context, target e2ee.DeviceID, passphrase []
 // MaxStaleRetries bounds how often Revoke re-signs after a stale_chain answer.
 const MaxStaleRetries = 3
 
-func (c *Client) revokeOnce(ctx context.Context, target e2ee.DeviceID, passphrase []byte) (uint64, error) {
+func (c *Client) revokeOnce(ctx context.Context, target ident.DeviceID, passphrase []byte) (uint64, error) {
 	keys, st, set, err := c.ownChain(ctx, passphrase)
 	if err != nil {
 		return 0, err

@@ -23,6 +23,7 @@ import (
 	"github.com/oauth2-proxy/mockoidc"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry"
@@ -44,7 +45,7 @@ func newTestClient(t *testing.T, nodeURL string, hc *http.Client) *Client {
 }
 
 // waitUser polls a client's lookup of user until ok accepts it.
-func waitUser(t *testing.T, c *Client, user e2ee.UserID, what string, ok func(UserInfo) bool) UserInfo {
+func waitUser(t *testing.T, c *Client, user ident.UserID, what string, ok func(UserInfo) bool) UserInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
@@ -60,7 +61,7 @@ func waitUser(t *testing.T, c *Client, user e2ee.UserID, what string, ok func(Us
 	return got
 }
 
-func hasDevice(info UserInfo, id e2ee.DeviceID) bool {
+func hasDevice(info UserInfo, id ident.DeviceID) bool {
 	for _, d := range info.Devices {
 		if d.ID.Equal(id) {
 			return true
@@ -71,12 +72,12 @@ func hasDevice(info UserInfo, id e2ee.DeviceID) bool {
 
 // link runs LinkShow on a and LinkJoin on b concurrently, the code passing
 // from one to the other in its QR form.
-func link(t *testing.T, a *Client, passA []byte, b *Client, passB []byte) (e2ee.DeviceID, Identity) {
+func link(t *testing.T, a *Client, passA []byte, b *Client, passB []byte) (ident.DeviceID, Identity) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
 	codes := make(chan string, 1)
-	var added e2ee.DeviceID
+	var added ident.DeviceID
 	var showErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // testKDF is the cheapest Argon2id the e2ee package accepts, so tests do
@@ -252,7 +253,7 @@ func TestParseNodeURL(t *testing.T) {
 }
 
 // addDevice signs, with keys, a link adding d to the chain of set.
-func addDevice(t *testing.T, set e2ee.DeviceSet, keys, d e2ee.DeviceKeys) (e2ee.DeviceSet, []byte) {
+func addDevice(t *testing.T, set ident.DeviceSet, keys, d e2ee.DeviceKeys) (ident.DeviceSet, []byte) {
 	t.Helper()
 	req, err := e2ee.NewAddDeviceRequest(set.Head(), d)
 	if err != nil {
@@ -280,7 +281,7 @@ func TestOwnChainRollbackAndFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	user := g.UserID()
-	set1, err := e2ee.VerifyChain(user, []e2ee.Link{g})
+	set1, err := ident.VerifyChain(user, []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestOwnChainRollbackAndFork(t *testing.T) {
 	}
 	c := &Client{home: h}
 	accept := func(chain [][]byte) error {
-		set, links, err := e2ee.DecodeChain(user, chain)
+		set, links, err := ident.DecodeChain(user, chain)
 		if err != nil {
 			t.Fatal(err)
 		}

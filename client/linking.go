@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -23,7 +24,7 @@ var ErrChainMoved = errors.New("client: the chain changed during linking (show a
 type mailbox struct {
 	api     *API
 	sess    *e2ee.LinkingSession
-	rid     e2ee.RendezvousID
+	rid     ident.RendezvousID
 	after   int64
 	posted  map[int64]bool
 	pending []wire.RendezvousMessage
@@ -93,55 +94,55 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 // verifies the new device's signed request, signs the add-device link and
 // sends it back, then waits until the node's chain holds the new device.
 // It returns the new device's ID.
-func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee.LinkingCode) error) (e2ee.DeviceID, error) {
+func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee.LinkingCode) error) (ident.DeviceID, error) {
 	keys, st, set, err := c.ownChain(ctx, passphrase)
 	if err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
 	code, err := e2ee.NewLinkingCode(c.rand)
 	if err != nil {
-		return e2ee.DeviceID{}, fmt.Errorf("client: linking code: %w", err)
+		return ident.DeviceID{}, fmt.Errorf("client: linking code: %w", err)
 	}
 	code.Node = c.api.URL()
 	mb, err := newMailbox(c.api, code, e2ee.LinkingExistingDevice)
 	if err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
 	if err := show(code); err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
 	if err := mb.send(ctx, set.Head().Encode()); err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
 	data, err := mb.recv(ctx)
 	if err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
-	req, err := e2ee.DecodeAddDeviceRequest(data)
+	req, err := ident.DecodeAddDeviceRequest(data)
 	if err != nil {
-		return e2ee.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
+		return ident.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
 	}
 	link, err := e2ee.NewAddDevice(set, keys, req, c.now())
 	if err != nil {
-		return e2ee.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
+		return ident.DeviceID{}, fmt.Errorf("client: add-device request: %w", err)
 	}
 	if err := mb.send(ctx, link.Encode()); err != nil {
-		return e2ee.DeviceID{}, err
+		return ident.DeviceID{}, err
 	}
 	newID := req.Device.ID()
 	for {
 		set, links, err := c.fetchChain(ctx, c.api, set.User())
 		if err != nil {
-			return e2ee.DeviceID{}, err
+			return ident.DeviceID{}, err
 		}
 		if st, err = c.acceptOwnChain(st, set, links); err != nil {
-			return e2ee.DeviceID{}, err
+			return ident.DeviceID{}, err
 		}
 		if _, ok := set.Lookup(newID); ok {
 			return newID, nil
 		}
 		if err := sleep(ctx, PollInterval); err != nil {
-			return e2ee.DeviceID{}, fmt.Errorf("client: waiting for the new device %s in the chain: %w", newID, err)
+			return ident.DeviceID{}, fmt.Errorf("client: waiting for the new device %s in the chain: %w", newID, err)
 		}
 	}
 }
@@ -179,7 +180,7 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if err != nil {
 		return Identity{}, err
 	}
-	head, err := e2ee.DecodeChainHead(data)
+	head, err := ident.DecodeChainHead(data)
 	if err != nil {
 		return Identity{}, fmt.Errorf("client: chain head: %w", err)
 	}
@@ -197,11 +198,11 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if data, err = mb.recv(ctx); err != nil {
 		return Identity{}, err
 	}
-	link, err := e2ee.DecodeLink(data)
+	link, err := ident.DecodeLink(data)
 	if err != nil {
 		return Identity{}, fmt.Errorf("client: add-device link: %w", err)
 	}
-	if link.Kind != e2ee.LinkAddDevice || link.Seq != head.Version+1 || !link.Prev.Equal(head.Link) || !link.Device.Equal(keys.Public()) {
+	if link.Kind != ident.LinkAddDevice || link.Seq != head.Version+1 || !link.Prev.Equal(head.Link) || !link.Device.Equal(keys.Public()) {
 		return Identity{}, fmt.Errorf("%w: got %s link %d", ErrBadLinkReply, link.Kind, link.Seq)
 	}
 	set, links, err := c.chainAtHead(ctx, head)
@@ -225,22 +226,22 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 // chainAtHead fetches the verified chain of head.User from this client's
 // node, waiting while the node has not caught up with head yet (the
 // existing device may use another node), and checks it ends at head.
-func (c *Client) chainAtHead(ctx context.Context, head e2ee.ChainHead) (e2ee.DeviceSet, []e2ee.Link, error) {
+func (c *Client) chainAtHead(ctx context.Context, head ident.ChainHead) (ident.DeviceSet, []ident.Link, error) {
 	for {
 		set, links, err := c.fetchChain(ctx, c.api, head.User)
 		switch {
 		case err != nil && !IsCode(err, CodeUserNotFound):
-			return e2ee.DeviceSet{}, nil, err
+			return ident.DeviceSet{}, nil, err
 		case err == nil && set.Version() > head.Version:
-			return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: the code was shown at version %d, the chain is at %d", ErrChainMoved, head.Version, set.Version())
+			return ident.DeviceSet{}, nil, fmt.Errorf("%w: the code was shown at version %d, the chain is at %d", ErrChainMoved, head.Version, set.Version())
 		case err == nil && set.Version() == head.Version:
 			if h := set.Head(); !h.Link.Equal(head.Link) {
-				return e2ee.DeviceSet{}, nil, fmt.Errorf("%w: the node's link %d is %s, the other device's is %s", ErrChainForked, head.Version, h.Link, head.Link)
+				return ident.DeviceSet{}, nil, fmt.Errorf("%w: the node's link %d is %s, the other device's is %s", ErrChainForked, head.Version, h.Link, head.Link)
 			}
 			return set, links, nil
 		}
 		if err := sleep(ctx, PollInterval); err != nil {
-			return e2ee.DeviceSet{}, nil, fmt.Errorf("client: waiting for %s to reach version %d of %s: %w", c.api.URL(), head.Version, head.User, err)
+			return ident.DeviceSet{}, nil, fmt.Errorf("client: waiting for %s to reach version %d of %s: %w", c.api.URL(), head.Version, head.User, err)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // The chat store: an append-only log in the home, every record encrypted
@@ -48,10 +49,10 @@ const (
 // ChatMessage is one message of a conversation's local history.
 type ChatMessage struct {
 	// Peer is the other user of the conversation.
-	Peer e2ee.UserID
+	Peer ident.UserID
 	// From and Device are the sending user and device.
-	From   e2ee.UserID
-	Device e2ee.DeviceID
+	From   ident.UserID
+	Device ident.DeviceID
 	// Seq is the sending device's sequence number of the message; a
 	// conversation's history keeps each device's messages in Seq order.
 	Seq uint64
@@ -113,21 +114,21 @@ func init() {
 
 // chatState is what the log rebuilds.
 type chatState struct {
-	history   map[e2ee.UserID][]ChatMessage
-	senders   map[e2ee.UserID]*e2ee.SenderSession
+	history   map[ident.UserID][]ChatMessage
+	senders   map[ident.UserID]*e2ee.SenderSession
 	receivers map[receiverKey]*e2ee.ReceiverSession
 	seq       uint64
 }
 
 type receiverKey struct {
-	sender  e2ee.DeviceID
+	sender  ident.DeviceID
 	session e2ee.SessionID
 }
 
 func newChatState() *chatState {
 	return &chatState{
-		history:   map[e2ee.UserID][]ChatMessage{},
-		senders:   map[e2ee.UserID]*e2ee.SenderSession{},
+		history:   map[ident.UserID][]ChatMessage{},
+		senders:   map[ident.UserID]*e2ee.SenderSession{},
 		receivers: map[receiverKey]*e2ee.ReceiverSession{},
 	}
 }
@@ -160,15 +161,15 @@ func encodeChatMessage(m ChatMessage) chatMessageWire {
 }
 
 func decodeChatMessage(w chatMessageWire) (ChatMessage, error) {
-	peer, err := e2ee.UserIDFromBytes(w.Peer)
+	peer, err := ident.UserIDFromBytes(w.Peer)
 	if err != nil {
 		return ChatMessage{}, err
 	}
-	from, err := e2ee.UserIDFromBytes(w.From)
+	from, err := ident.UserIDFromBytes(w.From)
 	if err != nil {
 		return ChatMessage{}, err
 	}
-	dev, err := e2ee.DeviceIDFromBytes(w.Device)
+	dev, err := ident.DeviceIDFromBytes(w.Device)
 	if err != nil {
 		return ChatMessage{}, err
 	}
@@ -198,7 +199,7 @@ func (s *chatState) apply(r chatRecord) error {
 		s.insert(m)
 	}
 	for _, w := range r.Senders {
-		peer, err := e2ee.UserIDFromBytes(w.Peer)
+		peer, err := ident.UserIDFromBytes(w.Peer)
 		if err != nil {
 			return fmt.Errorf("sender session: %w", err)
 		}

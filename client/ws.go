@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -60,7 +61,7 @@ func resultError(r wire.SendResult) error {
 // Conn is one authenticated WebSocket session of a device with a node.
 type Conn struct {
 	ws      *websocket.Conn
-	device  e2ee.DeviceID
+	device  ident.DeviceID
 	signing e2ee.SigningKey
 	peerID  string
 
@@ -90,7 +91,7 @@ func wsURL(api string) string {
 // user. With deliver set, the envelopes the node pushes come out of
 // Deliveries (the consumer must read them); without, they are dropped
 // unacknowledged (the relays keep them).
-func Dial(ctx context.Context, apiURL string, hc *http.Client, user e2ee.UserID, keys e2ee.DeviceKeys, deliver bool) (*Conn, error) {
+func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID, keys e2ee.DeviceKeys, deliver bool) (*Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
 	ws, _, err := websocket.Dial(dctx, wsURL(apiURL), &websocket.DialOptions{HTTPClient: hc})

@@ -12,7 +12,7 @@ import (
 
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/store"
 )
@@ -76,7 +76,7 @@ func TestAnchoringResumesThePendingBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	link1, _ := e2ee.DecodeLink(c1.Links[0])
+	link1, _ := ident.DecodeLink(c1.Links[0])
 	proof1, ok, err := s.LinkProof(c1.Set.User(), link1.ID())
 	if err != nil || !ok || !bytes.Equal(proof1.BatchCID, p1.CID) {
 		t.Fatalf("proof of the resumed batch: %+v %v %v", proof1, ok, err)
@@ -120,7 +120,7 @@ func TestAnchoringResumesThePendingBatch(t *testing.T) {
 	if err := run().AnchorPending(ctx); err != nil {
 		t.Fatalf("resuming an included batch: %v", err)
 	}
-	link2, _ := e2ee.DecodeLink(c2.Links[0])
+	link2, _ := ident.DecodeLink(c2.Links[0])
 	proof2, ok, err := s.LinkProof(c2.Set.User(), link2.ID())
 	if err != nil || !ok || !bytes.Equal(proof2.TxID, ann.TxID) {
 		t.Fatalf("proof of the included batch: %+v %v %v", proof2, ok, err)
@@ -141,7 +141,7 @@ func TestStoreQueueSignalsFull(t *testing.T) {
 	}
 	ch := q.full(2)
 	c := testChain(t, testKeys(t), testKeys(t))
-	l0, _ := e2ee.DecodeLink(c.Links[0])
+	l0, _ := ident.DecodeLink(c.Links[0])
 	if err := q.Enqueue(c.Set.User(), l0); err != nil {
 		t.Fatal(err)
 	}

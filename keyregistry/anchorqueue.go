@@ -13,7 +13,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	ds "github.com/ipfs/go-datastore"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -23,13 +23,13 @@ import (
 // transaction, durable when it returns: a link is never stored without
 // being queued, nor queued without being stored.
 type AnchorQueue interface {
-	EnqueueWith(user e2ee.UserID, link e2ee.Link, with func(txn *badger.Txn) error) error
+	EnqueueWith(user ident.UserID, link ident.Link, with func(txn *badger.Txn) error) error
 }
 
 // QueuedLink is one entry of a StoreQueue.
 type QueuedLink struct {
 	Seq  uint64 // position in the queue, from 1
-	User e2ee.UserID
+	User ident.UserID
 	Link []byte // the link's canonical encoding
 }
 
@@ -53,8 +53,8 @@ var keyAnchorNext = ds.NewKey("/anchor-next")
 const anchorPrefix = "/anchor/"
 
 type queuedEntry struct {
-	User e2ee.UserID `cbor:"1,keyasint"`
-	Link []byte      `cbor:"2,keyasint"`
+	User ident.UserID `cbor:"1,keyasint"`
+	Link []byte       `cbor:"2,keyasint"`
 }
 
 // NewStoreQueue opens the queue kept in p.
@@ -84,13 +84,13 @@ func anchorKey(seq uint64) ds.Key {
 }
 
 // Enqueue queues link of user on its own.
-func (q *StoreQueue) Enqueue(user e2ee.UserID, link e2ee.Link) error {
+func (q *StoreQueue) Enqueue(user ident.UserID, link ident.Link) error {
 	return q.EnqueueWith(user, link, nil)
 }
 
 // EnqueueWith implements AnchorQueue: the entry, the advanced counter and
 // the writes of with (which may be nil) are one transaction.
-func (q *StoreQueue) EnqueueWith(user e2ee.UserID, link e2ee.Link, with func(txn *badger.Txn) error) error {
+func (q *StoreQueue) EnqueueWith(user ident.UserID, link ident.Link, with func(txn *badger.Txn) error) error {
 	v, err := recEnc.Marshal(queuedEntry{User: user, Link: link.Encode()})
 	if err != nil {
 		return fmt.Errorf("keyregistry: anchor queue: %w", err)

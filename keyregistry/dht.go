@@ -10,7 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/routing"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Timeouts of the registry's DHT work.
@@ -22,7 +22,7 @@ const (
 )
 
 // fetch reads user's chain from the DHT and verifies it.
-func (s *Service) fetch(ctx context.Context, user e2ee.UserID) (Chain, error) {
+func (s *Service) fetch(ctx context.Context, user ident.UserID) (Chain, error) {
 	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
 	defer cancel()
 	v, err := s.net.DHT.GetValue(ctx, RecordKey(user))
@@ -74,7 +74,7 @@ func (s *Service) Republish(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, v := range recs {
-		c, err := DecodeRecord(v, e2ee.UserID{})
+		c, err := DecodeRecord(v, ident.UserID{})
 		if err != nil {
 			s.log.Error("republish: stored chain does not verify", "err", err)
 			continue

@@ -7,7 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 func TestNonces(t *testing.T) {
@@ -79,8 +79,8 @@ func TestNonceOrderStaysBounded(t *testing.T) {
 	}
 }
 
-func rid(b byte) e2ee.RendezvousID {
-	var r e2ee.RendezvousID
+func rid(b byte) ident.RendezvousID {
+	var r ident.RendezvousID
 	r[0] = b
 	return r
 }
@@ -149,7 +149,7 @@ func TestMailboxCount(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRendezvous()
 		for i := range MaxMailboxes {
-			var id e2ee.RendezvousID
+			var id ident.RendezvousID
 			id[0], id[1] = byte(i), byte(i>>8)
 			if _, err := r.Post(id, []byte("x")); err != nil {
 				t.Fatalf("mailbox %d: %v", i, err)

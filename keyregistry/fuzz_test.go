@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // fuzzSeeds are valid records (one, two and three links) and near misses.
@@ -37,7 +38,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := DecodeRecord(data, e2ee.UserID{})
+		c, err := DecodeRecord(data, ident.UserID{})
 		if err != nil {
 			return
 		}
@@ -51,7 +52,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if i, err := (Validator{}).Select(key, [][]byte{[]byte("x"), data}); err != nil || i != 1 {
 			t.Fatalf("Select = %d, %v", i, err)
 		}
-		if _, _, err := e2ee.DecodeChain(c.Set.User(), c.Links); err != nil {
+		if _, _, err := ident.DecodeChain(c.Set.User(), c.Links); err != nil {
 			t.Fatalf("accepted chain does not verify: %v", err)
 		}
 	})

@@ -6,7 +6,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Topic is the gossipsub topic on which nodes announce accepted chains.
@@ -28,7 +28,7 @@ func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Messa
 
 // decodeAnnouncement decodes and verifies one message of the gossip topic:
 // a Record of any user.
-func decodeAnnouncement(data []byte) (Chain, error) { return DecodeRecord(data, e2ee.UserID{}) }
+func decodeAnnouncement(data []byte) (Chain, error) { return DecodeRecord(data, ident.UserID{}) }
 
 // readGossip keeps the announced chains that are new to the node or extend
 // its copy; rollbacks and forks are ignored with a log line.
@@ -50,11 +50,11 @@ func (s *Service) readGossip() {
 		switch {
 		case err != nil:
 			s.log.Error("store a gossiped chain", "user", c.Set.User().String(), "err", err)
-		case rel == e2ee.ChainExtends:
+		case rel == ident.ChainExtends:
 			s.m.gossip.WithLabelValues("stored").Inc()
-		case rel == e2ee.ChainSame:
+		case rel == ident.ChainSame:
 			s.m.gossip.WithLabelValues("same").Inc()
-		case rel == e2ee.ChainRollback:
+		case rel == ident.ChainRollback:
 			s.m.gossip.WithLabelValues("rollback").Inc()
 			s.log.Info("ignored a gossiped chain older than ours", "user", c.Set.User().String(), "version", c.Version(), "from", msg.GetFrom().String())
 		default:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/volo-chat/volo/chain/devnet"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/store"
 )
@@ -89,7 +90,7 @@ func testChain(t testing.TB, keys ...e2ee.DeviceKeys) Chain {
 		t.Fatal(err)
 	}
 	links := [][]byte{g.Encode()}
-	set, err := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+	set, err := ident.VerifyChain(g.UserID(), []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}

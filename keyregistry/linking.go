@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Limits of the device-linking rendezvous mailboxes.
@@ -45,7 +45,7 @@ type MailboxMessage struct {
 // short-lived and carry only ciphertext.
 type rendezvous struct {
 	mu    sync.Mutex
-	boxes map[e2ee.RendezvousID]*mailbox
+	boxes map[ident.RendezvousID]*mailbox
 }
 
 type mailbox struct {
@@ -56,11 +56,11 @@ type mailbox struct {
 }
 
 func newRendezvous() *rendezvous {
-	return &rendezvous{boxes: make(map[e2ee.RendezvousID]*mailbox)}
+	return &rendezvous{boxes: make(map[ident.RendezvousID]*mailbox)}
 }
 
 // Post appends data to the mailbox rid, creating it, and returns its seq.
-func (r *rendezvous) Post(rid e2ee.RendezvousID, data []byte) (uint64, error) {
+func (r *rendezvous) Post(rid ident.RendezvousID, data []byte) (uint64, error) {
 	if len(data) > MaxMailboxMessageSize {
 		return 0, fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(data), MaxMailboxMessageSize)
 	}
@@ -96,7 +96,7 @@ func (r *rendezvous) Post(rid e2ee.RendezvousID, data []byte) (uint64, error) {
 // Wait returns the messages of rid with seq > after (every message when
 // after < 0), waiting until there is one, ctx ends, the mailbox expires or
 // LongPollTimeout passes; it may return none.
-func (r *rendezvous) Wait(ctx context.Context, rid e2ee.RendezvousID, after int64) []MailboxMessage {
+func (r *rendezvous) Wait(ctx context.Context, rid ident.RendezvousID, after int64) []MailboxMessage {
 	timeout := time.NewTimer(LongPollTimeout)
 	defer timeout.Stop()
 	for {
@@ -136,7 +136,7 @@ func (r *rendezvous) Wait(ctx context.Context, rid e2ee.RendezvousID, after int6
 // waitCreated returns a channel closed when rid's mailbox gets its first
 // message. It creates an empty placeholder only when there is room; the
 // placeholder expires like a mailbox.
-func (r *rendezvous) waitCreated(rid e2ee.RendezvousID) chan struct{} {
+func (r *rendezvous) waitCreated(rid ident.RendezvousID) chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
@@ -161,7 +161,7 @@ func (b *mailbox) since(after int64) []MailboxMessage {
 }
 
 // get returns rid's mailbox, deleting it if it expired.
-func (r *rendezvous) get(rid e2ee.RendezvousID, now time.Time) *mailbox {
+func (r *rendezvous) get(rid ident.RendezvousID, now time.Time) *mailbox {
 	b, ok := r.boxes[rid]
 	if ok && !now.Before(b.expires) {
 		delete(r.boxes, rid)
@@ -187,7 +187,7 @@ func (r *rendezvous) Len() int {
 }
 
 // PostMessage appends a sealed linking message to mailbox rid.
-func (s *Service) PostMessage(rid e2ee.RendezvousID, data []byte) (uint64, error) {
+func (s *Service) PostMessage(rid ident.RendezvousID, data []byte) (uint64, error) {
 	seq, err := s.rendezvous.Post(rid, data)
 	if err != nil {
 		s.reject(reasonOf(err))
@@ -196,6 +196,6 @@ func (s *Service) PostMessage(rid e2ee.RendezvousID, data []byte) (uint64, error
 }
 
 // WaitMessages long-polls mailbox rid for messages after seq after (-1: all).
-func (s *Service) WaitMessages(ctx context.Context, rid e2ee.RendezvousID, after int64) []MailboxMessage {
+func (s *Service) WaitMessages(ctx context.Context, rid ident.RendezvousID, after int64) []MailboxMessage {
 	return s.rendezvous.Wait(ctx, rid, after)
 }

@@ -7,21 +7,21 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // ErrUserNotFound reports a user neither the store nor the DHT has.
 var ErrUserNotFound = errors.New("keyregistry: user not found")
 
 // Store layout inside the registry's view.
-func chainKey(user e2ee.UserID) ds.Key { return ds.NewKey("/chain/" + user.String()) }
-func accountKey(a Account) ds.Key      { return ds.NewKey("/account/" + a.key()) }
+func chainKey(user ident.UserID) ds.Key { return ds.NewKey("/chain/" + user.String()) }
+func accountKey(a Account) ds.Key       { return ds.NewKey("/account/" + a.key()) }
 
 const chainPrefix = "/chain/"
 
 // Lookup returns user's chain from the store, or else from the DHT
 // (verified, then kept in the store).
-func (s *Service) Lookup(ctx context.Context, user e2ee.UserID) (Chain, error) {
+func (s *Service) Lookup(ctx context.Context, user ident.UserID) (Chain, error) {
 	c, err := s.local(ctx, user)
 	if err == nil {
 		s.m.lookups.WithLabelValues("store").Inc()
@@ -42,7 +42,7 @@ func (s *Service) Lookup(ctx context.Context, user e2ee.UserID) (Chain, error) {
 }
 
 // local reads user's chain from the store.
-func (s *Service) local(ctx context.Context, user e2ee.UserID) (Chain, error) {
+func (s *Service) local(ctx context.Context, user ident.UserID) (Chain, error) {
 	v, err := s.d.Get(ctx, chainKey(user))
 	if errors.Is(err, ds.ErrNotFound) {
 		return Chain{}, fmt.Errorf("%w: %s", ErrUserNotFound, user)
@@ -74,7 +74,7 @@ func (s *Service) keep(ctx context.Context, c Chain) error {
 
 // consider stores c when it is new to the node or extends its chain, and
 // says how c related to the chain the node held.
-func (s *Service) consider(ctx context.Context, c Chain) (e2ee.ChainRelation, error) {
+func (s *Service) consider(ctx context.Context, c Chain) (ident.ChainRelation, error) {
 	user := c.Set.User()
 	mu := s.lock(user)
 	mu.Lock()
@@ -82,12 +82,12 @@ func (s *Service) consider(ctx context.Context, c Chain) (e2ee.ChainRelation, er
 	cur, err := s.local(ctx, user)
 	switch {
 	case errors.Is(err, ErrUserNotFound):
-		return e2ee.ChainExtends, s.save(ctx, c)
+		return ident.ChainExtends, s.save(ctx, c)
 	case err != nil:
 		return 0, err
 	}
-	rel := e2ee.Relate(cur.Set, c.Set)
-	if rel == e2ee.ChainExtends {
+	rel := ident.Relate(cur.Set, c.Set)
+	if rel == ident.ChainExtends {
 		return rel, s.save(ctx, c)
 	}
 	return rel, nil

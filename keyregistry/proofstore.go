@@ -9,7 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/store"
 )
@@ -25,7 +25,7 @@ const (
 
 func batchKey(c cid.Cid) []byte { return []byte(batchPrefix + c.String()) }
 
-func proofKey(user e2ee.UserID, link e2ee.LinkID) []byte {
+func proofKey(user ident.UserID, link ident.LinkID) []byte {
 	return []byte(proofPrefix + user.String() + "/" + link.String())
 }
 
@@ -51,11 +51,11 @@ func (s *Service) storeProofs(raw []byte, b anchorproof.Batch, t *anchorproof.Tr
 	}
 	n := 0
 	for i, leaf := range b.Leaves {
-		user, err := e2ee.UserIDFromBytes(leaf.User)
+		user, err := ident.UserIDFromBytes(leaf.User)
 		if err != nil {
 			continue // anchorproof.DecodeBatch checked it
 		}
-		link, err := e2ee.DecodeLink(leaf.Link)
+		link, err := ident.DecodeLink(leaf.Link)
 		if err != nil {
 			s.log.Debug("batch holds a link that does not decode; no proof stored for it", "batch", c.String(), "leaf", i, "err", err)
 			continue
@@ -107,10 +107,10 @@ func (s *Service) Batch(c cid.Cid) ([]byte, error) {
 
 // Proofs returns the stored anchor proof (its encoding) of each link of
 // user's chain, nil for the links that have none yet.
-func (s *Service) Proofs(user e2ee.UserID, links [][]byte) ([][]byte, error) {
+func (s *Service) Proofs(user ident.UserID, links [][]byte) ([][]byte, error) {
 	out := make([][]byte, len(links))
 	for i, enc := range links {
-		l, err := e2ee.DecodeLink(enc)
+		l, err := ident.DecodeLink(enc)
 		if err != nil {
 			return nil, fmt.Errorf("keyregistry: link %d: %w", i, err)
 		}
@@ -131,7 +131,7 @@ func (s *Service) Proofs(user e2ee.UserID, links [][]byte) ([][]byte, error) {
 }
 
 // LinkProof returns the stored proof of one link of user, decoded.
-func (s *Service) LinkProof(user e2ee.UserID, link e2ee.LinkID) (anchorproof.AnchorProof, bool, error) {
+func (s *Service) LinkProof(user ident.UserID, link ident.LinkID) (anchorproof.AnchorProof, bool, error) {
 	v, err := s.db.Get(proofKey(user, link))
 	if errors.Is(err, store.ErrNotFound) {
 		return anchorproof.AnchorProof{}, false, nil

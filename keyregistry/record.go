@@ -9,17 +9,17 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	record "github.com/libp2p/go-libp2p-record"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Namespace is the DHT namespace of user chains: the record of user U is
 // stored under "/volo-user/" + U.String().
 const Namespace = "volo-user"
 
-// MaxRecordSize bounds an encoded Record: a chain of e2ee.MaxChainLinks links
-// of e2ee.MaxLinkSize bytes each, with their CBOR headers, plus the user ID.
+// MaxRecordSize bounds an encoded Record: a chain of ident.MaxChainLinks links
+// of ident.MaxLinkSize bytes each, with their CBOR headers, plus the user ID.
 // Larger input is refused before it is parsed.
-const MaxRecordSize = 1 + (1 + 2 + 36) + (1 + 3) + e2ee.MaxChainLinks*(3+e2ee.MaxLinkSize)
+const MaxRecordSize = 1 + (1 + 2 + 36) + (1 + 3) + ident.MaxChainLinks*(3+ident.MaxLinkSize)
 
 // ErrBadRecord reports a record that does not decode or whose chain does
 // not verify against the user ID it is stored under.
@@ -33,8 +33,8 @@ var ErrRecordTooLarge = errors.New("keyregistry: user record too large")
 // its canonical encoding. Encoded as deterministic CBOR {1: user ID (bstr
 // 36), 2: [+ link (bstr)]}.
 type Record struct {
-	User  e2ee.UserID `cbor:"1,keyasint"`
-	Links [][]byte    `cbor:"2,keyasint"`
+	User  ident.UserID `cbor:"1,keyasint"`
+	Links [][]byte     `cbor:"2,keyasint"`
 }
 
 var (
@@ -51,8 +51,8 @@ func init() {
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   e2ee.MaxNestedLevels,
-		MaxArrayElements:  e2ee.MaxChainLinks,
+		MaxNestedLevels:   ident.MaxNestedLevels,
+		MaxArrayElements:  ident.MaxChainLinks,
 		MaxMapPairs:       16,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		UTF8:              cbor.UTF8RejectInvalid,
@@ -63,7 +63,7 @@ func init() {
 }
 
 // RecordKey is the DHT key of user's chain.
-func RecordKey(user e2ee.UserID) string { return "/" + Namespace + "/" + user.String() }
+func RecordKey(user ident.UserID) string { return "/" + Namespace + "/" + user.String() }
 
 // Encode returns the canonical encoding of r.
 func (r Record) Encode() []byte {
@@ -78,7 +78,7 @@ func (r Record) Encode() []byte {
 // Chain is a verified user chain: the device set and the encoded links it
 // was verified from.
 type Chain struct {
-	Set   e2ee.DeviceSet
+	Set   ident.DeviceSet
 	Links [][]byte
 }
 
@@ -89,9 +89,9 @@ func (c Chain) Record() Record { return Record{User: c.Set.User(), Links: c.Link
 func (c Chain) Version() uint64 { return c.Set.Version() }
 
 // DecodeRecord decodes a record, checks that it is canonical, and verifies
-// its chain (e2ee.DecodeChain) against its own user ID. A zero want accepts
+// its chain (ident.DecodeChain) against its own user ID. A zero want accepts
 // any user; otherwise the record must be want's.
-func DecodeRecord(data []byte, want e2ee.UserID) (Chain, error) {
+func DecodeRecord(data []byte, want ident.UserID) (Chain, error) {
 	if len(data) > MaxRecordSize {
 		return Chain{}, fmt.Errorf("%w: %d bytes, limit %d", ErrRecordTooLarge, len(data), MaxRecordSize)
 	}
@@ -108,7 +108,7 @@ func DecodeRecord(data []byte, want e2ee.UserID) (Chain, error) {
 	if !want.IsZero() && !r.User.Equal(want) {
 		return Chain{}, fmt.Errorf("%w: record of %s, want %s", ErrBadRecord, r.User, want)
 	}
-	set, _, err := e2ee.DecodeChain(r.User, r.Links)
+	set, _, err := ident.DecodeChain(r.User, r.Links)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
@@ -116,17 +116,17 @@ func DecodeRecord(data []byte, want e2ee.UserID) (Chain, error) {
 }
 
 // userFromKey parses the user ID out of a "/volo-user/<id>" key.
-func userFromKey(key string) (e2ee.UserID, error) {
+func userFromKey(key string) (ident.UserID, error) {
 	ns, rest, err := record.SplitKey(key)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %v", ErrBadRecord, key, err)
+		return ident.UserID{}, fmt.Errorf("%w: key %q: %v", ErrBadRecord, key, err)
 	}
 	if ns != Namespace || strings.Contains(rest, "/") {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q is not /%s/<user ID>", ErrBadRecord, key, Namespace)
+		return ident.UserID{}, fmt.Errorf("%w: key %q is not /%s/<user ID>", ErrBadRecord, key, Namespace)
 	}
-	id, err := e2ee.ParseUserID(rest)
+	id, err := ident.ParseUserID(rest)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("%w: key %q: %w", ErrBadRecord, key, err)
+		return ident.UserID{}, fmt.Errorf("%w: key %q: %w", ErrBadRecord, key, err)
 	}
 	return id, nil
 }
@@ -158,7 +158,7 @@ func (Validator) Select(key string, values [][]byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	best, bestHead := -1, e2ee.ChainHead{}
+	best, bestHead := -1, ident.ChainHead{}
 	for i, v := range values {
 		c, err := DecodeRecord(v, user)
 		if err != nil {
@@ -177,7 +177,7 @@ func (Validator) Select(key string, values [][]byte) (int, error) {
 
 // better reports whether head a wins over head b: a longer chain, or at
 // equal length the bytewise smaller last link ID.
-func better(a, b e2ee.ChainHead) bool {
+func better(a, b ident.ChainHead) bool {
 	if a.Version != b.Version {
 		return a.Version > b.Version
 	}

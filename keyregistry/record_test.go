@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -39,14 +40,14 @@ func TestRecordRefusals(t *testing.T) {
 	cases := []struct {
 		name string
 		data []byte
-		user e2ee.UserID
+		user ident.UserID
 		want error
 	}{
 		{"empty", nil, user, ErrBadRecord},
 		{"garbage", []byte("not cbor"), user, ErrBadRecord},
 		{"no links", Record{User: user}.Encode(), user, ErrBadRecord},
 		{"other user's record", bob.Record().Encode(), user, ErrBadRecord},
-		{"other user's links under this ID", Record{User: user, Links: bob.Links}.Encode(), user, e2ee.ErrUserIDMismatch},
+		{"other user's links under this ID", Record{User: user, Links: bob.Links}.Encode(), user, ident.ErrUserIDMismatch},
 		{"tampered signature", tampered, user, ErrBadRecord},
 		{"non-canonical", reordered, user, ErrBadRecord},
 		{"trailing bytes", append(bytes.Clone(enc), 0), user, ErrBadRecord},
@@ -71,7 +72,7 @@ func TestRecordRefusals(t *testing.T) {
 }
 
 func mustLinkID(t *testing.T, enc []byte) []byte {
-	l, err := e2ee.DecodeLink(enc)
+	l, err := ident.DecodeLink(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestSelectLongestValidChain(t *testing.T) {
 	forged := bytes.Clone(v3)
 	forged[len(forged)-3] ^= 1
 	// A fork at version 2: the genesis device adds another device instead.
-	set1, _, _ := e2ee.DecodeChain(user, full.Links[:1])
+	set1, _, _ := ident.DecodeChain(user, full.Links[:1])
 	other := testKeys(t)
 	req, _ := e2ee.NewAddDeviceRequest(set1.Head(), other)
 	alt, err := e2ee.NewAddDevice(set1, k[0], req, time.Now())

@@ -8,7 +8,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 var (
@@ -53,7 +53,7 @@ func (s *Service) Register(ctx context.Context, genesis, proof []byte, ticket st
 }
 
 func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket string) (Chain, error) {
-	p, err := e2ee.DecodeRegistrationProof(proof)
+	p, err := ident.DecodeRegistrationProof(proof)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidProof, err)
 	}
@@ -69,16 +69,16 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 	case !s.cfg.OpenRegistration:
 		return Chain{}, ErrTicketRequired
 	}
-	if len(genesis) > e2ee.MaxLinkSize {
+	if len(genesis) > ident.MaxLinkSize {
 		return Chain{}, fmt.Errorf("%w: %d bytes", ErrInvalidLink, len(genesis))
 	}
-	link, err := e2ee.DecodeLink(genesis)
+	link, err := ident.DecodeLink(genesis)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 	}
-	set, err := e2ee.VerifyRegistrationGenesis(p, p.Nonce, link)
+	set, err := ident.VerifyRegistrationGenesis(p, p.Nonce, link)
 	if err != nil {
-		var ce *e2ee.ChainError
+		var ce *ident.ChainError
 		if errors.As(err, &ce) {
 			return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 		}
@@ -126,7 +126,7 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 
 // AppendLink verifies one link on the newest chain of user the node can
 // find and, if it follows it, stores, publishes and queues it.
-func (s *Service) AppendLink(ctx context.Context, user e2ee.UserID, encoded []byte) (Chain, error) {
+func (s *Service) AppendLink(ctx context.Context, user ident.UserID, encoded []byte) (Chain, error) {
 	c, err := s.appendLink(ctx, user, encoded)
 	if err != nil {
 		s.reject(reasonOf(err))
@@ -137,11 +137,11 @@ func (s *Service) AppendLink(ctx context.Context, user e2ee.UserID, encoded []by
 	return c, nil
 }
 
-func (s *Service) appendLink(ctx context.Context, user e2ee.UserID, encoded []byte) (Chain, error) {
-	if len(encoded) > e2ee.MaxLinkSize {
+func (s *Service) appendLink(ctx context.Context, user ident.UserID, encoded []byte) (Chain, error) {
+	if len(encoded) > ident.MaxLinkSize {
 		return Chain{}, fmt.Errorf("%w: %d bytes", ErrInvalidLink, len(encoded))
 	}
-	link, err := e2ee.DecodeLink(encoded)
+	link, err := ident.DecodeLink(encoded)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 	}
@@ -151,7 +151,7 @@ func (s *Service) appendLink(ctx context.Context, user e2ee.UserID, encoded []by
 	cur, err := s.local(ctx, user)
 	if errors.Is(err, ErrUserNotFound) || (err == nil && link.Seq > cur.Version()+1) {
 		// Unknown here, or this node is behind: ask the network.
-		if net, nerr := s.fetch(ctx, user); nerr == nil && (err != nil || e2ee.Relate(cur.Set, net.Set) == e2ee.ChainExtends) {
+		if net, nerr := s.fetch(ctx, user); nerr == nil && (err != nil || ident.Relate(cur.Set, net.Set) == ident.ChainExtends) {
 			cur, err = net, nil
 			if serr := s.save(ctx, cur); serr != nil {
 				return Chain{}, serr

@@ -17,7 +17,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -227,7 +227,7 @@ func (s *Service) Stop() error {
 
 func (s *Service) reject(reason string) { s.m.rejections.WithLabelValues(reason).Inc() }
 
-func (s *Service) lock(user e2ee.UserID) *sync.Mutex {
+func (s *Service) lock(user ident.UserID) *sync.Mutex {
 	return &s.locks[maphash.Bytes(s.seed, user.Bytes())%lockStripes]
 }
 

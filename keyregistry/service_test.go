@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -76,7 +77,7 @@ func TestRegisterAndAppend(t *testing.T) {
 	rev, _ := e2ee.NewRevokeDevice(c2.Set, laptop, phone.ID(), time.Now())
 	rev.Revoked = other.ID()
 	rev.Sig = nil
-	rev.Sig = laptop.Signing.Sign(e2ee.DomainLink, rev.Encode())
+	rev.Sig = laptop.Signing.Sign(ident.DomainLink, rev.Encode())
 	if _, err := s.AppendLink(t.Context(), user, rev.Encode()); !errors.Is(err, ErrInvalidLink) {
 		t.Fatalf("revoke of an unknown device: %v", err)
 	}
@@ -157,14 +158,14 @@ func TestGossipKeepsOnlyExtensions(t *testing.T) {
 	ctx := t.Context()
 	for _, step := range []struct {
 		c    Chain
-		rel  e2ee.ChainRelation
+		rel  ident.ChainRelation
 		keep uint64
 	}{
-		{part(2), e2ee.ChainExtends, 2}, // new to the node
-		{part(1), e2ee.ChainRollback, 2},
-		{fork, e2ee.ChainForked, 2},
-		{part(2), e2ee.ChainSame, 2},
-		{full, e2ee.ChainExtends, 3},
+		{part(2), ident.ChainExtends, 2}, // new to the node
+		{part(1), ident.ChainRollback, 2},
+		{fork, ident.ChainForked, 2},
+		{part(2), ident.ChainSame, 2},
+		{full, ident.ChainExtends, 3},
 	} {
 		rel, err := s.consider(ctx, step.c)
 		if err != nil || rel != step.rel {
@@ -187,9 +188,9 @@ func TestAnchorQueuePersists(t *testing.T) {
 	}
 	q, _ := NewStoreQueue(db.Prefix("registry/"))
 	c := testChain(t, testKeys(t), testKeys(t), testKeys(t))
-	var links []e2ee.Link
+	var links []ident.Link
 	for _, enc := range c.Links {
-		l, _ := e2ee.DecodeLink(enc)
+		l, _ := ident.DecodeLink(enc)
 		links = append(links, l)
 		if err := q.Enqueue(c.Set.User(), l); err != nil {
 			t.Fatal(err)

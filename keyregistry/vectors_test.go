@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/record_vectors.json")
@@ -46,7 +47,7 @@ func vectorRecord(t *testing.T) (Chain, recordVector) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+	set, err := ident.VerifyChain(g.UserID(), []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestRecordVectors(t *testing.T) {
 		t.Errorf("regenerated vector differs from the committed one: the format changed")
 	}
 	raw, _ := hex.DecodeString(v.Record)
-	user, err := e2ee.ParseUserID(v.UserID)
+	user, err := ident.ParseUserID(v.UserID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"crypto/sha256"
 	"sync"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // verifiedCacheSize and verifiedCacheBytes bound the verified records the
@@ -39,7 +39,7 @@ type verifiedKey struct {
 }
 
 // decode is DecodeRecord, remembering what verified.
-func (v *verifiedRecords) decode(data []byte, user e2ee.UserID) (Chain, error) {
+func (v *verifiedRecords) decode(data []byte, user ident.UserID) (Chain, error) {
 	k := verifiedKey{user: user.String(), sum: sha256.Sum256(data)}
 	v.mu.Lock()
 	e, ok := v.m[k]

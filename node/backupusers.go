@@ -3,7 +3,7 @@ package node
 import (
 	"context"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry"
 )
 
@@ -11,10 +11,10 @@ import (
 // verified device set of a user's current chain.
 type backupUsers struct{ keys *keyregistry.Service }
 
-func (u backupUsers) Devices(ctx context.Context, user e2ee.UserID) (e2ee.DeviceSet, error) {
+func (u backupUsers) Devices(ctx context.Context, user ident.UserID) (ident.DeviceSet, error) {
 	c, err := u.keys.Lookup(ctx, user)
 	if err != nil {
-		return e2ee.DeviceSet{}, err
+		return ident.DeviceSet{}, err
 	}
 	return c.Set, nil
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // handle serves one relay protocol stream, wrapped by the lifecycle's
@@ -74,7 +74,7 @@ func (s *Service) handle(st network.Stream) {
 
 // serveSubscription pushes the device's envelopes until the subscriber
 // goes away or the service stops.
-func (s *Service) serveSubscription(st network.Stream, br *bufio.Reader, device e2ee.DeviceID) {
+func (s *Service) serveSubscription(st network.Stream, br *bufio.Reader, device ident.DeviceID) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	go func() {

@@ -12,7 +12,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
@@ -183,7 +183,7 @@ func (m *Mailboxes) Put(ctx context.Context, envs []wire.Envelope) ([]PutResult,
 // Ack deletes the envelopes ids from device's mailbox: the device has them.
 // IDs that are unknown, already deleted or addressed to another device are
 // ignored. It returns how many were deleted.
-func (m *Mailboxes) Ack(device e2ee.DeviceID, ids []wire.EnvelopeID) (int, error) {
+func (m *Mailboxes) Ack(device ident.DeviceID, ids []wire.EnvelopeID) (int, error) {
 	o := &op{kind: opAck, dev: device.Bytes(), ids: ids}
 	if err := m.submit(context.Background(), o); err != nil {
 		return 0, err
@@ -436,7 +436,7 @@ func (m *Mailboxes) deleteAt(txn *badger.Txn, l location) (bool, error) {
 
 // List returns up to limit envelopes of device with Seq > after, oldest
 // first, skipping those already expired.
-func (m *Mailboxes) List(device e2ee.DeviceID, after uint64, limit int) ([]Stored, error) {
+func (m *Mailboxes) List(device ident.DeviceID, after uint64, limit int) ([]Stored, error) {
 	now := m.now()
 	dev := device.Bytes()
 	prefix := m.key(pMail, dev)
@@ -468,7 +468,7 @@ func (m *Mailboxes) List(device e2ee.DeviceID, after uint64, limit int) ([]Store
 }
 
 // Count is the number of envelopes in device's mailbox.
-func (m *Mailboxes) Count(device e2ee.DeviceID) (int, error) {
+func (m *Mailboxes) Count(device ident.DeviceID) (int, error) {
 	var n uint64
 	err := m.view.View(func(txn *badger.Txn) error {
 		var err error
@@ -550,10 +550,10 @@ func (m *Mailboxes) markDirty(dev []byte, s *devState) {
 
 // Devices calls fn with every device whose mailbox holds envelopes and
 // its count, in device order, until fn returns false.
-func (m *Mailboxes) Devices(fn func(device e2ee.DeviceID, count int) bool) error {
+func (m *Mailboxes) Devices(fn func(device ident.DeviceID, count int) bool) error {
 	stop := errors.New("stop")
 	err := m.view.Iterate([]byte(pCount), false, func(k, v []byte) error {
-		dev, err := e2ee.DeviceIDFromBytes(k[len(pCount):])
+		dev, err := ident.DeviceIDFromBytes(k[len(pCount):])
 		if err != nil || len(v) != 8 {
 			return fmt.Errorf("relay: corrupt count entry %x", k)
 		}
@@ -570,7 +570,7 @@ func (m *Mailboxes) Devices(fn func(device e2ee.DeviceID, count int) bool) error
 
 // watch returns a channel that receives a value after envelopes are
 // stored in device's mailbox, and the function that stops the watch.
-func (m *Mailboxes) watch(device e2ee.DeviceID) (<-chan struct{}, func()) {
+func (m *Mailboxes) watch(device ident.DeviceID) (<-chan struct{}, func()) {
 	key := string(device.Bytes())
 	ch := make(chan struct{}, 1)
 	m.watchMu.Lock()

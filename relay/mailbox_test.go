@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/store"
 	"github.com/volo-chat/volo/wire"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
-func testDevice(t testing.TB) e2ee.DeviceID {
+func testDevice(t testing.TB) ident.DeviceID {
 	t.Helper()
 	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
 	if err != nil {
@@ -26,7 +27,7 @@ func testDevice(t testing.TB) e2ee.DeviceID {
 	return k.ID()
 }
 
-func env(to e2ee.DeviceID, body string, ttl time.Duration) wire.Envelope {
+func env(to ident.DeviceID, body string, ttl time.Duration) wire.Envelope {
 	return wire.Envelope{To: to, ID: wire.NewEnvelopeID(), Time: t0, TTL: ttl, Ciphertext: []byte(body)}
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // metrics are the relay's Prometheus metrics.
@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, box *Mailboxes) (*metrics, error) {
 	sizes := func(pick func(mailboxes, envelopes int) int) func() float64 {
 		return func() float64 {
 			boxes, envs := 0, 0
-			err := box.Devices(func(_ e2ee.DeviceID, n int) bool { boxes++; envs += n; return true })
+			err := box.Devices(func(_ ident.DeviceID, n int) bool { boxes++; envs += n; return true })
 			if err != nil {
 				return 0
 			}

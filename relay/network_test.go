@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
@@ -56,7 +57,7 @@ func deviceKeys(t testing.TB) e2ee.DeviceKeys {
 	return k
 }
 
-func envelopes(to e2ee.DeviceID, n int, tag string) []wire.Envelope {
+func envelopes(to ident.DeviceID, n int, tag string) []wire.Envelope {
 	out := make([]wire.Envelope, n)
 	for i := range out {
 		out[i] = wire.Envelope{To: to, ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour,
@@ -80,7 +81,7 @@ func send(t testing.TB, nd *node.Node, envs []wire.Envelope, quorum int) {
 
 // expectedRelays orders every node of nw by XOR distance to the device's
 // mailbox key, as the DHT does, and returns the first k.
-func expectedRelays(nw *testnet.Network, skip map[int]bool, dev e2ee.DeviceID, k int) []peer.ID {
+func expectedRelays(nw *testnet.Network, skip map[int]bool, dev ident.DeviceID, k int) []peer.ID {
 	var all []peer.ID
 	for i, nd := range nw.Nodes {
 		if !skip[i] {
@@ -101,7 +102,7 @@ func nodeOf(nw *testnet.Network, p peer.ID) int {
 }
 
 // waitCount waits until node i's own mailbox for dev holds want envelopes.
-func waitCount(t testing.TB, nw *testnet.Network, i int, dev e2ee.DeviceID, want int) {
+func waitCount(t testing.TB, nw *testnet.Network, i int, dev ident.DeviceID, want int) {
 	t.Helper()
 	tstest.WaitFor(t, 30*time.Second, func() error {
 		n, err := nw.Nodes[i].Relay().Local().Count(dev)
@@ -122,7 +123,7 @@ type collector struct {
 	more chan struct{}
 }
 
-func subscribe(t testing.TB, nd *node.Node, dev e2ee.DeviceID) *collector {
+func subscribe(t testing.TB, nd *node.Node, dev ident.DeviceID) *collector {
 	c := &collector{more: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -351,8 +352,8 @@ func TestNewCloserNodeReceivesMailboxes(t *testing.T) {
 	const k, quorum = 3, 2
 	nw := relayNet(t, 3, k, quorum, nil)
 	const devices, each = 24, 5
-	devs := make([]e2ee.DeviceID, devices)
-	sent := make(map[e2ee.DeviceID][]wire.Envelope)
+	devs := make([]ident.DeviceID, devices)
+	sent := make(map[ident.DeviceID][]wire.Envelope)
 	for i := range devs {
 		devs[i] = deviceKeys(t).ID()
 		sent[devs[i]] = envelopes(devs[i], each, fmt.Sprint(i))

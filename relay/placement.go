@@ -8,7 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Placement limits.
@@ -28,7 +28,7 @@ const mailboxKeyPrefix = "volo/mailbox/"
 
 // MailboxKey is the DHT key whose closest relays hold device's mailbox:
 // sha256("volo/mailbox/" + device ID text).
-func MailboxKey(d e2ee.DeviceID) []byte {
+func MailboxKey(d ident.DeviceID) []byte {
 	h := sha256.Sum256([]byte(mailboxKeyPrefix + d.String()))
 	return h[:]
 }
@@ -41,7 +41,7 @@ type placement struct {
 // Relays returns the relays of device's mailbox, closest first, as every
 // node computes them: the Replicas nodes that speak ProtocolID closest to
 // MailboxKey(device) by XOR distance.
-func (s *Service) Relays(ctx context.Context, device e2ee.DeviceID) ([]peer.ID, error) {
+func (s *Service) Relays(ctx context.Context, device ident.DeviceID) ([]peer.ID, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	peers, err := s.host.ClosestPeers(ctx, MailboxKey(device), s.cfg.Replicas, ProtocolID)
@@ -61,7 +61,7 @@ func (s *Service) Relays(ctx context.Context, device e2ee.DeviceID) ([]peer.ID, 
 }
 
 // cachedRelays is Relays, reusing a lookup younger than placementTTL.
-func (s *Service) cachedRelays(ctx context.Context, device e2ee.DeviceID) ([]peer.ID, error) {
+func (s *Service) cachedRelays(ctx context.Context, device ident.DeviceID) ([]peer.ID, error) {
 	s.mu.Lock()
 	p, ok := s.place[string(device.Bytes())]
 	s.mu.Unlock()

@@ -12,7 +12,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/wire"
 )
@@ -103,11 +103,11 @@ type frame struct {
 // request is a decoded, checked request.
 type request struct {
 	Type      uint8
-	Device    e2ee.DeviceID     // subscribe, handover, ack
-	Envelopes []wire.Envelope   // store, handover
-	Public    e2ee.DevicePublic // ack
-	IDs       []wire.EnvelopeID // ack
-	Sig       []byte            // ack
+	Device    ident.DeviceID     // subscribe, handover, ack
+	Envelopes []wire.Envelope    // store, handover
+	Public    ident.DevicePublic // ack
+	IDs       []wire.EnvelopeID  // ack
+	Sig       []byte             // ack
 }
 
 // reply is a decoded, checked reply.
@@ -147,7 +147,7 @@ func encodeFrame(f frame) ([]byte, error) {
 	return b, nil
 }
 
-func storeFrame(typ uint8, device e2ee.DeviceID, envs []wire.Envelope) (frame, error) {
+func storeFrame(typ uint8, device ident.DeviceID, envs []wire.Envelope) (frame, error) {
 	f := frame{Type: typ, Envelopes: make([][]byte, len(envs))}
 	if typ == msgHandover {
 		f.Device = device.Bytes()
@@ -162,7 +162,7 @@ func storeFrame(typ uint8, device e2ee.DeviceID, envs []wire.Envelope) (frame, e
 	return f, nil
 }
 
-func ackFrame(dev e2ee.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {
+func ackFrame(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {
 	raw := make([][]byte, len(ids))
 	for i := range ids {
 		raw[i] = ids[i][:]
@@ -212,7 +212,7 @@ func decodeRequest(b []byte) (request, error) {
 		if extra || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
 			return request{}, badFrame("handover: unexpected fields")
 		}
-		dev, err := e2ee.DeviceIDFromBytes(f.Device)
+		dev, err := ident.DeviceIDFromBytes(f.Device)
 		if err != nil {
 			return request{}, badFrame("handover: %v", err)
 		}
@@ -230,7 +230,7 @@ func decodeRequest(b []byte) (request, error) {
 		if extra || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
 			return request{}, badFrame("subscribe: unexpected fields")
 		}
-		dev, err := e2ee.DeviceIDFromBytes(f.Device)
+		dev, err := ident.DeviceIDFromBytes(f.Device)
 		if err != nil {
 			return request{}, badFrame("subscribe: %v", err)
 		}
@@ -239,7 +239,7 @@ func decodeRequest(b []byte) (request, error) {
 		if extra || f.Envelopes != nil || f.Device != nil {
 			return request{}, badFrame("ack: unexpected fields")
 		}
-		pub, err := e2ee.DecodeDevicePublic(f.DevicePublic)
+		pub, err := ident.DecodeDevicePublic(f.DevicePublic)
 		if err != nil {
 			return request{}, badFrame("ack: device: %v", err)
 		}
@@ -262,7 +262,7 @@ func decodeRequest(b []byte) (request, error) {
 }
 
 // verifyAck checks the device's signature over wire.AckMessage.
-func verifyAck(dev e2ee.DevicePublic, ids []wire.EnvelopeID, sig []byte) error {
+func verifyAck(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error {
 	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), ids), sig); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadAck, err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Send queues: concurrent sends to one relay share streams and frames.
@@ -214,7 +214,7 @@ drain:
 		for _, j := range jobs[:run] {
 			all = append(all, j.envs...)
 		}
-		errs := s.storeRemote(s.ctx, p, msgStore, e2ee.DeviceID{}, all)
+		errs := s.storeRemote(s.ctx, p, msgStore, ident.DeviceID{}, all)
 		for _, j := range jobs[:run] {
 			j.errs, errs = errs[:len(j.envs)], errs[len(j.envs):]
 			close(j.done)

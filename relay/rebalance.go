@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Rebalance checks, for every mailbox this relay holds, that it is still
@@ -17,8 +17,8 @@ import (
 // stored on the relays that should (a write quorum of them) before it is
 // deleted here. Envelopes no relay took stay for the next round.
 func (s *Service) Rebalance(ctx context.Context) error {
-	var devices []e2ee.DeviceID
-	if err := s.box.Devices(func(d e2ee.DeviceID, _ int) bool { devices = append(devices, d); return true }); err != nil {
+	var devices []ident.DeviceID
+	if err := s.box.Devices(func(d ident.DeviceID, _ int) bool { devices = append(devices, d); return true }); err != nil {
 		return err
 	}
 	var errs []error
@@ -43,7 +43,7 @@ func (s *Service) Rebalance(ctx context.Context) error {
 
 // handOver moves device's mailbox to peers, batch by batch, deleting here
 // what a quorum of them stored.
-func (s *Service) handOver(ctx context.Context, device e2ee.DeviceID, peers []peer.ID) error {
+func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []peer.ID) error {
 	need := s.quorum(len(peers))
 	var after uint64
 	moved := 0

@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -188,7 +188,7 @@ func (s *Service) storeLocal(ctx context.Context, envs []Envelope) []error {
 	return errs
 }
 
-func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device e2ee.DeviceID, envs []Envelope) []error {
+func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device ident.DeviceID, envs []Envelope) []error {
 	f, err := storeFrame(typ, device, envs)
 	if err != nil {
 		return failAll(len(envs), err)
@@ -212,7 +212,7 @@ func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device 
 // signature (wire.DomainAck) over wire.AckMessage(dev.ID(), ids); this node
 // and every relay verify it. Ack succeeds when at least one relay deleted
 // or confirmed; the errors of the others are logged.
-func (s *Service) Ack(ctx context.Context, dev e2ee.DevicePublic, ids []EnvelopeID, sig []byte) error {
+func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, ids []EnvelopeID, sig []byte) error {
 	if len(ids) == 0 || len(ids) > MaxAckIDs {
 		return fmt.Errorf("%w: %d envelope IDs, want 1 to %d", ErrBadAck, len(ids), MaxAckIDs)
 	}

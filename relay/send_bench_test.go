@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -15,7 +15,7 @@ import (
 // 64 concurrent senders, one 1 KiB envelope per Send, to 256 devices.
 func BenchmarkSendThreeNodes(b *testing.B) {
 	nw := relayNet(b, 3, 3, 2, nil)
-	devs := make([]e2ee.DeviceID, 256)
+	devs := make([]ident.DeviceID, 256)
 	for i := range devs {
 		devs[i] = deviceKeys(b).ID()
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Subscription intervals.
@@ -29,7 +29,7 @@ const (
 // ones as they arrive, by calling deliver (never concurrently) until ctx
 // ends; it then returns ctx's error. Relays are looked up again every
 // resolveInterval, and a relay whose stream fails is retried with backoff.
-func (s *Service) Subscribe(ctx context.Context, device e2ee.DeviceID, deliver func([]Envelope)) error {
+func (s *Service) Subscribe(ctx context.Context, device ident.DeviceID, deliver func([]Envelope)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sub := &subscription{deliver: deliver, seen: newSeenSet(2 * s.cfg.MailboxCap * s.cfg.Replicas), met: s.met, now: s.now}
@@ -70,7 +70,7 @@ func (s *Service) Subscribe(ctx context.Context, device e2ee.DeviceID, deliver f
 
 // follow delivers what relay p holds for device until ctx ends, opening
 // the stream again after failures.
-func (s *Service) follow(ctx context.Context, p peer.ID, device e2ee.DeviceID, sub *subscription) {
+func (s *Service) follow(ctx context.Context, p peer.ID, device ident.DeviceID, sub *subscription) {
 	wait := retryMin
 	for ctx.Err() == nil && s.ctx.Err() == nil {
 		var err error
@@ -95,7 +95,7 @@ func (s *Service) follow(ctx context.Context, p peer.ID, device e2ee.DeviceID, s
 	}
 }
 
-func (s *Service) followRemote(ctx context.Context, p peer.ID, device e2ee.DeviceID, sub *subscription, healthy func()) error {
+func (s *Service) followRemote(ctx context.Context, p peer.ID, device ident.DeviceID, sub *subscription, healthy func()) error {
 	octx, cancel := context.WithTimeout(ctx, SubscribeOpenTimeout)
 	st, err := s.host.Libp2p().NewStream(octx, p, ProtocolID)
 	cancel()
@@ -146,7 +146,7 @@ func (s *Service) followRemote(ctx context.Context, p peer.ID, device e2ee.Devic
 
 // pump emits the envelopes of device's local mailbox in order, then new
 // ones as they are stored, until ctx ends or emit fails.
-func (s *Service) pump(ctx context.Context, device e2ee.DeviceID, emit func([]Envelope) error) error {
+func (s *Service) pump(ctx context.Context, device ident.DeviceID, emit func([]Envelope) error) error {
 	woken, unwatch := s.box.watch(device)
 	defer unwatch()
 	var after uint64

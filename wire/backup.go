@@ -12,6 +12,7 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Backup limits.
@@ -31,14 +32,14 @@ const (
 	MaxManifestSize = MaxChunkSize
 	// MaxPointerRecordSize bounds an encoded PointerRecord: the pointer,
 	// the signature and a user chain of the largest size.
-	MaxPointerRecordSize = 256 + e2ee.MaxChainLinks*(3+e2ee.MaxLinkSize)
+	MaxPointerRecordSize = 256 + ident.MaxChainLinks*(3+ident.MaxLinkSize)
 	// maxUnixMilli bounds times on the wire to what a float64 holds exactly.
 	maxUnixMilli = 1 << 53
 )
 
 // DomainBackupUpload is the signature domain of a device's upload
 // authorization (BackupUploadMessage). Backup pointers are signed in
-// e2ee.DomainBackup.
+// ident.DomainBackup.
 const DomainBackupUpload = "volo/v1/backup-upload"
 
 // PointerNamespace is the DHT namespace of backup pointers: the pointer of
@@ -64,7 +65,7 @@ var chunkCIDPrefix = [4]byte{0x01, 0x55, 0x12, 0x20}
 
 var (
 	manifestDecMode = StrictDecMode(MaxManifestChunks)
-	pointerDecMode  = StrictDecMode(e2ee.MaxChainLinks)
+	pointerDecMode  = StrictDecMode(ident.MaxChainLinks)
 )
 
 // ChunkCID is the CID (v1, raw, sha2-256) of b.
@@ -140,7 +141,7 @@ func ParseChunkCID(s string) (cid.Cid, error) {
 // chunks are one e2ee backup stream (header with the KDF salt first) cut
 // in pieces.
 type Manifest struct {
-	User    e2ee.UserID
+	User    ident.UserID
 	Created time.Time // encoded as unix milliseconds
 	Size    uint64    // sum of chunk sizes
 	Chunks  []ManifestChunk
@@ -156,7 +157,7 @@ type ManifestChunk struct {
 // 4: size, 5: [+ [cid bytes, size]]}.
 type wireManifest struct {
 	Version uint64              `cbor:"1,keyasint"`
-	User    e2ee.UserID         `cbor:"2,keyasint"`
+	User    ident.UserID        `cbor:"2,keyasint"`
 	Created uint64              `cbor:"3,keyasint"`
 	Size    uint64              `cbor:"4,keyasint"`
 	Chunks  []wireManifestChunk `cbor:"5,keyasint"`
@@ -259,10 +260,10 @@ func DecodeManifest(b []byte) (Manifest, error) {
 
 // BackupPointer names a user's newest backup: the CID of its manifest, the
 // backup's size and when it was made. It is signed by one of the user's
-// devices (e2ee.DomainBackup).
+// devices (ident.DomainBackup).
 type BackupPointer struct {
-	User     e2ee.UserID
-	Device   e2ee.DeviceID
+	User     ident.UserID
+	Device   ident.DeviceID
 	Manifest cid.Cid
 	Size     uint64
 	Time     time.Time // unix milliseconds
@@ -278,7 +279,7 @@ func (p BackupPointer) After(o BackupPointer) bool {
 }
 
 // PointerKey is the DHT key of user's backup pointer.
-func PointerKey(user e2ee.UserID) string { return "/" + PointerNamespace + "/" + user.String() }
+func PointerKey(user ident.UserID) string { return "/" + PointerNamespace + "/" + user.String() }
 
 // PointerRecord is the value of the DHT record under PointerKey: the signed
 // pointer plus the user's chain (encoded links, genesis first) so any node
@@ -292,11 +293,11 @@ type PointerRecord struct {
 // wirePointer is the signed part: {1: user, 2: device, 3: manifest CID,
 // 4: size, 5: time ms}.
 type wirePointer struct {
-	User     e2ee.UserID   `cbor:"1,keyasint"`
-	Device   e2ee.DeviceID `cbor:"2,keyasint"`
-	Manifest []byte        `cbor:"3,keyasint"`
-	Size     uint64        `cbor:"4,keyasint"`
-	Time     uint64        `cbor:"5,keyasint"`
+	User     ident.UserID   `cbor:"1,keyasint"`
+	Device   ident.DeviceID `cbor:"2,keyasint"`
+	Manifest []byte         `cbor:"3,keyasint"`
+	Size     uint64         `cbor:"4,keyasint"`
+	Time     uint64         `cbor:"5,keyasint"`
 }
 
 // wirePointerRecord is the record: {1: pointer, 2: signature, 3: [+ link]}.
@@ -349,11 +350,11 @@ func SignBackupPointer(p BackupPointer, k e2ee.SigningKey, chain [][]byte) (Poin
 	if err := p.check(); err != nil {
 		return PointerRecord{}, err
 	}
-	if len(chain) == 0 || len(chain) > e2ee.MaxChainLinks {
-		return PointerRecord{}, fmt.Errorf("%w: chain of %d links (1 to %d)", ErrBadPointer, len(chain), e2ee.MaxChainLinks)
+	if len(chain) == 0 || len(chain) > ident.MaxChainLinks {
+		return PointerRecord{}, fmt.Errorf("%w: chain of %d links (1 to %d)", ErrBadPointer, len(chain), ident.MaxChainLinks)
 	}
 	p.Time = time.UnixMilli(p.Time.UnixMilli()).UTC()
-	return PointerRecord{Pointer: p, Signature: k.Sign(e2ee.DomainBackup, p.signedBytes()), Chain: chain}, nil
+	return PointerRecord{Pointer: p, Signature: k.Sign(ident.DomainBackup, p.signedBytes()), Chain: chain}, nil
 }
 
 // Encode returns the record's canonical CBOR encoding.
@@ -361,11 +362,11 @@ func (r PointerRecord) Encode() ([]byte, error) {
 	if err := r.Pointer.check(); err != nil {
 		return nil, err
 	}
-	if len(r.Signature) != e2ee.SignatureSize {
+	if len(r.Signature) != ident.SignatureSize {
 		return nil, fmt.Errorf("%w: signature of %d bytes", ErrBadPointer, len(r.Signature))
 	}
-	if len(r.Chain) == 0 || len(r.Chain) > e2ee.MaxChainLinks {
-		return nil, fmt.Errorf("%w: chain of %d links (1 to %d)", ErrBadPointer, len(r.Chain), e2ee.MaxChainLinks)
+	if len(r.Chain) == 0 || len(r.Chain) > ident.MaxChainLinks {
+		return nil, fmt.Errorf("%w: chain of %d links (1 to %d)", ErrBadPointer, len(r.Chain), ident.MaxChainLinks)
 	}
 	b, err := encMode.Marshal(wirePointerRecord{Pointer: r.Pointer.wire(), Signature: r.Signature, Chain: r.Chain})
 	if err != nil {
@@ -416,7 +417,7 @@ func DecodePointerRecord(b []byte) (PointerRecord, error) {
 	return r, nil
 }
 
-// Verify checks the chain from the user ID (e2ee.DecodeChain), that Device
+// Verify checks the chain from the user ID (ident.DecodeChain), that Device
 // is a current (not revoked) device of that chain and the signature.
 func (r PointerRecord) Verify() error {
 	_, err := r.VerifyDevices()
@@ -425,20 +426,20 @@ func (r PointerRecord) Verify() error {
 
 // VerifyDevices is Verify that also returns the record's verified device
 // set, so a caller can compare it with a newer chain it knows.
-func (r PointerRecord) VerifyDevices() (e2ee.DeviceSet, error) {
+func (r PointerRecord) VerifyDevices() (ident.DeviceSet, error) {
 	if err := r.Pointer.check(); err != nil {
-		return e2ee.DeviceSet{}, err
+		return ident.DeviceSet{}, err
 	}
-	set, _, err := e2ee.DecodeChain(r.Pointer.User, r.Chain)
+	set, _, err := ident.DecodeChain(r.Pointer.User, r.Chain)
 	if err != nil {
-		return e2ee.DeviceSet{}, fmt.Errorf("%w: chain of %s: %w", ErrBadPointer, r.Pointer.User, err)
+		return ident.DeviceSet{}, fmt.Errorf("%w: chain of %s: %w", ErrBadPointer, r.Pointer.User, err)
 	}
 	dev, ok := set.Lookup(r.Pointer.Device)
 	if !ok {
-		return e2ee.DeviceSet{}, fmt.Errorf("%w: %s is not a current device of %s", ErrBadPointer, r.Pointer.Device, r.Pointer.User)
+		return ident.DeviceSet{}, fmt.Errorf("%w: %s is not a current device of %s", ErrBadPointer, r.Pointer.Device, r.Pointer.User)
 	}
-	if err := dev.Signing.Verify(e2ee.DomainBackup, r.Pointer.signedBytes(), r.Signature); err != nil {
-		return e2ee.DeviceSet{}, fmt.Errorf("%w: %w", ErrBadPointer, err)
+	if err := dev.Signing.Verify(ident.DomainBackup, r.Pointer.signedBytes(), r.Signature); err != nil {
+		return ident.DeviceSet{}, fmt.Errorf("%w: %w", ErrBadPointer, err)
 	}
 	return set, nil
 }
@@ -448,13 +449,13 @@ func (r PointerRecord) VerifyDevices() (e2ee.DeviceSet, error) {
 // the device, what is uploaded (a chunk CID's text form, or CheckWhat of a
 // preflight) and the time in unix seconds, as canonical CBOR
 // {1: peer ID, 2: user, 3: device, 4: what, 5: seconds}.
-func BackupUploadMessage(peerID string, user e2ee.UserID, device e2ee.DeviceID, what string, t time.Time) []byte {
+func BackupUploadMessage(peerID string, user ident.UserID, device ident.DeviceID, what string, t time.Time) []byte {
 	b, err := encMode.Marshal(struct {
-		PeerID string        `cbor:"1,keyasint"`
-		User   e2ee.UserID   `cbor:"2,keyasint"`
-		Device e2ee.DeviceID `cbor:"3,keyasint"`
-		What   string        `cbor:"4,keyasint"`
-		Time   int64         `cbor:"5,keyasint"`
+		PeerID string         `cbor:"1,keyasint"`
+		User   ident.UserID   `cbor:"2,keyasint"`
+		Device ident.DeviceID `cbor:"3,keyasint"`
+		What   string         `cbor:"4,keyasint"`
+		Time   int64          `cbor:"5,keyasint"`
 	}{peerID, user, device, what, t.Unix()})
 	if err != nil {
 		panic(fmt.Sprintf("wire: encode backup upload message: %v", err)) // zero IDs are the caller's bug
@@ -472,15 +473,15 @@ func CheckWhat(bytes, chunks uint64) string {
 // by the client in the Volo-User, Volo-Device, Volo-Time and
 // Volo-Signature headers and forwarded by that node to the replicas.
 type UploadAuth struct {
-	User      e2ee.UserID
-	Device    e2ee.DeviceID
+	User      ident.UserID
+	Device    ident.DeviceID
 	Time      time.Time // second precision
 	Signature []byte
 }
 
 // SignUpload makes the authorization of device keys k (of user) to upload
 // what to the node peerID at time t.
-func SignUpload(k e2ee.DeviceKeys, user e2ee.UserID, peerID, what string, t time.Time) UploadAuth {
+func SignUpload(k e2ee.DeviceKeys, user ident.UserID, peerID, what string, t time.Time) UploadAuth {
 	t = time.Unix(t.Unix(), 0).UTC()
 	id := k.ID()
 	return UploadAuth{
@@ -494,7 +495,7 @@ func SignUpload(k e2ee.DeviceKeys, user e2ee.UserID, peerID, what string, t time
 // Verify checks that the time is within BackupTimeSkew of now, that the
 // device is a current device of devices (the user's verified chain, whose
 // user must be a.User) and that the signature covers peerID and what.
-func (a UploadAuth) Verify(peerID, what string, devices e2ee.DeviceSet, now time.Time) error {
+func (a UploadAuth) Verify(peerID, what string, devices ident.DeviceSet, now time.Time) error {
 	switch {
 	case a.User.IsZero() || a.Device.IsZero():
 		return fmt.Errorf("%w: no user or device", ErrUploadAuth)

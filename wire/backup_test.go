@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 var updateVectors = flag.Bool("update", false, "rewrite testdata/backup_vectors.json")
@@ -37,9 +38,9 @@ func seededKeys(t testing.TB, b byte) e2ee.DeviceKeys {
 // backupUser is a user with a phone (genesis) and a laptop, the laptop
 // revoked when revokeLaptop is set.
 type backupUser struct {
-	id            e2ee.UserID
+	id            ident.UserID
 	phone, laptop e2ee.DeviceKeys
-	set           e2ee.DeviceSet
+	set           ident.DeviceSet
 	chain         [][]byte
 }
 
@@ -50,8 +51,8 @@ func newBackupUser(t testing.TB, seed byte, revokeLaptop bool) backupUser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	links := []e2ee.Link{g}
-	set, err := e2ee.VerifyChain(g.UserID(), links)
+	links := []ident.Link{g}
+	set, err := ident.VerifyChain(g.UserID(), links)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func newBackupUser(t testing.TB, seed byte, revokeLaptop bool) backupUser {
 	return u
 }
 
-func testManifest(user e2ee.UserID, n int) Manifest {
+func testManifest(user ident.UserID, n int) Manifest {
 	m := Manifest{User: user, Created: t0}
 	for i := range n {
 		b := bytes.Repeat([]byte{byte(i)}, 100+i)
@@ -163,7 +164,7 @@ func TestManifestRoundTripAndLimits(t *testing.T) {
 		return c
 	}
 	bad := map[string]Manifest{
-		"no user":       mutate(func(m *Manifest) { m.User = e2ee.UserID{} }),
+		"no user":       mutate(func(m *Manifest) { m.User = ident.UserID{} }),
 		"no time":       mutate(func(m *Manifest) { m.Created = time.Time{} }),
 		"no chunks":     mutate(func(m *Manifest) { m.Chunks, m.Size = nil, 0 }),
 		"size mismatch": mutate(func(m *Manifest) { m.Size++ }),
@@ -259,9 +260,9 @@ func TestPointerRecord(t *testing.T) {
 		}
 		return r
 	}
-	withDevice := func(d e2ee.DeviceID) BackupPointer { q := p; q.Device = d; return q }
+	withDevice := func(d ident.DeviceID) BackupPointer { q := p; q.Device = d; return q }
 	unsigned := r
-	unsigned.Signature = make([]byte, e2ee.SignatureSize)
+	unsigned.Signature = make([]byte, ident.SignatureSize)
 	tamperedSize := r
 	tamperedSize.Pointer.Size++
 	bad := map[string]PointerRecord{

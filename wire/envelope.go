@@ -10,6 +10,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Envelope limits.
@@ -55,7 +56,7 @@ func (id EnvelopeID) String() string { return fmt.Sprintf("%x", id[:]) }
 // Envelope is one ciphertext addressed to one device. The sender's identity
 // is inside the ciphertext; a relay sees only the recipient device.
 type Envelope struct {
-	To         e2ee.DeviceID
+	To         ident.DeviceID
 	ID         EnvelopeID
 	Time       time.Time     // when the sender made it (millisecond precision)
 	TTL        time.Duration // how long it may wait (second precision)
@@ -67,11 +68,11 @@ func (e Envelope) Expiry() time.Time { return e.Time.Add(e.TTL) }
 
 // wireEnvelope is the CBOR form: a map with small integer keys.
 type wireEnvelope struct {
-	To         e2ee.DeviceID `cbor:"1,keyasint"`
-	ID         []byte        `cbor:"2,keyasint"`
-	Time       uint64        `cbor:"3,keyasint"` // ms since the Unix epoch
-	TTL        uint64        `cbor:"4,keyasint"` // seconds
-	Ciphertext []byte        `cbor:"5,keyasint"`
+	To         ident.DeviceID `cbor:"1,keyasint"`
+	ID         []byte         `cbor:"2,keyasint"`
+	Time       uint64         `cbor:"3,keyasint"` // ms since the Unix epoch
+	TTL        uint64         `cbor:"4,keyasint"` // seconds
+	Ciphertext []byte         `cbor:"5,keyasint"`
 }
 
 var (

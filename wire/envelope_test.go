@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
-func testDevice(t testing.TB) e2ee.DeviceID {
+func testDevice(t testing.TB) ident.DeviceID {
 	t.Helper()
 	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
 	if err != nil {
@@ -21,7 +22,7 @@ func testDevice(t testing.TB) e2ee.DeviceID {
 	return k.ID()
 }
 
-func env(to e2ee.DeviceID, body string, ttl time.Duration) Envelope {
+func env(to ident.DeviceID, body string, ttl time.Duration) Envelope {
 	return Envelope{To: to, ID: NewEnvelopeID(), Time: t0, TTL: ttl, Ciphertext: []byte(body)}
 }
 
@@ -85,8 +86,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 }
 
 type keysOf struct {
-	user e2ee.UserID
-	dev  e2ee.DeviceID
+	user ident.UserID
+	dev  ident.DeviceID
 }
 
 // testKeys makes a device and the user whose genesis names it.

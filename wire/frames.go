@@ -3,7 +3,7 @@ package wire
 import (
 	"fmt"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Signature domains of what a device signs for a node (e2ee.SigningKey.Sign).
@@ -45,18 +45,18 @@ const (
 // Frame is one WebSocket message: a CBOR map whose keys are the field
 // numbers below, each field present only in the frame types that use it.
 type Frame struct {
-	Type      FrameType      `cbor:"1,keyasint"`
-	Nonce     []byte         `cbor:"2,keyasint,omitempty"`
-	PeerID    string         `cbor:"3,keyasint,omitempty"`
-	User      *e2ee.UserID   `cbor:"4,keyasint,omitempty"`
-	Device    *e2ee.DeviceID `cbor:"5,keyasint,omitempty"`
-	Sig       []byte         `cbor:"6,keyasint,omitempty"`
-	RequestID uint64         `cbor:"7,keyasint,omitempty"`
-	Envelopes [][]byte       `cbor:"8,keyasint,omitempty"`
-	Results   []SendResult   `cbor:"9,keyasint,omitempty"`
-	IDs       [][]byte       `cbor:"10,keyasint,omitempty"`
-	Code      string         `cbor:"11,keyasint,omitempty"`
-	Message   string         `cbor:"12,keyasint,omitempty"`
+	Type      FrameType       `cbor:"1,keyasint"`
+	Nonce     []byte          `cbor:"2,keyasint,omitempty"`
+	PeerID    string          `cbor:"3,keyasint,omitempty"`
+	User      *ident.UserID   `cbor:"4,keyasint,omitempty"`
+	Device    *ident.DeviceID `cbor:"5,keyasint,omitempty"`
+	Sig       []byte          `cbor:"6,keyasint,omitempty"`
+	RequestID uint64          `cbor:"7,keyasint,omitempty"`
+	Envelopes [][]byte        `cbor:"8,keyasint,omitempty"`
+	Results   []SendResult    `cbor:"9,keyasint,omitempty"`
+	IDs       [][]byte        `cbor:"10,keyasint,omitempty"`
+	Code      string          `cbor:"11,keyasint,omitempty"`
+	Message   string          `cbor:"12,keyasint,omitempty"`
 }
 
 // SendResult is the fate of one envelope of a send frame.
@@ -141,26 +141,26 @@ func (f Frame) check() error {
 
 // WSAuthMessage is what a device signs (DomainWSAuth) to answer a node's
 // challenge: the nonce, the node's peer ID, the user and the device.
-func WSAuthMessage(nonce []byte, peerID string, user e2ee.UserID, device e2ee.DeviceID) []byte {
+func WSAuthMessage(nonce []byte, peerID string, user ident.UserID, device ident.DeviceID) []byte {
 	b, _ := encMode.Marshal(struct {
-		Nonce  []byte        `cbor:"1,keyasint"`
-		PeerID string        `cbor:"2,keyasint"`
-		User   e2ee.UserID   `cbor:"3,keyasint"`
-		Device e2ee.DeviceID `cbor:"4,keyasint"`
+		Nonce  []byte         `cbor:"1,keyasint"`
+		PeerID string         `cbor:"2,keyasint"`
+		User   ident.UserID   `cbor:"3,keyasint"`
+		Device ident.DeviceID `cbor:"4,keyasint"`
 	}{nonce, peerID, user, device})
 	return b
 }
 
 // AckMessage is what a device signs (DomainAck) so that its relays delete
 // envelopes: the device and the envelope IDs, in the order sent.
-func AckMessage(device e2ee.DeviceID, ids []EnvelopeID) []byte {
+func AckMessage(device ident.DeviceID, ids []EnvelopeID) []byte {
 	raw := make([][]byte, len(ids))
 	for i := range ids {
 		raw[i] = ids[i][:]
 	}
 	b, _ := encMode.Marshal(struct {
-		Device e2ee.DeviceID `cbor:"1,keyasint"`
-		IDs    [][]byte      `cbor:"2,keyasint"`
+		Device ident.DeviceID `cbor:"1,keyasint"`
+		IDs    [][]byte       `cbor:"2,keyasint"`
 	}{device, raw})
 	return b
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/wire"
 )
@@ -139,7 +140,7 @@ func waitRelays(ctx context.Context, nodes []*node.Node, k int) error {
 // benchDurable sends through nd from o.senders goroutines, one envelope
 // per call, to 1000 devices, and counts the envelopes a quorum stored.
 func benchDurable(ctx context.Context, nd *node.Node, o relayBenchOptions) (int64, time.Duration, error) {
-	devices := make([]e2ee.DeviceID, 1000)
+	devices := make([]ident.DeviceID, 1000)
 	for i := range devices {
 		k, err := e2ee.GenerateDeviceKeys(rand.Reader)
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
@@ -114,7 +114,7 @@ the Cardano node cannot be reached.`,
 // runVerify is volo-node verify. A verdict that is not OK is an
 // *exitError with code 1, after the verdict is printed.
 func runVerify(ctx context.Context, f verifyFlags, set func(string) bool, stdout io.Writer) error {
-	user, err := e2ee.ParseUserID(f.user)
+	user, err := ident.ParseUserID(f.user)
 	if err != nil {
 		return usageError("--user: %w", err)
 	}
@@ -204,7 +204,7 @@ func failureSummary(v anchorproof.Verdict) string {
 	return fmt.Sprintf("%d of %d links not anchored at depth %d: %s", len(bad), len(v.Links), v.MinDepth, strings.Join(bad, "; "))
 }
 
-func fetchUser(ctx context.Context, base string, user e2ee.UserID, out *api.UserResponse) error {
+func fetchUser(ctx context.Context, base string, user ident.UserID, out *api.UserResponse) error {
 	u, err := url.Parse(strings.TrimRight(base, "/") + "/v1/users/" + user.String())
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return fmt.Errorf("--node-url: %q is not an http(s) URL", base)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
@@ -57,7 +58,7 @@ func newDevice(t testing.TB) e2ee.DeviceKeys {
 
 // registerUser registers a new user with device k at the node at url
 // (open registration) and returns the verified chain.
-func registerUser(t testing.TB, url string, k e2ee.DeviceKeys) e2ee.DeviceSet {
+func registerUser(t testing.TB, url string, k e2ee.DeviceKeys) ident.DeviceSet {
 	t.Helper()
 	var n api.NonceResponse
 	postJSON(t, url+"/v1/auth/nonce", nil, &n)
@@ -66,7 +67,7 @@ func registerUser(t testing.TB, url string, k e2ee.DeviceKeys) e2ee.DeviceSet {
 		t.Fatal(err)
 	}
 	postJSON(t, url+"/v1/users", api.RegisterRequest{Genesis: g.Encode(), Proof: e2ee.SignRegistration(k, n.Nonce).Encode()}, nil)
-	set, err := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+	set, err := ident.VerifyChain(g.UserID(), []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func registerUser(t testing.TB, url string, k e2ee.DeviceKeys) e2ee.DeviceSet {
 }
 
 // linkDevice adds device nk to set, signed by k, through the node at url.
-func linkDevice(t testing.TB, url string, set e2ee.DeviceSet, k, nk e2ee.DeviceKeys) e2ee.DeviceSet {
+func linkDevice(t testing.TB, url string, set ident.DeviceSet, k, nk e2ee.DeviceKeys) ident.DeviceSet {
 	t.Helper()
 	req, err := e2ee.NewAddDeviceRequest(set.Head(), nk)
 	if err != nil {
@@ -93,7 +94,7 @@ func linkDevice(t testing.TB, url string, set e2ee.DeviceSet, k, nk e2ee.DeviceK
 }
 
 // userAt reads user's chain and proofs from the node at url.
-func userAt(t testing.TB, url string, user e2ee.UserID) (api.UserResponse, []byte) {
+func userAt(t testing.TB, url string, user ident.UserID) (api.UserResponse, []byte) {
 	t.Helper()
 	resp, err := http.Get(url + "/v1/users/" + user.String())
 	if err != nil {

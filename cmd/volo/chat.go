@@ -12,17 +12,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/volo-chat/volo/client"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
 // InboxIdle is how long "volo inbox" waits for more after the last delivery.
 const InboxIdle = 3 * time.Second
 
-func parseUser(s string) (e2ee.UserID, error) {
-	u, err := e2ee.ParseUserID(s)
+func parseUser(s string) (ident.UserID, error) {
+	u, err := ident.ParseUserID(s)
 	if err != nil {
-		return e2ee.UserID{}, fmt.Errorf("user %q: not a user ID (usernames do not exist yet): %w", s, err)
+		return ident.UserID{}, fmt.Errorf("user %q: not a user ID (usernames do not exist yet): %w", s, err)
 	}
 	return u, nil
 }

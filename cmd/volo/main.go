@@ -23,6 +23,7 @@ import (
 
 	"github.com/volo-chat/volo/client"
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // Defaults and environment variables of the CLI.
@@ -395,7 +396,7 @@ func (r *runner) revokeCmd() *cobra.Command {
 "volo devices") and submits it. A device cannot revoke itself.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target, err := e2ee.ParseDeviceID(args[0])
+			target, err := ident.ParseDeviceID(args[0])
 			if err != nil {
 				return fmt.Errorf("device %q: %w", args[0], err)
 			}
@@ -427,7 +428,7 @@ the fingerprints of their keys. The node is not trusted: a chain that does
 not verify is an error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			user, err := e2ee.ParseUserID(args[0])
+			user, err := ident.ParseUserID(args[0])
 			if err != nil {
 				return fmt.Errorf("user %q: %w", args[0], err)
 			}

@@ -9,7 +9,7 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -21,8 +21,8 @@ const (
 	// may not exceed it.
 	MaxBatchLinks = 100_000
 	// MaxLeafSize bounds one encoded leaf: array header, the user ID and a
-	// link of at most e2ee.MaxLinkSize bytes with their byte-string headers.
-	MaxLeafSize = 1 + (2 + 36) + (3 + e2ee.MaxLinkSize)
+	// link of at most ident.MaxLinkSize bytes with their byte-string headers.
+	MaxLeafSize = 1 + (2 + 36) + (3 + ident.MaxLinkSize)
 	// MaxBatchSize bounds an encoded batch.
 	MaxBatchSize = 16 + 5 + MaxBatchLinks*MaxLeafSize
 	// maxProofHashes bounds an inclusion proof: a tree of at most 2^64
@@ -44,7 +44,7 @@ type Leaf struct {
 }
 
 // NewLeaf is the leaf of link in user's chain.
-func NewLeaf(user e2ee.UserID, link []byte) Leaf { return Leaf{User: user.Bytes(), Link: link} }
+func NewLeaf(user ident.UserID, link []byte) Leaf { return Leaf{User: user.Bytes(), Link: link} }
 
 // Encode returns the leaf's canonical bytes, the input of its leaf hash.
 func (l Leaf) Encode() []byte {
@@ -100,10 +100,10 @@ func DecodeBatch(data []byte) (Batch, error) {
 		return Batch{}, fmt.Errorf("%w: no leaves", ErrBadBatch)
 	}
 	for i, l := range w.Leaves {
-		if _, err := e2ee.UserIDFromBytes(l.User); err != nil {
+		if _, err := ident.UserIDFromBytes(l.User); err != nil {
 			return Batch{}, fmt.Errorf("%w: leaf %d: %v", ErrBadBatch, i, err)
 		}
-		if len(l.Link) == 0 || len(l.Link) > e2ee.MaxLinkSize {
+		if len(l.Link) == 0 || len(l.Link) > ident.MaxLinkSize {
 			return Batch{}, fmt.Errorf("%w: leaf %d: link of %d bytes", ErrBadBatch, i, len(l.Link))
 		}
 	}

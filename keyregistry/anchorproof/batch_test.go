@@ -14,7 +14,7 @@ import (
 	"github.com/transparency-dev/merkle/testonly"
 
 	"github.com/volo-chat/volo/chain"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // The tree matches the published RFC 6962 reference roots and proofs of
@@ -218,5 +218,5 @@ func TestLeafBindsUserAndLink(t *testing.T) {
 	if bytes.Equal(l.Hash(), NewLeaf(c.Set.User(), d.Links[0]).Hash()) {
 		t.Fatal("leaf hash does not depend on the link")
 	}
-	var _ e2ee.UserID = c.Set.User()
+	var _ ident.UserID = c.Set.User()
 }

@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // userChain is a verified user chain: its device set and encoded links.
 type userChain struct {
-	Set   e2ee.DeviceSet
+	Set   ident.DeviceSet
 	Links [][]byte
 }
 
@@ -31,7 +32,7 @@ func testChain(t testing.TB, keys ...e2ee.DeviceKeys) userChain {
 		t.Fatal(err)
 	}
 	links := [][]byte{g.Encode()}
-	set, err := e2ee.VerifyChain(g.UserID(), []e2ee.Link{g})
+	set, err := ident.VerifyChain(g.UserID(), []ident.Link{g})
 	if err != nil {
 		t.Fatal(err)
 	}

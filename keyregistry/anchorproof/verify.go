@@ -11,7 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/chain"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // LinkVerdict is what the verifier found for one link of a user chain.
@@ -66,9 +66,9 @@ type Verdict struct {
 // publisher's signature checked against the peer ID in the anchor, the
 // transaction's signers required, and the block's depth compared with
 // minDepth. The error is only for a chain that cannot be read at all.
-func VerifyAnchors(ctx context.Context, user e2ee.UserID, links, proofs [][]byte, r chain.Reader, minDepth uint64) (Verdict, error) {
+func VerifyAnchors(ctx context.Context, user ident.UserID, links, proofs [][]byte, r chain.Reader, minDepth uint64) (Verdict, error) {
 	v := Verdict{User: user.String(), MinDepth: minDepth, Links: []LinkVerdict{}, Devices: []DeviceVerdict{}}
-	_, decoded, err := e2ee.DecodeChain(user, links)
+	_, decoded, err := ident.DecodeChain(user, links)
 	if err != nil {
 		v.ChainError = err.Error()
 		return v, nil
@@ -97,7 +97,7 @@ func VerifyAnchors(ctx context.Context, user e2ee.UserID, links, proofs [][]byte
 	for i, l := range decoded {
 		lv := LinkVerdict{Index: i, Kind: l.Kind.String(), LinkID: l.ID().String()}
 		switch l.Kind {
-		case e2ee.LinkRevokeDevice:
+		case ident.LinkRevokeDevice:
 			lv.Device = l.Revoked.String()
 		default:
 			lv.Device = l.Device.ID().String()
@@ -113,7 +113,7 @@ func VerifyAnchors(ctx context.Context, user e2ee.UserID, links, proofs [][]byte
 
 // verifyLink fills lv for one link and its proof; it leaves lv.Reason
 // empty when every check passes.
-func verifyLink(user e2ee.UserID, link, rawProof []byte, fetch func(p, prev chain.Point) (*chain.Block, error),
+func verifyLink(user ident.UserID, link, rawProof []byte, fetch func(p, prev chain.Point) (*chain.Block, error),
 	tip chain.Tip, minDepth uint64, lv *LinkVerdict) {
 	if rawProof == nil {
 		lv.Reason = "never anchored: there is no anchor proof for this link (it was accepted after the last anchored batch, or its batch is still waiting for confirmations)"
@@ -197,7 +197,7 @@ func deviceVerdicts(links []LinkVerdict) []DeviceVerdict {
 	at := make(map[string]int)
 	for _, l := range links {
 		switch l.Kind {
-		case e2ee.LinkRevokeDevice.String():
+		case ident.LinkRevokeDevice.String():
 			i, ok := at[l.Device]
 			if !ok {
 				continue // DecodeChain refuses a revoke of an unknown device

@@ -15,7 +15,7 @@ import (
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
 	"github.com/volo-chat/volo/chain/devnet"
-	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 )
 
 // anchoredBatch is a batch anchored on a real devnet through the real
@@ -230,9 +230,9 @@ func TestVerifyAnchorsEveryFieldMatters(t *testing.T) {
 // A revoked device is anchored only when its revocation is too.
 func TestDeviceVerdictsCoverRevocation(t *testing.T) {
 	links := []LinkVerdict{
-		{Index: 0, Kind: e2ee.LinkGenesis.String(), Device: "a", Anchored: true},
-		{Index: 1, Kind: e2ee.LinkAddDevice.String(), Device: "b", Anchored: true},
-		{Index: 2, Kind: e2ee.LinkRevokeDevice.String(), Device: "b", Reason: "never anchored"},
+		{Index: 0, Kind: ident.LinkGenesis.String(), Device: "a", Anchored: true},
+		{Index: 1, Kind: ident.LinkAddDevice.String(), Device: "b", Anchored: true},
+		{Index: 2, Kind: ident.LinkRevokeDevice.String(), Device: "b", Reason: "never anchored"},
 	}
 	d := deviceVerdicts(links)
 	if len(d) != 2 || !d[0].Anchored || d[1].Anchored || !d[1].Revoked || !strings.Contains(d[1].Reason, "revocation (link 2)") {
