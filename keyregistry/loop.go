@@ -1,13 +1,13 @@
 package keyregistry
 
-// This file holds every periodic loop of the package, so that they can move
-// to a shared loop helper together: the registry's republish and sweep
-// loops (on every) and the anchoring loop (on its batch interval, woken
+// This file holds every periodic loop of the package: the registry's
+// republish and sweep loops (on the shared service.Every) and the anchoring loop (on its batch interval, woken
 // early by a full queue, with a retry delay after a failure).
 
 import (
-	"context"
 	"time"
+
+	"github.com/volo-chat/volo/internal/service"
 )
 
 // SweepInterval is how often expired nonces, logins and mailboxes are
@@ -17,7 +17,7 @@ const SweepInterval = time.Minute
 // republishLoop puts every stored chain in the DHT again each
 // RepublishInterval.
 func (s *Service) republishLoop() {
-	every(s.ctx, s.cfg.RepublishInterval.Std(), func() {
+	service.Every(s.ctx, s.cfg.RepublishInterval.Std(), func() {
 		n, _ := s.Republish(s.ctx)
 		s.log.Info("republished chains", "count", n)
 	})
@@ -25,7 +25,7 @@ func (s *Service) republishLoop() {
 
 // sweepLoop drops expired nonces, logins and mailboxes each SweepInterval.
 func (s *Service) sweepLoop() {
-	every(s.ctx, SweepInterval, func() {
+	service.Every(s.ctx, SweepInterval, func() {
 		s.nonces.Len()
 		s.rendezvous.Len()
 		s.logins.mu.Lock()
@@ -61,20 +61,6 @@ func (a *Anchoring) loop() {
 		case <-wait:
 		case <-retry:
 		case <-a.q.full(a.cfg.BatchMaxLinks):
-		}
-	}
-}
-
-// every runs fn each interval, first one interval from now, until ctx ends.
-func every(ctx context.Context, interval time.Duration, fn func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn()
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
 )
 
@@ -228,7 +229,7 @@ func TestEvery(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var calls atomic.Int32
 		done := make(chan struct{})
-		go func() { every(ctx, 12*time.Hour, func() { calls.Add(1) }); close(done) }()
+		go func() { service.Every(ctx, 12*time.Hour, func() { calls.Add(1) }); close(done) }()
 		time.Sleep(12*time.Hour - time.Second)
 		synctest.Wait()
 		if n := calls.Load(); n != 0 {
