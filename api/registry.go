@@ -171,7 +171,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
-	t, exp, ok, err := s.keys.PollTicket(r.Context(), r.PathValue("login_id"))
+	t, exp, ok, err := s.keys.PollTicket(s.longPoll(r), r.PathValue("login_id"))
 	switch {
 	case err != nil:
 		s.writeRegistryError(w, err)
@@ -324,7 +324,7 @@ func (s *Server) rendezvousGet(w http.ResponseWriter, r *http.Request) {
 		}
 		after = int64(n)
 	}
-	msgs := s.keys.WaitMessages(r.Context(), rid, after)
+	msgs := s.keys.WaitMessages(s.longPoll(r), rid, after)
 	out := wire.RendezvousMessages{Messages: make([]wire.RendezvousMessage, len(msgs))}
 	for i, m := range msgs {
 		out.Messages[i] = wire.RendezvousMessage{Seq: m.Seq, Data: m.Data}

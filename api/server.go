@@ -147,7 +147,20 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	// Shutdown waits for requests in flight: long polls and WebSocket
+	// sessions are told to end as soon as it begins, not when it times out.
+	s.srv.RegisterOnShutdown(s.cancel)
 	return s, nil
+}
+
+// longPoll is the context of a request that waits for something to happen
+// (a login ticket, a rendezvous message): it ends with the request or when
+// the server shuts down, whichever comes first.
+func (s *Server) longPoll(r *http.Request) context.Context {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.ctx, cancel)
+	context.AfterFunc(ctx, func() { stop() }) // the request ended: forget it
+	return ctx
 }
 
 // route serves path for one method, answers others with 405, and counts
