@@ -43,7 +43,13 @@ func (h *Host) ClosestPeers(ctx context.Context, key []byte, k int, proto protoc
 	// table adds candidates when few of those speak proto.
 	found, err := h.dht.GetClosestPeers(ctx, string(key))
 	if err != nil && len(found) == 0 {
-		return nil, fmt.Errorf("p2p: closest peers: %w", err)
+		// A node alone (a single-node network, or one whose peers are all
+		// gone) has nobody to ask: it is its own closest candidate. With
+		// peers in its table the lookup failing is a real error.
+		if h.dht.RoutingTable().Size() > 0 {
+			return nil, fmt.Errorf("p2p: closest peers: %w", err)
+		}
+		h.log.Debug("closest peers: empty routing table, placing on this node alone", "err", err)
 	}
 	candidates := slices.Concat(found, h.dht.RoutingTable().ListPeers(), []peer.ID{h.ID()})
 	slices.Sort(candidates)

@@ -80,3 +80,18 @@ func TestFreshNodesPlaceAlike(t *testing.T) {
 		t.Errorf("%d of %d keys placed differently\n%s", differ, devices, nw)
 	}
 }
+
+// TestLoneNodePlacesOnItself: a single-node network (the embedded default)
+// has an empty routing table, so the DHT lookup finds nobody; the node is
+// then its own relay, or nothing could be sent at all.
+func TestLoneNodePlacesOnItself(t *testing.T) {
+	nw := testnet.New(t, 1)
+	n := nw.Nodes[0]
+	got, err := n.Host().ClosestPeers(t.Context(), []byte("some mailbox key"), 3, relay.ProtocolID)
+	if err != nil {
+		t.Fatalf("ClosestPeers on a lone node: %v", err)
+	}
+	if !slices.Equal(got, []peer.ID{n.PeerID()}) {
+		t.Fatalf("ClosestPeers on a lone node = %v, want only itself %v", got, n.PeerID())
+	}
+}
