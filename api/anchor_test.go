@@ -6,7 +6,7 @@ import (
 
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/internal/testnet"
-	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 )
 
 // A node without a chain backend serves a chain whose links have no proofs
@@ -26,7 +26,7 @@ func TestUserProofsAndBatchEndpointWithoutChain(t *testing.T) {
 		t.Fatalf("proofs %v for %d links, want one null", u.Proofs, len(u.Links))
 	}
 
-	some := keyregistry.BatchCID([]byte("not stored"))
+	some := anchorproof.BatchCID([]byte("not stored"))
 	for _, c := range []struct {
 		path   string
 		status int

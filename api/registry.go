@@ -15,6 +15,7 @@ import (
 
 	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/keyregistry"
+	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -69,7 +70,7 @@ var registryErrors = []errorCode{
 	{keyregistry.ErrMessageTooLarge, http.StatusRequestEntityTooLarge, wire.CodeTooLarge},
 	{keyregistry.ErrEmptyMessage, http.StatusBadRequest, wire.CodeBadRequest},
 	{keyregistry.ErrBatchNotFound, http.StatusNotFound, wire.CodeBatchNotFound},
-	{keyregistry.ErrBadBatch, http.StatusBadRequest, wire.CodeBadCID},
+	{anchorproof.ErrBadBatch, http.StatusBadRequest, wire.CodeBadCID},
 }
 
 func (s *Server) writeRegistryError(w http.ResponseWriter, err error) {
@@ -202,7 +203,7 @@ func proofsJSON(raw [][]byte) []*wire.AnchorProof {
 		if b == nil {
 			continue
 		}
-		p, err := keyregistry.DecodeAnchorProof(b)
+		p, err := anchorproof.DecodeAnchorProof(b)
 		if err != nil {
 			continue // the store holds only proofs that decode
 		}
@@ -243,7 +244,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 	c, err := cid.Decode(r.PathValue("cid"))
 	if err == nil {
-		c, err = keyregistry.ParseBatchCID(c.Bytes())
+		c, err = anchorproof.ParseBatchCID(c.Bytes())
 	}
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, wire.CodeBadCID, fmt.Sprintf("%q is not a batch CID (CIDv1, raw, sha2-256)", r.PathValue("cid")))
