@@ -75,6 +75,11 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
+	// drain ends the other requests when half the shutdown timeout has
+	// passed: a request waiting on the network (a DHT lookup with peers
+	// gone) gives up instead of holding the node's stop.
+	drain       context.Context
+	cancelDrain context.CancelFunc
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -89,12 +94,15 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	drain, cancelDrain := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		backend: backend,
-		ctx:     ctx,
-		cancel:  cancel,
+		drain:       drain,
+		cancelDrain: cancelDrain,
+		cfg:         cfg,
+		log:         log,
+		backend:     backend,
+		ctx:         ctx,
+		cancel:      cancel,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "volo_api_requests_total",
 			Help: "HTTP requests served, by route and status code.",
@@ -179,6 +187,10 @@ func (s *Server) routes(mux *http.ServeMux, path string, hs map[string]http.Hand
 	sort.Strings(allow)
 	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(s.drain, cancel)()
+		r = r.WithContext(ctx)
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h, ok := hs[r.Method]
 		if !ok && r.Method == http.MethodHead {
@@ -217,7 +229,10 @@ func (s *Server) Stop() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.Std())
 	defer cancel()
+	drainTimer := time.AfterFunc(s.cfg.ShutdownTimeout.Std()/2, s.cancelDrain)
+	defer drainTimer.Stop()
 	err := s.srv.Shutdown(ctx)
+	s.cancelDrain()
 	s.cancel()
 	s.conns.Wait()
 	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) {

@@ -1,7 +1,9 @@
 package client
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -24,8 +26,14 @@ const (
 	// MaxOrphans bounds the messages held while their key bundle has not
 	// arrived yet; they are not acknowledged, so the relays keep them.
 	MaxOrphans = 4096
-	// MaxTextSize bounds the text of one message.
+	// MaxTextSize bounds the text of one message: 261,888 bytes (256 KiB
+	// less room for the rest of the payload).
 	MaxTextSize = e2ee.MaxMessagePlaintextSize - 256
+	// RetryInterval paces sending again what the relays did not take
+	// (no quorum) while connected; a reconnect sends it at once.
+	RetryInterval = 30 * time.Second
+	// MaxReceipts bounds the messages one delivery receipt names.
+	MaxReceipts = 1024
 )
 
 // Errors of a chat.
@@ -35,16 +43,47 @@ var (
 	// ErrChatRunning reports a Run while another Run of the same chat is
 	// still going: one chat keeps one receiving connection.
 	ErrChatRunning = errors.New("client: chat is already running")
+	// ErrNotUTF8 reports a message text that is not valid UTF-8.
+	ErrNotUTF8 = errors.New("client: message text is not UTF-8")
+	// ErrEmptyText reports a message with no text but white space.
+	ErrEmptyText = errors.New("client: empty message")
+	// ErrNotSent reports a message kept in the outbox (StatePending): it
+	// is sent when the device is connected again (Run, Fetch, Send).
+	ErrNotSent = errors.New("client: not sent yet, kept in the outbox")
+	// ErrSuperseded reports that a newer connection of this device (on
+	// another machine holding its keys, or another program) took over the
+	// node's session; this one stops rather than fight for it.
+	ErrSuperseded = errors.New("client: another session of this device took over")
 )
+
+// ConnEvent is a change of the live connection (OnConnection).
+type ConnEvent struct {
+	// Connected is true when a connection is up, false when it dropped.
+	Connected bool
+	// Node is the node's API URL.
+	Node string
+	// Err says why it dropped (nil when connected).
+	Err error
+}
 
 // chatPayload is the plaintext of an e2ee message: deterministic CBOR
 // {1: recipient user, 2: sender device's sequence number, 3: sent time
-// (ms), 4: text}.
+// (ms), 4: text, 5: receipts} (docs/protocol.md, "Chat payload"). A
+// payload with receipts is a delivery receipt: its text is empty, and it
+// names messages of the recipient's devices that the sender received.
 type chatPayload struct {
-	To   []byte `cbor:"1,keyasint"`
-	Seq  uint64 `cbor:"2,keyasint"`
-	Sent int64  `cbor:"3,keyasint"`
-	Text string `cbor:"4,keyasint"`
+	To       []byte        `cbor:"1,keyasint"`
+	Seq      uint64        `cbor:"2,keyasint"`
+	Sent     int64         `cbor:"3,keyasint"`
+	Text     string        `cbor:"4,keyasint"`
+	Receipts []receiptWire `cbor:"5,keyasint,omitempty"`
+}
+
+// receiptWire names one received message: its sending device and that
+// device's sequence number.
+type receiptWire struct {
+	Device []byte `cbor:"1,keyasint"`
+	Seq    uint64 `cbor:"2,keyasint"`
 }
 
 func decodeChatPayload(b []byte) (chatPayload, ident.UserID, error) {
@@ -58,6 +97,17 @@ func decodeChatPayload(b []byte) (chatPayload, ident.UserID, error) {
 	}
 	if len(p.Text) > MaxTextSize {
 		return chatPayload{}, ident.UserID{}, ErrTextTooLarge
+	}
+	if len(p.Receipts) > MaxReceipts {
+		return chatPayload{}, ident.UserID{}, fmt.Errorf("receipt of %d messages, limit %d", len(p.Receipts), MaxReceipts)
+	}
+	if len(p.Receipts) > 0 && p.Text != "" {
+		return chatPayload{}, ident.UserID{}, errors.New("receipt with text")
+	}
+	for _, r := range p.Receipts {
+		if _, err := ident.DeviceIDFromBytes(r.Device); err != nil {
+			return chatPayload{}, ident.UserID{}, fmt.Errorf("receipt: %w", err)
+		}
 	}
 	return p, to, nil
 }
@@ -78,13 +128,24 @@ type Chat struct {
 	chains  map[ident.UserID]cachedChain
 	orphans []orphan
 
-	sendMu sync.Mutex // one send at a time: sessions advance in order
+	// attempts are the outbox entries being sent, by sequence number;
+	// receipts are the messages to confirm, by conversation, until a
+	// receipt is sealed for them.
+	attempts map[uint64]*attempt
+	ended    map[uint64]*attempt
+	receipts map[ident.UserID][]receiptWire
 
-	connMu   sync.Mutex
-	conn     *Conn
-	connCh   chan struct{} // closed while conn is set, open while it is nil
-	running  bool          // a Run is going
-	handlers []func(ChatMessage)
+	sendMu sync.Mutex // one flush at a time: sessions advance in order
+	kick   chan struct{}
+	lock   *homeLock
+
+	connMu     sync.Mutex
+	conn       *Conn
+	connCh     chan struct{} // closed while conn is set, open while it is nil
+	running    bool          // a Run is going
+	handlers   []func(ChatMessage)
+	onStatus   []func(ChatMessage)
+	onConnEvts []func(ConnEvent)
 }
 
 type orphan struct {
@@ -108,17 +169,27 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockHome(c.home.Dir())
+	if err != nil {
+		return nil, err
+	}
 	store, state, err := openChatLog(c.home.Dir(), key)
 	if err != nil {
+		lock.release()
 		return nil, err
 	}
 	return &Chat{
 		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(),
-		log:    slog.New(slog.DiscardHandler),
-		st:     state,
-		store:  store,
-		chains: map[ident.UserID]cachedChain{},
-		connCh: make(chan struct{}),
+		log:      slog.New(slog.DiscardHandler),
+		st:       state,
+		store:    store,
+		chains:   map[ident.UserID]cachedChain{},
+		attempts: map[uint64]*attempt{},
+		ended:    map[uint64]*attempt{},
+		receipts: map[ident.UserID][]receiptWire{},
+		kick:     make(chan struct{}, 1),
+		lock:     lock,
+		connCh:   make(chan struct{}),
 	}, nil
 }
 
@@ -139,6 +210,40 @@ func (ch *Chat) OnMessage(f func(ChatMessage)) {
 	ch.handlers = append(ch.handlers, f)
 }
 
+// OnStatus adds a function called when an outgoing message of this device
+// changes state (sent, delivered, failed), with the message as it is now.
+func (ch *Chat) OnStatus(f func(ChatMessage)) {
+	ch.connMu.Lock()
+	defer ch.connMu.Unlock()
+	ch.onStatus = append(ch.onStatus, f)
+}
+
+// OnConnection adds a function called when Run's connection comes up or
+// drops.
+func (ch *Chat) OnConnection(f func(ConnEvent)) {
+	ch.connMu.Lock()
+	defer ch.connMu.Unlock()
+	ch.onConnEvts = append(ch.onConnEvts, f)
+}
+
+func (ch *Chat) notifyConn(ev ConnEvent) {
+	ch.connMu.Lock()
+	fs := slices.Clone(ch.onConnEvts)
+	ch.connMu.Unlock()
+	for _, f := range fs {
+		f(ev)
+	}
+}
+
+func (ch *Chat) notifyStatus(m ChatMessage) {
+	ch.connMu.Lock()
+	fs := slices.Clone(ch.onStatus)
+	ch.connMu.Unlock()
+	for _, f := range fs {
+		f(m)
+	}
+}
+
 // History returns the conversation with peer, oldest first (each device's
 // messages in the order it sent them).
 func (ch *Chat) History(peer ident.UserID) []ChatMessage {
@@ -157,7 +262,9 @@ func (ch *Chat) Close() error {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	return ch.store.close()
+	err := ch.store.close()
+	ch.lock.release()
+	return err
 }
 
 // Conversations lists the peers of every conversation in history.
@@ -169,5 +276,112 @@ func (ch *Chat) Conversations() []ident.UserID {
 		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b ident.UserID) int { return a.Compare(b) })
+	return out
+}
+
+// Conversation sums up one conversation of the history.
+type Conversation struct {
+	Peer ident.UserID
+	// Last is its newest message (by arrival on this device).
+	Last ChatMessage
+	// Messages counts its messages, Unseen those from the peer the user
+	// has not seen yet, Pending this device's messages not sent yet.
+	Messages, Unseen, Pending int
+}
+
+// ConversationList returns every conversation of the history, the one
+// with the newest message first.
+func (ch *Chat) ConversationList() []Conversation {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	out := make([]Conversation, 0, len(ch.st.history))
+	for peer, h := range ch.st.history {
+		c := Conversation{Peer: peer, Messages: len(h)}
+		seen := ch.st.seen[peer]
+		for _, m := range h {
+			if newer(m, c.Last) {
+				c.Last = m
+			}
+			if !m.Outgoing && m.Local > seen {
+				c.Unseen++
+			}
+			if m.State == StatePending {
+				c.Pending++
+			}
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Conversation) int {
+		switch {
+		case newer(a.Last, b.Last):
+			return -1
+		case newer(b.Last, a.Last):
+			return 1
+		}
+		return a.Peer.Compare(b.Peer)
+	})
+	return out
+}
+
+// newer reports whether a entered the history after b.
+func newer(a, b ChatMessage) bool {
+	if a.Local != b.Local {
+		return a.Local > b.Local
+	}
+	return a.Received.After(b.Received)
+}
+
+// Unseen returns the messages from others that the user has not seen yet,
+// in every conversation, in the order they arrived; MarkSeen marks them.
+func (ch *Chat) Unseen() []ChatMessage {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	var out []ChatMessage
+	for peer, h := range ch.st.history {
+		seen := ch.st.seen[peer]
+		for _, m := range h {
+			if !m.Outgoing && m.Local > seen {
+				out = append(out, m)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b ChatMessage) int { return cmp.Compare(a.Local, b.Local) })
+	return out
+}
+
+// MarkSeen records that the user has seen msgs: in each of their
+// conversations, every message up to the newest of them.
+func (ch *Chat) MarkSeen(msgs ...ChatMessage) error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	upTo := map[ident.UserID]uint64{}
+	for _, m := range msgs {
+		if m.Local > ch.st.seen[m.Peer] && m.Local > upTo[m.Peer] {
+			upTo[m.Peer] = m.Local
+		}
+	}
+	if len(upTo) == 0 {
+		return nil
+	}
+	var rec chatRecord
+	for peer, l := range upTo {
+		rec.Seen = append(rec.Seen, seenWire{Peer: peer.Bytes(), Local: l})
+	}
+	return ch.commitLocked(rec)
+}
+
+// Pending returns this device's messages not sent yet, oldest first.
+func (ch *Chat) Pending() []ChatMessage {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	var out []ChatMessage
+	for _, q := range ch.st.queue {
+		if q.receipt {
+			continue
+		}
+		if m, ok := ch.st.pendingMessage(q.peer, q.seq); ok {
+			out = append(out, m)
+		}
+	}
 	return out
 }

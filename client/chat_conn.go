@@ -95,11 +95,14 @@ func (ch *Chat) currentConn(ctx context.Context) (*Conn, error) {
 }
 
 // Run keeps a connection to the node until ctx ends: it receives, stores,
-// acknowledges and reports incoming messages, and reconnects (with
-// backoff) when the connection drops. A connection of an earlier Connect
-// is replaced by Run's own (and closed); sends use Run's connection from
-// then on. One Run at a time: a second one while the first is going
-// returns ErrChatRunning at once.
+// acknowledges and reports incoming messages, sends the outbox (at once on
+// every connect, when Queue adds to it, and every RetryInterval while
+// something is left), and reconnects (with backoff) when the connection
+// drops, telling the OnConnection functions each time. A connection of an
+// earlier Connect is replaced by Run's own (and closed); sends use Run's
+// connection from then on. One Run at a time: a second one while the first
+// is going returns ErrChatRunning at once. Run ends with ErrSuperseded when
+// a newer session of this device takes the node's session over.
 func (ch *Chat) Run(ctx context.Context) error {
 	ch.connMu.Lock()
 	if ch.running {
@@ -114,8 +117,10 @@ func (ch *Chat) Run(ctx context.Context) error {
 		ch.connMu.Unlock()
 	}()
 	backoff := ReconnectBackoff
+	node := ch.c.api.URL()
+	down := false // a drop was reported and no connect since
 	for {
-		conn, err := Dial(ctx, ch.c.api.URL(), ch.c.hc, ch.self.User, ch.keys, true)
+		conn, err := Dial(ctx, node, ch.c.hc, ch.self.User, ch.keys, true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -123,7 +128,11 @@ func (ch *Chat) Run(ctx context.Context) error {
 			if errors.Is(err, ErrAuthRefused) {
 				return err
 			}
-			ch.log.Warn("connect failed", "node", ch.c.api.URL(), "err", err)
+			if !down {
+				ch.notifyConn(ConnEvent{Node: node, Err: err})
+				down = true
+			}
+			ch.log.Warn("connect failed", "node", node, "err", err)
 			if err := sleep(ctx, backoff); err != nil {
 				return err
 			}
@@ -137,31 +146,122 @@ func (ch *Chat) Run(ctx context.Context) error {
 		if old != nil {
 			old.Close()
 		}
+		down = false
+		ch.notifyConn(ConnEvent{Connected: true, Node: node})
+		fctx, stopFlush := context.WithCancel(ctx)
+		flushed := make(chan struct{})
+		go func() {
+			defer close(flushed)
+			ch.flushLoop(fctx, conn)
+		}()
 		err = ch.serve(ctx, conn, 0, nil)
+		stopFlush()
+		<-flushed
 		ch.clearConn(conn)
 		conn.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrSuperseded) {
+			ch.notifyConn(ConnEvent{Node: node, Err: err})
+			return err
+		}
+		ch.notifyConn(ConnEvent{Node: node, Err: err})
+		down = true
 		ch.log.Info("connection ended, reconnecting", "err", err)
 	}
 }
 
-// Fetch connects, receives what the node delivers until nothing more comes
-// for idle, acknowledges it and returns the new messages. The functions of
-// OnMessage see them too.
+// flushLoop sends the outbox over conn now, whenever Queue or a receipt
+// adds to it, and every RetryInterval while entries are left, until ctx
+// ends or conn drops.
+func (ch *Chat) flushLoop(ctx context.Context, conn *Conn) {
+	for {
+		ch.sendMu.Lock()
+		ch.log.Debug("flush", "queue", len(ch.st.queue))
+		err := ch.flushLocked(ctx, conn, nil)
+		ch.sendMu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			ch.log.Info("outbox not sent", "err", err)
+		}
+		ch.mu.Lock()
+		left := len(ch.st.queue) > 0 || len(ch.receipts) > 0
+		ch.mu.Unlock()
+		var retry <-chan time.Time
+		if left {
+			retry = time.After(RetryInterval)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-conn.Done():
+			return
+		case <-ch.kick:
+		case <-retry:
+		}
+	}
+}
+
+// Fetch connects, sends what the outbox holds, receives what the node
+// delivers until nothing more comes for idle, acknowledges it, waits for
+// the sends (and the delivery receipts of what it received) to end, and
+// returns the new messages. The functions of OnMessage see them too.
 func (ch *Chat) Fetch(ctx context.Context, idle time.Duration) ([]ChatMessage, error) {
 	conn, err := Dial(ctx, ch.c.api.URL(), ch.c.hc, ch.self.User, ch.keys, true)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
+	ch.connMu.Lock()
+	old := ch.setConnLocked(conn)
+	ch.connMu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	defer ch.clearConn(conn)
+	flush := func() error {
+		ch.sendMu.Lock()
+		defer ch.sendMu.Unlock()
+		return ch.flushLocked(ctx, conn, nil)
+	}
+	if err := flush(); err != nil {
+		ch.log.Info("outbox not sent", "err", err)
+	}
 	var got []ChatMessage
 	if err := ch.serve(ctx, conn, idle, func(m ChatMessage) { got = append(got, m) }); err != nil && ctx.Err() == nil {
 		return got, err
 	}
+	if err := flush(); err != nil {
+		ch.log.Info("outbox not sent", "err", err)
+	}
+	ch.waitSends(ctx)
 	return got, nil
 }
+
+// waitSends waits until no send of the outbox is in flight, or ctx ends.
+func (ch *Chat) waitSends(ctx context.Context) {
+	for {
+		ch.mu.Lock()
+		var att *attempt
+		for _, a := range ch.attempts {
+			att = a
+			break
+		}
+		ch.mu.Unlock()
+		if att == nil {
+			return
+		}
+		select {
+		case <-att.done:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// WaitSent waits until the outbox has nothing in flight (the sends written
+// so far ended, sent, failed or left pending), or ctx ends.
+func (ch *Chat) WaitSent(ctx context.Context) { ch.waitSends(ctx) }
 
 // serve processes deliveries until the connection ends or, with idle > 0,
 // until none came for idle. sink, if not nil, gets every new message

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,7 @@ func running(t *testing.T, c *Client, pass []byte) (*Chat, *inbox, func()) {
 		t.Fatal(err)
 	}
 	in := newInbox(ch)
+	ch.SetLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); ch.Run(ctx) }()
@@ -259,3 +261,7 @@ func (c *Client) mustUser(t *testing.T) ident.UserID {
 	}
 	return id.User
 }
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

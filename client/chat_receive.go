@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -23,6 +25,7 @@ type opened struct {
 // then reports the messages, each device's in order, to the OnMessage
 // functions and then to sink (if not nil).
 func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
+	ch.log.Debug("delivery", "envelopes", len(envs))
 	var acks []wire.EnvelopeID
 	var bundles, msgs []opened
 	for _, e := range envs {
@@ -52,17 +55,28 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	}
 	ch.orphans = nil
 	var fresh []ChatMessage
+	var delivered []msgRefWire
 	now := time.Now()
 	for _, o := range msgs {
-		m, keep, err := ch.openMessage(o.content, now, dirty)
+		m, receipts, keep, err := ch.openMessage(o.content, now, dirty)
 		switch {
 		case keep:
+			ch.log.Debug("message waits for its key bundle", "envelope", o.env.ID.String())
 			if len(ch.orphans) < MaxOrphans {
 				ch.orphans = append(ch.orphans, orphan{o.env, o.content.Sender, o.content.Body})
 			}
 			continue
 		case err != nil:
 			ch.log.Info("dropped a message", "envelope", o.env.ID.String(), "err", err)
+		case receipts != nil:
+			if !m.Outgoing {
+				// The peer's devices confirm our messages; receipts of
+				// our other devices (for the peer's messages) say nothing
+				// about our own.
+				for _, r := range receipts {
+					delivered = append(delivered, msgRefWire{Peer: m.Peer.Bytes(), Device: r.Device, Seq: r.Seq})
+				}
+			}
 		default:
 			fresh = append(fresh, m)
 		}
@@ -74,10 +88,11 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		}
 		return cmp.Compare(a.Seq, b.Seq)
 	})
-	for _, m := range fresh {
-		ch.st.insert(m)
-		rec.History = append(rec.History, encodeChatMessage(m))
+	for i := range fresh {
+		fresh[i].Local = ch.st.local + uint64(i) + 1
+		rec.History = append(rec.History, encodeChatMessage(fresh[i]))
 	}
+	rec.Delivered = delivered
 	for k := range dirty {
 		if rs, ok := ch.st.receivers[k]; ok {
 			b, err := rs.MarshalBinary()
@@ -88,13 +103,33 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 			rec.Receivers = append(rec.Receivers, b)
 		}
 	}
-	if len(rec.History) > 0 || len(rec.Receivers) > 0 {
-		if err := ch.persistLocked(rec); err != nil {
+	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 {
+		if err := ch.commitLocked(rec); err != nil {
 			ch.mu.Unlock()
 			return err
 		}
 	}
+	// Confirm the peers' messages (not our own devices' and not the
+	// conversation with ourselves) with a receipt each, sent by the
+	// next flush.
+	for _, m := range fresh {
+		if !m.Outgoing {
+			ch.receipts[m.Peer] = append(ch.receipts[m.Peer], receiptWire{Device: m.Device.Bytes(), Seq: m.Seq})
+		}
+	}
+	var changed []ChatMessage
+	for _, d := range delivered {
+		peer, _ := ident.UserIDFromBytes(d.Peer)
+		for _, h := range ch.st.history[peer] {
+			if h.Outgoing && h.Seq == d.Seq && h.State == StateDelivered && slices.Equal(h.Device.Bytes(), d.Device) {
+				changed = append(changed, h)
+			}
+		}
+	}
 	ch.mu.Unlock()
+	if len(fresh) > 0 {
+		ch.wake()
+	}
 	if len(acks) > 0 {
 		if err := conn.Ack(ctx, acks); err != nil {
 			return err
@@ -111,14 +146,22 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 			sink(m)
 		}
 	}
+	for _, m := range changed {
+		ch.notifyStatus(m)
+	}
 	return nil
 }
 
-// persistLocked appends a record and compacts a log that has grown
-// enough (chatLog.needsCompaction). ch.mu is held.
-func (ch *Chat) persistLocked(rec chatRecord) error {
+// commitLocked makes a change: it appends rec to the log (synced), applies
+// it to the state the way a replay does, then compacts a log that has
+// grown enough (chatLog.needsCompaction). The state is always what
+// replaying the log gives. ch.mu is held.
+func (ch *Chat) commitLocked(rec chatRecord) error {
 	if err := ch.store.append(rec); err != nil {
 		return err
+	}
+	if err := ch.st.apply(rec); err != nil {
+		return fmt.Errorf("client: chat store: %w", err)
 	}
 	if ch.store.needsCompaction() {
 		return ch.store.compact(ch.st)
@@ -164,44 +207,53 @@ func (ch *Chat) openBundle(ctx context.Context, c e2ee.SealedContent, dirty map[
 	return nil
 }
 
-// openMessage decrypts one message. keep reports a message whose session
-// is not known yet (its bundle may come in a later batch). ch.mu is held.
-func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, dirty map[receiverKey]bool) (ChatMessage, bool, error) {
-	m, err := e2ee.DecodeMessage(c.Body)
+// openMessage decrypts one message. A delivery receipt comes back as
+// receipts (not nil), with m naming its conversation and sender. keep
+// reports a message whose session is not known yet (its bundle may come in
+// a later batch). ch.mu is held.
+func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, dirty map[receiverKey]bool) (m ChatMessage, receipts []receiptWire, keep bool, err error) {
+	msg, err := e2ee.DecodeMessage(c.Body)
 	if err != nil {
-		return ChatMessage{}, false, err
+		return ChatMessage{}, nil, false, err
 	}
-	h := m.Header
+	h := msg.Header
 	if !h.SenderUser.Equal(c.Sender) {
-		return ChatMessage{}, false, fmt.Errorf("message of %s sealed as from %s", h.SenderUser, c.Sender)
+		return ChatMessage{}, nil, false, fmt.Errorf("message of %s sealed as from %s", h.SenderUser, c.Sender)
 	}
 	k := receiverKey{h.Sender, h.Session}
 	rs, ok := ch.st.receivers[k]
 	if !ok {
-		return ChatMessage{}, true, nil
+		return ChatMessage{}, nil, true, nil
 	}
-	pt, err := rs.Decrypt(m)
+	pt, err := rs.Decrypt(msg)
 	if err != nil {
-		return ChatMessage{}, false, err // ErrReplay: a duplicate, already in history
+		return ChatMessage{}, nil, false, err // ErrReplay: a duplicate, already in history
 	}
 	dirty[k] = true
 	p, to, err := decodeChatPayload(pt)
 	clear(pt)
 	if err != nil {
-		return ChatMessage{}, false, fmt.Errorf("payload: %w", err)
+		return ChatMessage{}, nil, false, fmt.Errorf("payload: %w", err)
 	}
 	peer := h.SenderUser
 	outgoing := h.SenderUser.Equal(ch.self.User)
 	if outgoing {
 		peer = to
 	} else if !to.Equal(ch.self.User) {
-		return ChatMessage{}, false, fmt.Errorf("message of %s addressed to %s", h.SenderUser, to)
+		return ChatMessage{}, nil, false, fmt.Errorf("message of %s addressed to %s", h.SenderUser, to)
 	}
 	if h.Conversation != e2ee.DirectConversationID(ch.self.User, peer) {
-		return ChatMessage{}, false, fmt.Errorf("message of %s in a conversation that is not ours with %s", h.SenderUser, peer)
+		return ChatMessage{}, nil, false, fmt.Errorf("message of %s in a conversation that is not ours with %s", h.SenderUser, peer)
 	}
-	return ChatMessage{
+	m = ChatMessage{
 		Peer: peer, From: h.SenderUser, Device: h.Sender, Seq: p.Seq,
-		Sent: time.UnixMilli(p.Sent).UTC(), Received: now.UTC(), Text: p.Text, Outgoing: outgoing,
-	}, false, nil
+		Sent: time.UnixMilli(p.Sent).UTC(), Received: time.UnixMilli(now.UnixMilli()).UTC(), Text: p.Text, Outgoing: outgoing,
+	}
+	if p.Receipts != nil {
+		return m, p.Receipts, false, nil
+	}
+	if strings.TrimSpace(p.Text) == "" {
+		return ChatMessage{}, nil, false, ErrEmptyText
+	}
+	return m, nil, false, nil
 }

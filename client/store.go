@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,12 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/wire"
 )
 
 // The chat store: an append-only log in the home, every record encrypted
@@ -61,6 +64,58 @@ type ChatMessage struct {
 	Text           string
 	// Outgoing marks a message of this user (from this or another own device).
 	Outgoing bool
+	// Local numbers the messages in the order they entered this device's
+	// history (1, 2, ...; 0 for messages restored from a backup and not yet
+	// numbered): what "unseen" and "newest" are measured by.
+	Local uint64
+	// State is where an outgoing message is (StateSent for incoming ones).
+	State MessageState
+	// Failure says why a message is StateFailed.
+	Failure string
+}
+
+// MessageState is the fate of an outgoing message.
+type MessageState uint8
+
+// The states of an outgoing message. The zero value is StateSent so that
+// messages from before the states were kept (and incoming ones) read as sent.
+const (
+	// StateSent: the recipients' relays hold it (or it came from another
+	// of this user's devices, which sent it).
+	StateSent MessageState = iota
+	// StatePending: in this device's outbox, not yet held by the relays;
+	// it is sent (again) whenever the device is connected.
+	StatePending
+	// StateDelivered: a device of the recipient confirmed it received it.
+	StateDelivered
+	// StateFailed: refused for good (Failure says why); never resent.
+	StateFailed
+)
+
+func (s MessageState) String() string {
+	switch s {
+	case StateSent:
+		return "sent"
+	case StatePending:
+		return "pending"
+	case StateDelivered:
+		return "delivered"
+	case StateFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// advance reports whether a message in state s may move to next: pending
+// moves to anything, sent and failed only to delivered.
+func (s MessageState) advance(next MessageState) bool {
+	switch s {
+	case StatePending:
+		return next != StatePending
+	case StateSent, StateFailed:
+		return next == StateDelivered
+	}
+	return false
 }
 
 type chatMessageWire struct {
@@ -72,6 +127,44 @@ type chatMessageWire struct {
 	Received int64  `cbor:"6,keyasint"`
 	Text     string `cbor:"7,keyasint"`
 	Outgoing bool   `cbor:"8,keyasint,omitempty"`
+	Local    uint64 `cbor:"9,keyasint,omitempty"`
+	State    uint8  `cbor:"10,keyasint,omitempty"`
+	Failure  string `cbor:"11,keyasint,omitempty"`
+}
+
+// outboxWire is a message (or receipt) of this device sealed for its
+// recipients: the envelopes are sent again, byte for byte, until the
+// relays hold them (the same envelope IDs: relays and receivers drop
+// copies).
+type outboxWire struct {
+	Seq       uint64   `cbor:"1,keyasint"`
+	Peer      []byte   `cbor:"2,keyasint"`
+	Envelopes [][]byte `cbor:"3,keyasint"`
+	Kinds     []uint8  `cbor:"4,keyasint"`
+	Receipt   bool     `cbor:"5,keyasint,omitempty"`
+}
+
+// doneWire ends this device's outbox entry Seq: the message moves to State.
+type doneWire struct {
+	Seq     uint64 `cbor:"1,keyasint"`
+	Peer    []byte `cbor:"2,keyasint"`
+	State   uint8  `cbor:"3,keyasint"`
+	Failure string `cbor:"4,keyasint,omitempty"`
+}
+
+// msgRefWire names a message of a conversation: the peer, the sending
+// device and its sequence number.
+type msgRefWire struct {
+	Peer   []byte `cbor:"1,keyasint"`
+	Device []byte `cbor:"2,keyasint"`
+	Seq    uint64 `cbor:"3,keyasint"`
+}
+
+// seenWire marks every message of the conversation with Peer up to Local
+// as seen by the user.
+type seenWire struct {
+	Peer  []byte `cbor:"1,keyasint"`
+	Local uint64 `cbor:"2,keyasint"`
 }
 
 type senderStateWire struct {
@@ -85,6 +178,10 @@ type chatRecord struct {
 	Senders   []senderStateWire `cbor:"2,keyasint,omitempty"`
 	Receivers [][]byte          `cbor:"3,keyasint,omitempty"` // e2ee.ReceiverSession.MarshalBinary
 	Seq       uint64            `cbor:"4,keyasint,omitempty"` // the next sequence number of this device
+	Outbox    []outboxWire      `cbor:"5,keyasint,omitempty"`
+	Done      []doneWire        `cbor:"6,keyasint,omitempty"`
+	Delivered []msgRefWire      `cbor:"7,keyasint,omitempty"`
+	Seen      []seenWire        `cbor:"8,keyasint,omitempty"`
 }
 
 var (
@@ -118,6 +215,33 @@ type chatState struct {
 	senders   map[ident.UserID]*e2ee.SenderSession
 	receivers map[receiverKey]*e2ee.ReceiverSession
 	seq       uint64
+	// local is the last Local number given to a message.
+	local uint64
+	// seen is, per conversation, the Local number up to which the user
+	// has seen its messages.
+	seen map[ident.UserID]uint64
+	// outbox holds this device's sealed entries by sequence number;
+	// queue is what waits to be sent (pending messages, sealed or not,
+	// and sealed receipts), in sequence order.
+	outbox map[uint64]*outboxEntry
+	queue  []queued
+}
+
+// outboxEntry is a sealed message or receipt waiting for the relays.
+type outboxEntry struct {
+	peer    ident.UserID
+	seq     uint64
+	envs    []wire.Envelope
+	kinds   []e2ee.EnvelopeKind
+	receipt bool
+}
+
+// queued is one thing waiting to be sent: the message (or receipt) of
+// this device with sequence number seq in the conversation with peer.
+type queued struct {
+	peer    ident.UserID
+	seq     uint64
+	receipt bool
 }
 
 type receiverKey struct {
@@ -130,6 +254,8 @@ func newChatState() *chatState {
 		history:   map[ident.UserID][]ChatMessage{},
 		senders:   map[ident.UserID]*e2ee.SenderSession{},
 		receivers: map[receiverKey]*e2ee.ReceiverSession{},
+		seen:      map[ident.UserID]uint64{},
+		outbox:    map[uint64]*outboxEntry{},
 	}
 }
 
@@ -157,6 +283,7 @@ func encodeChatMessage(m ChatMessage) chatMessageWire {
 	return chatMessageWire{
 		Peer: m.Peer.Bytes(), From: m.From.Bytes(), Device: m.Device.Bytes(), Seq: m.Seq,
 		Sent: m.Sent.UnixMilli(), Received: m.Received.UnixMilli(), Text: m.Text, Outgoing: m.Outgoing,
+		Local: m.Local, State: uint8(m.State), Failure: m.Failure,
 	}
 }
 
@@ -176,7 +303,7 @@ func decodeChatMessage(w chatMessageWire) (ChatMessage, error) {
 	return ChatMessage{
 		Peer: peer, From: from, Device: dev, Seq: w.Seq,
 		Sent: time.UnixMilli(w.Sent).UTC(), Received: time.UnixMilli(w.Received).UTC(),
-		Text: w.Text, Outgoing: w.Outgoing,
+		Text: w.Text, Outgoing: w.Outgoing, Local: w.Local, State: MessageState(w.State), Failure: w.Failure,
 	}, nil
 }
 
@@ -196,7 +323,21 @@ func (s *chatState) apply(r chatRecord) error {
 		if err != nil {
 			return fmt.Errorf("history entry: %w", err)
 		}
+		if m.State > StateFailed {
+			return fmt.Errorf("history entry: state %d", m.State)
+		}
+		if m.Local == 0 {
+			// From a log of before the numbering, or restored from a
+			// backup: number it, and count it as seen.
+			s.local++
+			m.Local = s.local
+			s.seen[m.Peer] = max(s.seen[m.Peer], m.Local)
+		}
+		s.local = max(s.local, m.Local)
 		s.insert(m)
+		if m.State == StatePending {
+			s.enqueue(queued{peer: m.Peer, seq: m.Seq})
+		}
 	}
 	for _, w := range r.Senders {
 		peer, err := ident.UserIDFromBytes(w.Peer)
@@ -223,7 +364,106 @@ func (s *chatState) apply(r chatRecord) error {
 	if r.Seq > s.seq {
 		s.seq = r.Seq
 	}
+	for _, w := range r.Outbox {
+		e, err := decodeOutboxEntry(w)
+		if err != nil {
+			return fmt.Errorf("outbox entry: %w", err)
+		}
+		s.outbox[e.seq] = e
+		if e.receipt {
+			s.enqueue(queued{peer: e.peer, seq: e.seq, receipt: true})
+		}
+	}
+	for _, w := range r.Done {
+		peer, err := ident.UserIDFromBytes(w.Peer)
+		if err != nil {
+			return fmt.Errorf("outbox end: %w", err)
+		}
+		if MessageState(w.State) > StateFailed {
+			return fmt.Errorf("outbox end: state %d", w.State)
+		}
+		delete(s.outbox, w.Seq)
+		s.queue = slices.DeleteFunc(s.queue, func(q queued) bool { return q.seq == w.Seq })
+		s.setState(peer, func(m *ChatMessage) bool {
+			return m.Outgoing && m.Seq == w.Seq && m.State == StatePending
+		}, MessageState(w.State), w.Failure)
+	}
+	for _, w := range r.Delivered {
+		peer, err := ident.UserIDFromBytes(w.Peer)
+		if err != nil {
+			return fmt.Errorf("receipt: %w", err)
+		}
+		dev, err := ident.DeviceIDFromBytes(w.Device)
+		if err != nil {
+			return fmt.Errorf("receipt: %w", err)
+		}
+		s.setState(peer, func(m *ChatMessage) bool {
+			return m.Outgoing && m.Seq == w.Seq && m.Device.Equal(dev)
+		}, StateDelivered, "")
+	}
+	for _, w := range r.Seen {
+		peer, err := ident.UserIDFromBytes(w.Peer)
+		if err != nil {
+			return fmt.Errorf("seen mark: %w", err)
+		}
+		s.seen[peer] = max(s.seen[peer], w.Local)
+	}
 	return nil
+}
+
+// enqueue adds q to the send queue, keeping it in sequence order.
+func (s *chatState) enqueue(q queued) {
+	i, found := slices.BinarySearchFunc(s.queue, q.seq, func(a queued, seq uint64) int { return cmp.Compare(a.seq, seq) })
+	if !found {
+		s.queue = slices.Insert(s.queue, i, q)
+	}
+}
+
+// setState moves the first message of the conversation with peer that
+// match accepts to state next, if its state may advance to it.
+func (s *chatState) setState(peer ident.UserID, match func(*ChatMessage) bool, next MessageState, failure string) {
+	h := s.history[peer]
+	for i := len(h) - 1; i >= 0; i-- {
+		if match(&h[i]) {
+			if h[i].State.advance(next) {
+				h[i].State, h[i].Failure = next, failure
+			}
+			return
+		}
+	}
+}
+
+func encodeOutboxEntry(e *outboxEntry) (outboxWire, error) {
+	w := outboxWire{Seq: e.seq, Peer: e.peer.Bytes(), Receipt: e.receipt}
+	for i, env := range e.envs {
+		b, err := env.Encode()
+		if err != nil {
+			return outboxWire{}, err
+		}
+		w.Envelopes = append(w.Envelopes, b)
+		w.Kinds = append(w.Kinds, uint8(e.kinds[i]))
+	}
+	return w, nil
+}
+
+func decodeOutboxEntry(w outboxWire) (*outboxEntry, error) {
+	peer, err := ident.UserIDFromBytes(w.Peer)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Kinds) != len(w.Envelopes) {
+		return nil, fmt.Errorf("%d kinds for %d envelopes", len(w.Kinds), len(w.Envelopes))
+	}
+	e := &outboxEntry{peer: peer, seq: w.Seq, receipt: w.Receipt}
+	for i, b := range w.Envelopes {
+		env, err := wire.DecodeEnvelope(b)
+		if err != nil {
+			return nil, err
+		}
+		e.envs = append(e.envs, env)
+		e.kinds = append(e.kinds, e2ee.EnvelopeKind(w.Kinds[i]))
+	}
+	return e, nil
 }
 
 // chatLog is the open log file.

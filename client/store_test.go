@@ -165,11 +165,9 @@ func TestChatLogCompactsLargeHistory(t *testing.T) {
 	// The log is past ChatCompactSize: the next message compacts it.
 	ch := &Chat{st: st, store: l}
 	m := msg(seq, "after compaction")
-	st.insert(m)
-	if err := ch.persistLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m)}, Seq: seq + 1}); err != nil {
+	if err := ch.commitLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m)}, Seq: seq + 1}); err != nil {
 		t.Fatalf("message stored with a history of %d bytes: %v", l.size, err)
 	}
-	st.seq = seq + 1
 	compacted := l.size
 	fi, err := os.Stat(filepath.Join(dir, ChatLogFile))
 	if err != nil {
@@ -181,8 +179,7 @@ func TestChatLogCompactsLargeHistory(t *testing.T) {
 
 	// One more message is appended, the history not written again.
 	m2 := msg(seq+1, "appended")
-	st.insert(m2)
-	if err := ch.persistLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m2)}, Seq: seq + 2}); err != nil {
+	if err := ch.commitLocked(chatRecord{History: []chatMessageWire{encodeChatMessage(m2)}, Seq: seq + 2}); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, ChatLogFile)); err != nil || fi.Size() != l.size || l.size-compacted > 4096 {

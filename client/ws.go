@@ -29,6 +29,9 @@ const (
 	// deliverQueue is the number of deliver frames read ahead of the
 	// consumer.
 	deliverQueue = 16
+	// closeSuperseded is the close code of a session that a newer
+	// connection of the same device replaced (docs/api.md).
+	closeSuperseded websocket.StatusCode = 4002
 )
 
 // Errors of the live connection and of sending.
@@ -195,6 +198,9 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			if nodeErr != nil {
 				err = nodeErr
+			}
+			if websocket.CloseStatus(err) == closeSuperseded {
+				err = fmt.Errorf("%w: %w", ErrSuperseded, err)
 			}
 			c.fail(err)
 			c.ws.CloseNow()

@@ -170,19 +170,13 @@ func (nw *Network) Add() int {
 	return i
 }
 
-// Restart stops node i gracefully (if it runs) and starts it again on the
-// same data directory, libp2p and API ports, bootstrapped from every other
-// running node.
+// Restart stops node i gracefully (if it runs: see Stop) and starts it
+// again on the same data directory, libp2p and API ports, bootstrapped
+// from every other running node.
 func (nw *Network) Restart(i int) {
 	nw.t.Helper()
-	old := nw.Nodes[i]
-	cfg := nw.Configs[i]
-	cfg.P2P.Listen = nil
-	for _, a := range old.Host().Libp2p().Network().ListenAddresses() {
-		cfg.P2P.Listen = append(cfg.P2P.Listen, a.String())
-	}
-	cfg.API.Listen = strings.TrimPrefix(old.APIURL(), "http://")
 	nw.Stop(i)
+	cfg := nw.Configs[i]
 	cfg.P2P.Bootstrap = nil
 	for j, nd := range nw.Nodes {
 		if j == i || nw.crashed[j] {
@@ -215,9 +209,19 @@ func (nw *Network) HardStop(i int) {
 // once it holds this many peers.
 const bucketSize = 20
 
-// Stop stops node i gracefully. Stopping a stopped node does nothing; a
-// node that was hard-stopped is released without checking errors.
+// Stop stops node i gracefully, keeping its libp2p and API addresses for
+// Restart. Stopping a stopped node does nothing; a node that was
+// hard-stopped is released without checking errors.
 func (nw *Network) Stop(i int) {
+	nd := nw.Nodes[i]
+	if addrs := nd.Host().Libp2p().Network().ListenAddresses(); len(addrs) > 0 {
+		cfg := &nw.Configs[i]
+		cfg.P2P.Listen = nil
+		for _, a := range addrs {
+			cfg.P2P.Listen = append(cfg.P2P.Listen, a.String())
+		}
+		cfg.API.Listen = strings.TrimPrefix(nd.APIURL(), "http://")
+	}
 	if nw.crashed[i] {
 		nw.Nodes[i].Stop()
 		return
