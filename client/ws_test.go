@@ -15,9 +15,9 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// wsDevice registers a user on the node at url and returns its identity and
+// connTestDevice registers a user on the node at url and returns its identity and
 // device keys.
-func wsDevice(t *testing.T, url string) (Identity, e2ee.DeviceKeys) {
+func connTestDevice(t *testing.T, url string) (Identity, e2ee.DeviceKeys) {
 	t.Helper()
 	pass := []byte("correct horse")
 	c := newTestClient(t, url, nil)
@@ -41,8 +41,8 @@ func TestConnLargestEnvelopesFillManyFrames(t *testing.T) {
 	url := nw.Nodes[0].APIURL()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
-	alice, aliceKeys := wsDevice(t, url)
-	bob, bobKeys := wsDevice(t, url)
+	alice, aliceKeys := connTestDevice(t, url)
+	bob, bobKeys := connTestDevice(t, url)
 
 	envs := make([]wire.Envelope, count)
 	for i := range envs {
@@ -92,11 +92,11 @@ func TestConnLargestEnvelopesFillManyFrames(t *testing.T) {
 	if err := recv.Ack(ctx, ids); err != nil {
 		t.Fatal(err)
 	}
-	waitEmpty(t, nw, bob.Device)
+	waitNoEnvelopes(t, nw, bob.Device)
 }
 
-// waitEmpty waits until no node holds an envelope for dev.
-func waitEmpty(t *testing.T, nw *testnet.Network, dev ident.DeviceID) {
+// waitNoEnvelopes waits until no node holds an envelope for dev.
+func waitNoEnvelopes(t *testing.T, nw *testnet.Network, dev ident.DeviceID) {
 	t.Helper()
 	tstest.WaitFor(t, e2eTimeout, func() error {
 		for i, n := range nw.Nodes {
