@@ -15,8 +15,8 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// connTestDevice registers a user on the node at url and returns its identity and
-// device keys.
+// connTestDevice registers a user on the node at url and returns its
+// identity and device keys.
 func connTestDevice(t *testing.T, url string) (Identity, e2ee.DeviceKeys) {
 	t.Helper()
 	pass := []byte("correct horse")
