@@ -310,22 +310,21 @@ func (s *Server) wsSend(ctx context.Context, limiter *rate.Limiter, raw [][]byte
 	return results
 }
 
-// wsDeliver queues envelopes for the device, at most MaxSendBatch a frame.
+// wsDeliver queues envelopes for the device, in deliver frames of as many
+// as fit (wire.PackEnvelopes).
 func (s *Server) wsDeliver(sess *wsSession, envs []wire.Envelope) {
-	for len(envs) > 0 {
-		n := min(len(envs), wire.MaxSendBatch)
-		f := wire.Frame{Type: wire.FrameDeliver}
-		for _, e := range envs[:n] {
-			b, err := e.Encode()
-			if err != nil {
-				continue // relays only hold envelopes that passed Check
-			}
-			f.Envelopes = append(f.Envelopes, b)
+	raw := make([][]byte, 0, len(envs))
+	for _, e := range envs {
+		b, err := e.Encode()
+		if err != nil {
+			continue // relays only hold envelopes that passed Check
 		}
-		envs = envs[n:]
-		if len(f.Envelopes) > 0 {
-			s.queue(sess, f)
-		}
+		raw = append(raw, b)
+	}
+	for len(raw) > 0 {
+		n := wire.PackEnvelopes(raw)
+		s.queue(sess, wire.Frame{Type: wire.FrameDeliver, Envelopes: raw[:n:n]})
+		raw = raw[n:]
 	}
 }
 

@@ -238,25 +238,26 @@ func (c *Conn) readLoop() {
 	}
 }
 
-// SendAsync writes the envelopes in frames of at most wire.MaxSendBatch,
-// in order, and returns a function that waits for their results. Frames
-// written by successive calls reach the node in call order.
+// SendAsync writes the envelopes in order, in send frames of as many as
+// fit (wire.PackEnvelopes), and returns a function that waits for their
+// results. Frames written by successive calls reach the node in call order.
 func (c *Conn) SendAsync(ctx context.Context, envs []wire.Envelope) (func(context.Context) ([]wire.SendResult, error), error) {
 	type req struct {
 		ch chan []wire.SendResult
 		n  int
 	}
-	var reqs []req
-	for len(envs) > 0 {
-		n := min(len(envs), wire.MaxSendBatch)
-		f := wire.Frame{Type: wire.FrameSend}
-		for _, e := range envs[:n] {
-			b, err := e.Encode()
-			if err != nil {
-				return nil, err
-			}
-			f.Envelopes = append(f.Envelopes, b)
+	raw := make([][]byte, len(envs))
+	for i, e := range envs {
+		b, err := e.Encode()
+		if err != nil {
+			return nil, err
 		}
+		raw[i] = b
+	}
+	var reqs []req
+	for len(raw) > 0 {
+		n := wire.PackEnvelopes(raw)
+		f := wire.Frame{Type: wire.FrameSend, Envelopes: raw[:n:n]}
 		ch := make(chan []wire.SendResult, 1)
 		c.mu.Lock()
 		if c.err != nil {
@@ -273,7 +274,7 @@ func (c *Conn) SendAsync(ctx context.Context, envs []wire.Envelope) (func(contex
 			return nil, c.Err()
 		}
 		reqs = append(reqs, req{ch, n})
-		envs = envs[n:]
+		raw = raw[n:]
 	}
 	return func(ctx context.Context) ([]wire.SendResult, error) {
 		var out []wire.SendResult

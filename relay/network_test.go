@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -398,4 +399,59 @@ func TestNewCloserNodeReceivesMailboxes(t *testing.T) {
 		t.Fatal("the new node is a relay of none of the devices; the test proves nothing")
 	}
 	t.Logf("%d of %d mailboxes moved to the new node", moved, devices)
+}
+
+// largestEnvelopes returns n envelopes for dev of wire.MaxCiphertextSize
+// random bytes each.
+func largestEnvelopes(t testing.TB, to ident.DeviceID, n int) []wire.Envelope {
+	t.Helper()
+	out := make([]wire.Envelope, n)
+	for i := range out {
+		ct := make([]byte, wire.MaxCiphertextSize)
+		rand.Read(ct)
+		out[i] = wire.Envelope{To: to, ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: ct}
+	}
+	return out
+}
+
+// A mailbox of envelopes of the largest size, far more than one relay
+// frame holds, is handed over to the relay that should hold it and pushed
+// from there to a subscriber on another node, all of it, in order.
+func TestLargestEnvelopesHandedOverAndPushed(t *testing.T) {
+	const count = 100
+	nw := relayNet(t, 2, 1, 1, nil)
+	// A device whose one relay is node 1; node 0 holds its mailbox as a
+	// relay that no longer should.
+	var dev ident.DeviceID
+	for dev.IsZero() || expectedRelays(nw, nil, dev, 1)[0] != nw.Nodes[1].PeerID() {
+		dev = deviceKeys(t).ID()
+	}
+	envs := largestEnvelopes(t, dev, count)
+	res, err := nw.Nodes[0].Relay().Local().Put(t.Context(), envs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("envelope %d: %v", i, r.Err)
+		}
+	}
+
+	if err := nw.Nodes[0].Relay().Rebalance(t.Context()); err != nil {
+		t.Fatalf("rebalance: %v", err)
+	}
+	if n, _ := nw.Nodes[0].Relay().Local().Count(dev); n != 0 {
+		t.Errorf("node 0 still holds %d envelopes after the handover", n)
+	}
+	waitCount(t, nw, 1, dev, count)
+
+	got := subscribe(t, nw.Nodes[0], dev).waitFor(t, envs[count-1].ID)
+	if len(got) != count {
+		t.Fatalf("%d envelopes pushed, want %d", len(got), count)
+	}
+	for i := range got {
+		if got[i].ID != envs[i].ID || !bytes.Equal(got[i].Ciphertext, envs[i].Ciphertext) {
+			t.Fatalf("push %d is not envelope %d as stored", i, i)
+		}
+	}
 }

@@ -34,6 +34,11 @@ const (
 	// batchBytes is the size at which a sender starts a new frame; one
 	// envelope of wire.MaxEnvelopeSize always fits.
 	batchBytes = MaxFrameSize - 64<<10
+	// envelopeCost bounds what an envelope adds to a frame besides its
+	// ciphertext: the rest of its encoding (at most
+	// wire.MaxEnvelopeSize - wire.MaxCiphertextSize) and its byte-string
+	// head.
+	envelopeCost = 256
 	// MaxAckIDs bounds the envelope IDs of one ack.
 	MaxAckIDs = wire.MaxAckBatch
 	// RequestTimeout bounds a store, handover or ack exchange, dial included.
@@ -160,6 +165,32 @@ func storeFrame(typ uint8, device ident.DeviceID, envs []wire.Envelope) (frame, 
 		f.Envelopes[i] = b
 	}
 	return f, nil
+}
+
+// envelopeCost covers an envelope's encoding beyond its ciphertext with
+// the 5-byte head of its byte string, and one envelope of the largest
+// size fits in a frame: these lines do not compile once a limit changes
+// so that either would not hold.
+const (
+	_ = uint(envelopeCost - (wire.MaxEnvelopeSize - wire.MaxCiphertextSize) - 5)
+	_ = uint(batchBytes - wire.MaxCiphertextSize - envelopeCost)
+)
+
+// frameSize bounds what e adds to a store, handover or push frame.
+func frameSize(e wire.Envelope) int { return len(e.Ciphertext) + envelopeCost }
+
+// frameRun returns how many of stored, from the first, one handover or push
+// frame carries: their sizes within batchBytes, at least one. Callers list
+// at most MaxBatch.
+func frameRun(stored []Stored) int {
+	size := 0
+	for i, st := range stored {
+		size += frameSize(st.Envelope)
+		if i > 0 && size > batchBytes {
+			return i
+		}
+	}
+	return len(stored)
 }
 
 func ackFrame(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {

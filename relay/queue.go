@@ -226,7 +226,7 @@ drain:
 func batchSize(envs []Envelope) int {
 	n := 0
 	for _, e := range envs {
-		n += len(e.Ciphertext) + 256
+		n += frameSize(e)
 	}
 	return n
 }

@@ -55,6 +55,7 @@ func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []p
 			}
 			return err
 		}
+		stored = stored[:frameRun(stored)]
 		after = stored[len(stored)-1].Seq
 		envs := make([]Envelope, len(stored))
 		for i := range stored {

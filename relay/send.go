@@ -153,7 +153,7 @@ func (s *Service) storeOn(ctx context.Context, p peer.ID, envs []Envelope, idx [
 		start, size, batch = end, 0, batch[:0]
 	}
 	for j, i := range idx {
-		n := len(envs[i].Ciphertext) + 256
+		n := frameSize(envs[i])
 		if len(batch) == MaxBatch || (len(batch) > 0 && size+n > batchBytes) {
 			flush(j)
 		}

@@ -156,14 +156,9 @@ func (s *Service) pump(ctx context.Context, device ident.DeviceID, emit func([]E
 			return err
 		}
 		if len(stored) > 0 {
+			stored = stored[:frameRun(stored)]
 			envs := make([]Envelope, len(stored))
-			size := 0
 			for i, st := range stored {
-				size += len(st.Envelope.Ciphertext) + 256
-				if i > 0 && size > batchBytes {
-					envs, stored = envs[:i], stored[:i]
-					break
-				}
 				envs[i] = st.Envelope
 			}
 			if err := emit(envs); err != nil {

@@ -17,7 +17,7 @@ const (
 // Frame limits.
 const (
 	// MaxFrameSize bounds one WebSocket message: a few envelopes of the
-	// largest size, or a batch of small ones.
+	// largest size, or a batch of small ones (PackEnvelopes).
 	MaxFrameSize = 2 << 20
 	// MaxSendBatch bounds the envelopes of one send or deliver frame.
 	MaxSendBatch = 64
@@ -26,6 +26,54 @@ const (
 	// ChallengeNonceSize is the size of a WebSocket challenge nonce.
 	ChallengeNonceSize = 32
 )
+
+// envelopeFrameOverhead is the most a send or deliver frame encodes
+// besides its envelopes' byte strings: the map head (1 byte), the type
+// (key and value, 2), the request ID (key and a uint of up to 9 bytes, 10)
+// and the envelope array (key and a head of up to 2 bytes for at most
+// MaxSendBatch elements, 3).
+const envelopeFrameOverhead = 16
+
+// One envelope of the largest size always fits in a send or deliver frame,
+// with the 5-byte head of its byte string: this line does not compile once
+// MaxEnvelopeSize or MaxFrameSize change so that it would not.
+const _ = uint(MaxFrameSize - envelopeFrameOverhead - 5 - MaxEnvelopeSize)
+
+// PackEnvelopes returns how many of the encoded envelopes, from the first,
+// one send or deliver frame carries: as many as keep the encoded frame
+// within MaxFrameSize, at most MaxSendBatch, and at least one (an envelope
+// of at most MaxEnvelopeSize always fits alone). It returns 0 only when
+// encoded is empty. Senders of send frames and nodes writing deliver frames
+// cut their envelopes into frames with it.
+func PackEnvelopes(encoded [][]byte) int {
+	size := envelopeFrameOverhead
+	for i, b := range encoded {
+		if i == MaxSendBatch {
+			return i
+		}
+		size += byteStringSize(len(b))
+		if i > 0 && size > MaxFrameSize {
+			return i
+		}
+	}
+	return len(encoded)
+}
+
+// byteStringSize is the size of a CBOR byte string of n bytes: its head
+// (major type 2 and the length) and the bytes.
+func byteStringSize(n int) int {
+	switch {
+	case n < 24:
+		return 1 + n
+	case n <= 0xff:
+		return 2 + n
+	case n <= 0xffff:
+		return 3 + n
+	case uint64(n) <= 0xffffffff:
+		return 5 + n
+	}
+	return 9 + n
+}
 
 // FrameType says what a frame is.
 type FrameType uint8
@@ -76,12 +124,20 @@ const (
 	ResultTooLarge    = "too_large"
 )
 
-// Encode returns the frame's canonical CBOR encoding.
+// Encode returns the frame's canonical CBOR encoding; it refuses a frame
+// whose encoding is larger than MaxFrameSize, which no peer would read.
 func (f Frame) Encode() ([]byte, error) {
 	if err := f.check(); err != nil {
 		return nil, err
 	}
-	return encMode.Marshal(f)
+	b, err := encMode.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFrameSize {
+		return nil, fmt.Errorf("wire: frame type %d of %d bytes, limit %d", f.Type, len(b), MaxFrameSize)
+	}
+	return b, nil
 }
 
 // DecodeFrame decodes one WebSocket message and checks that the fields
