@@ -101,6 +101,9 @@ func startDevnet(ctx context.Context, base node.Config, n int, log *slog.Logger)
 		if cfgs[i], err = devnetConfig(base, n, i); err != nil {
 			return nil, err
 		}
+		if err := checkFiles(cfgs[i]); err != nil {
+			return nil, fmt.Errorf("node %d: %w", i, err)
+		}
 	}
 	if base.Chain.Backend == node.ChainDevnet {
 		if err := devnetChain(cfgs); err != nil {
