@@ -185,8 +185,8 @@ func warnOldDevnetLayout(dataDir string, n int, log *slog.Logger) {
 	if len(old) == 0 {
 		return
 	}
-	log.Warn("devnet: these node directories were made by an earlier volo-node and are not used; this devnet keeps its data in "+devnetDir(dataDir, n)+
-		"; to run that network again, move its node-* directories into "+filepath.Join(dataDir, "devnet-<its number of nodes>"), "dirs", old)
+	log.Warn("devnet: node directories of an earlier volo-node are kept but not used; to run that network again, move them into "+
+		filepath.Join(dataDir, "devnet-<number of nodes>"), "dirs", old, "this_devnet", devnetDir(dataDir, n))
 }
 
 // printDevnet prints each node's API URL and peer ID, the command that
