@@ -62,7 +62,7 @@ func TestDevnetAnchorsOnNodeZerosChain(t *testing.T) {
 		t.Fatalf("node 1 chain config %+v", c)
 	}
 	var out strings.Builder
-	printDevnet(&out, nodes)
+	printDevnet(&out, cfg, "", nodes)
 	if !strings.Contains(out.String(), "volo-node verify --user USER_ID --node-url "+nodes[0].APIURL()+" --cardano-socket "+nodes[0].Devnet().SocketPath()) {
 		t.Errorf("no verify hint in\n%s", out.String())
 	}

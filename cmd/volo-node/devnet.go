@@ -32,9 +32,12 @@ func newDevnetCmd(f *flags, stdout, stderr io.Writer) *cobra.Command {
 		Use:   "devnet",
 		Short: "Run N nodes in one process on this machine, joined to each other",
 		Long: `devnet runs N nodes in this process. Node i keeps its data in
-<data-dir>/node-i and listens on the configured ports plus i (port 0 stays
-0: a free port each). Nodes 1..N-1 bootstrap from node 0. It prints each
-node's API URL and peer ID, and runs until SIGINT or SIGTERM.`,
+<data-dir>/devnet-N/node-i (each size its own directory, so devnets of
+different sizes share a data directory without touching each other's data)
+and listens on the configured ports plus i (port 0 stays 0: a free port
+each). Nodes 1..N-1 bootstrap from node 0. It prints each node's API URL and
+peer ID, the volo-node command that adds one more node, and runs until
+SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, *f)
@@ -46,7 +49,7 @@ node's API URL and peer ID, and runs until SIGINT or SIGTERM.`,
 			if err != nil {
 				return err
 			}
-			printDevnet(stdout, nodes)
+			printDevnet(stdout, cfg, f.config, nodes)
 			<-cmd.Context().Done()
 			log.Info("shutting down devnet")
 			return stopAll(nodes)
@@ -56,10 +59,19 @@ node's API URL and peer ID, and runs until SIGINT or SIGTERM.`,
 	return cmd
 }
 
-// devnetConfig is the configuration of node i of a devnet built from base.
-func devnetConfig(base node.Config, i int) (node.Config, error) {
+// devnetDir is where a devnet of n nodes keeps its nodes' data directories.
+// Each size has its own: node 0's embedded Cardano devnet funds the payment
+// keys of nodes 1..n-1 at its genesis, so a chain made for one size cannot
+// be replayed for another, and a devnet of another size must not touch it.
+func devnetDir(dataDir string, n int) string {
+	return filepath.Join(dataDir, "devnet-"+strconv.Itoa(n))
+}
+
+// devnetConfig is the configuration of node i of a devnet of n nodes built
+// from base.
+func devnetConfig(base node.Config, n, i int) (node.Config, error) {
 	cfg := base
-	cfg.DataDir = filepath.Join(base.DataDir, "node-"+strconv.Itoa(i))
+	cfg.DataDir = filepath.Join(devnetDir(base.DataDir, n), "node-"+strconv.Itoa(i))
 	api, err := offsetHostPort(base.API.Listen, i)
 	if err != nil {
 		return node.Config{}, fmt.Errorf("api.listen: %w", err)
@@ -82,11 +94,15 @@ func startDevnet(ctx context.Context, base node.Config, n int, log *slog.Logger)
 	if n < 1 {
 		return nil, errors.New("devnet: -n must be at least 1")
 	}
+	warnOldDevnetLayout(base.DataDir, n, log)
 	cfgs := make([]node.Config, n)
 	for i := range cfgs {
 		var err error
-		if cfgs[i], err = devnetConfig(base, i); err != nil {
+		if cfgs[i], err = devnetConfig(base, n, i); err != nil {
 			return nil, err
+		}
+		if err := checkFiles(cfgs[i]); err != nil {
+			return nil, fmt.Errorf("node %d: %w", i, err)
 		}
 	}
 	if base.Chain.Backend == node.ChainDevnet {
@@ -162,14 +178,33 @@ func devnetChain(cfgs []node.Config) error {
 // their data directories.
 const devnetPaymentKey = "payment.skey"
 
-func printDevnet(w io.Writer, nodes []*node.Node) {
+// warnOldDevnetLayout says where the data of a devnet made before each
+// size had its own directory (<data-dir>/node-i) is: kept, not used.
+func warnOldDevnetLayout(dataDir string, n int, log *slog.Logger) {
+	old, _ := filepath.Glob(filepath.Join(dataDir, "node-[0-9]*"))
+	if len(old) == 0 {
+		return
+	}
+	log.Warn("devnet: node directories of an earlier volo-node are kept but not used; to run that network again, move them into "+
+		filepath.Join(dataDir, "devnet-<number of nodes>"), "dirs", old, "this_devnet", devnetDir(dataDir, n))
+}
+
+// printDevnet prints each node's API URL and peer ID, the command that
+// adds a node to the devnet started from base and configFile, and how to
+// verify a user.
+func printDevnet(w io.Writer, base node.Config, configFile string, nodes []*node.Node) {
 	for i, nd := range nodes {
 		fmt.Fprintf(w, "node-%d  api %s  peer %s\n", i, nd.APIURL(), nd.PeerID())
 	}
-	if len(nodes) > 0 {
-		fmt.Fprintf(w, "join with: volo-node --bootstrap %s\n", nodes[0].Host().FullAddrs()[0])
-		printVerifyHint(w, nodes[0])
+	if len(nodes) == 0 {
+		return
 	}
+	if add, err := addNodeCommand(base, configFile, nodes); err != nil {
+		fmt.Fprintf(w, "no command to add a node: %v\n", err)
+	} else {
+		fmt.Fprintf(w, "add a node with: %s\n", shellJoin(add))
+	}
+	printVerifyHint(w, nodes[0])
 }
 
 // printVerifyHint says where n's embedded Cardano devnet listens and how

@@ -27,12 +27,12 @@ func TestDevnetThreeNodes(t *testing.T) {
 	defer stopAll(nodes)
 
 	var out bytes.Buffer
-	printDevnet(&out, nodes)
+	printDevnet(&out, cfg, "", nodes)
 	for i, n := range nodes {
 		if want := fmt.Sprintf("node-%d  api %s  peer %s", i, n.APIURL(), n.PeerID()); !strings.Contains(out.String(), want) {
 			t.Errorf("devnet output lacks %q:\n%s", want, out.String())
 		}
-		if got := n.Config().DataDir; got != fmt.Sprintf("%s/node-%d", cfg.DataDir, i) {
+		if got := n.Config().DataDir; got != fmt.Sprintf("%s/devnet-3/node-%d", cfg.DataDir, i) {
 			t.Errorf("node %d data dir %s", i, got)
 		}
 	}
@@ -116,7 +116,7 @@ func waitTopicPeers(ctx context.Context, list func() []peer.ID, want int) error 
 func TestDevnetConfigOffsetsPorts(t *testing.T) {
 	base := node.DefaultConfig()
 	base.P2P.Listen = []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/127.0.0.1/tcp/0"}
-	cfg, err := devnetConfig(base, 2)
+	cfg, err := devnetConfig(base, 3, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,12 @@ func newLogger(cfg node.Config, w io.Writer) *slog.Logger {
 }
 
 // runNode runs one node until ctx ends (SIGINT or SIGTERM), then stops it.
+// A file or directory the configuration names that is missing stops it
+// before it writes anything.
 func runNode(ctx context.Context, cfg node.Config, stdout io.Writer, log *slog.Logger) error {
+	if err := checkFiles(cfg); err != nil {
+		return err
+	}
 	n, err := node.New(cfg, log)
 	if err != nil {
 		return err
@@ -170,6 +175,9 @@ ID. The peer ID is derived from this key: back the file up.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, *f)
 			if err != nil {
+				return err
+			}
+			if err := checkDataDir(cfg.DataDir); err != nil {
 				return err
 			}
 			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -201,7 +209,11 @@ func newConfigCmd(stdout io.Writer) *cobra.Command {
 		Short: "Print an embedded configuration file (dev.toml or node.toml)",
 		Long: `config prints one of the configuration files built into volo-node, to
 start an operator's own from:
-  volo-node config node.toml > node.toml`,
+  volo-node config node.toml > node.toml
+node.toml's first lines say what to create and edit before
+  volo-node run --config node.toml
+A node stops before it writes anything when a file or directory its
+configuration names is missing, and says how to make it.`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: configs.Names(),
 		RunE: func(_ *cobra.Command, args []string) error {

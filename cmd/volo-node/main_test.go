@@ -40,7 +40,15 @@ type proc struct {
 
 func startNode(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startNodeIn(t, "", args...)
+}
+
+// startNodeIn starts volo-node with args in the working directory dir
+// ("": the test's).
+func startNodeIn(t testing.TB, dir string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "VOLO_NODE_MAIN=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
