@@ -49,6 +49,9 @@ type handlerTransport struct{ h http.Handler }
 func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := httptest.NewRecorder()
 	t.h.ServeHTTP(rec, req)
+	if err := req.Context().Err(); err != nil {
+		return nil, err // as a real transport: the request was abandoned
+	}
 	return rec.Result(), nil
 }
 
