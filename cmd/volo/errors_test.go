@@ -135,6 +135,20 @@ func TestUnreachableNode(t *testing.T) {
 	}
 	assertNoDir(t, noHome)
 
+	// The node of a QR code is not chosen with --node: the advice is the
+	// typed code with another address of that node.
+	code, err := e2ee.NewLinkingCode(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code.Node = url + "/"
+	_, err = fresh.run(t.Context(), "link", "join", code.QR())
+	wantLink := fmt.Sprintf("cannot reach the node at %s that the linking code names (connection refused): if this device reaches that node at another address, give the typed code with --node URL instead", url)
+	if !errors.Is(err, client.ErrNodeUnreachable) || explain(err) != wantLink {
+		t.Fatalf("link join, the code's node down: %v\nexplained as %q", err, explain(err))
+	}
+	assertNoDir(t, noHome)
+
 	// The real main prints it so.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "VOLO_TEST_RUN_MAIN=1", "VOLO_TEST_ARGS=--home "+noHome+" --node "+url+" lookup "+user)

@@ -419,9 +419,10 @@ home is created when linking succeeds; a failed join leaves nothing there.`,
 			}
 			id, err := c.LinkJoin(cmd.Context(), args[0], pass)
 			if err != nil {
-				rv := codeNode
-				if rv == "" {
-					rv = c.API().URL()
+				rv := c.API().URL()
+				if codeNode != "" {
+					u, _ := client.ParseNodeURL(codeNode) // LinkJoin parsed it
+					rv = u.String()
 				}
 				return explainLink(err, `run "volo link show" again on your other device for a new code`, rv, codeNode == "")
 			}
@@ -438,7 +439,11 @@ home is created when linking succeeds; a failed join leaves nothing there.`,
 // node whose rendezvous it used (the code's, else --node), and typed
 // tells whether the code was the typed form, which names no node.
 func explainLink(err error, again, rendezvous string, typed bool) error {
+	var nu *client.NodeUnreachableError
 	switch {
+	case !typed && rendezvous != "" && errors.As(err, &nu) && nu.URL == rendezvous:
+		// --node does not choose the node of a code that names one.
+		return &hint{msg: fmt.Sprintf(`cannot reach the node at %s that the linking code names (%s): if this device reaches that node at another address, give the typed code with --node URL instead`, nu.URL, nu.Reason()), err: err}
 	case errors.Is(err, client.ErrLinkingCodeUsed):
 		return &hint{msg: "this linking code was already used by another device: " + again, err: err}
 	case errors.Is(err, client.ErrLinkingExpired):
