@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/volo-chat/volo/ident"
@@ -64,6 +66,90 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &ae) && ae.Code == code
 }
 
+// ErrNodeUnreachable is what every *NodeUnreachableError is (errors.Is).
+var ErrNodeUnreachable = errors.New("client: cannot reach the node")
+
+// NodeUnreachableError reports that no connection to a node could be made
+// (connection refused, unknown host, dial timeout, ...): the node is down
+// or the URL names the wrong place. Errors after a connection was made are
+// not NodeUnreachableErrors.
+type NodeUnreachableError struct {
+	// URL is the node's base URL as the client was given it.
+	URL string
+	// Err is the dial error.
+	Err error
+}
+
+func (e *NodeUnreachableError) Error() string {
+	return fmt.Sprintf("client: cannot reach the node at %s (%s)", e.URL, e.Reason())
+}
+
+// Reason says in a few words why the connection failed, e.g.
+// "connection refused" or "no such host".
+func (e *NodeUnreachableError) Reason() string {
+	var dnsErr *net.DNSError
+	if errors.As(e.Err, &dnsErr) {
+		if dnsErr.IsNotFound {
+			return "no such host"
+		}
+		return dnsErr.Err
+	}
+	var errno syscall.Errno
+	if errors.As(e.Err, &errno) {
+		return errno.Error()
+	}
+	var ne net.Error
+	if errors.As(e.Err, &ne) && ne.Timeout() {
+		return "timed out"
+	}
+	var op *net.OpError
+	if errors.As(e.Err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return e.Err.Error()
+}
+
+func (e *NodeUnreachableError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrNodeUnreachable) hold.
+func (e *NodeUnreachableError) Is(target error) bool { return target == ErrNodeUnreachable }
+
+// nodeUnreachable returns err as a *NodeUnreachableError of nodeURL when
+// it is a failure to connect (and not ctx's cancellation), else nil.
+func nodeUnreachable(ctx context.Context, nodeURL string, err error) error {
+	var nu *NodeUnreachableError
+	if errors.As(err, &nu) {
+		return nu
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return nil
+	}
+	var op *net.OpError
+	var dnsErr *net.DNSError
+	if (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dnsErr) {
+		return &NodeUnreachableError{URL: nodeURL, Err: err}
+	}
+	return nil
+}
+
+// dialErrors is the transport of an API's HTTP client: it turns failures
+// to connect into *NodeUnreachableError, once for every request the API
+// sends.
+type dialErrors struct {
+	base    http.RoundTripper
+	nodeURL string
+}
+
+func (t dialErrors) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		if nu := nodeUnreachable(req.Context(), t.nodeURL, err); nu != nil {
+			return nil, nu
+		}
+	}
+	return resp, err
+}
+
 // API talks to one node's client API. It never sends anything secret:
 // only public keys, signatures and ciphertext.
 type API struct {
@@ -72,7 +158,9 @@ type API struct {
 }
 
 // NewAPI returns a client of the node at base (for example
-// "http://127.0.0.1:8080"), using hc (http.DefaultClient if nil).
+// "http://127.0.0.1:8080"), using hc (http.DefaultClient if nil). A
+// request that cannot connect fails with a *NodeUnreachableError naming
+// base.
 func NewAPI(base string, hc *http.Client) (*API, error) {
 	u, err := ParseNodeURL(base)
 	if err != nil {
@@ -81,7 +169,13 @@ func NewAPI(base string, hc *http.Client) (*API, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	return &API{base: u, hc: hc}, nil
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	wrapped := *hc
+	wrapped.Transport = dialErrors{base: rt, nodeURL: u.String()}
+	return &API{base: u, hc: &wrapped}, nil
 }
 
 // ParseNodeURL checks that s is an http or https URL without query or

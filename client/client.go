@@ -84,8 +84,9 @@ type Client struct {
 	now  func() time.Time
 }
 
-// New opens the home directory and prepares to talk to the node. It does
-// not read the keys (operations that sign take the passphrase).
+// New opens the home directory (without creating it: only Register and
+// LinkJoin do, when they make a device) and prepares to talk to the node.
+// It does not read the keys (operations that sign take the passphrase).
 func New(opts Options) (*Client, error) {
 	home, err := OpenHome(opts.Home, opts.KDF)
 	if err != nil {
@@ -144,7 +145,9 @@ type UserInfo struct {
 // and saves the device in the home, its keys encrypted with passphrase.
 // With provider "" the node must allow open registration; otherwise the
 // client picks a login ID, calls openBrowser with the node's login URL and
-// waits for the node to hand out the registration ticket.
+// waits for the node to hand out the registration ticket. When Register
+// fails, the home holds nothing it made: no file, and no directory it
+// created.
 func (c *Client) Register(ctx context.Context, provider string, openBrowser func(url string) error, passphrase []byte) (Identity, error) {
 	if len(passphrase) == 0 {
 		return Identity{}, ErrEmptyPassphrase
@@ -199,16 +202,20 @@ func (c *Client) Register(ctx context.Context, provider string, openBrowser func
 	if err != nil {
 		return Identity{}, fmt.Errorf("client: genesis link: %w", err)
 	}
-	user, err := c.api.Register(ctx, genesis.Encode(), proof.Encode(), ticket)
+	// The home first: a home that cannot be written fails here, before
+	// the node registers a user whose keys would be lost.
+	id := Identity{User: genesis.UserID(), Device: keys.ID(), Node: c.api.URL()}
+	st := State{User: id.User.String(), Device: id.Device.String(), Node: id.Node, Chain: [][]byte{genesis.Encode()}}
+	undo, err := c.home.create(keys, passphrase, st)
 	if err != nil {
 		return Identity{}, err
 	}
-	if !user.Equal(genesis.UserID()) {
-		return Identity{}, fmt.Errorf("%w: registered user %s, the genesis link is %s", ErrNodeMisbehaved, user, genesis.UserID())
+	user, err := c.api.Register(ctx, genesis.Encode(), proof.Encode(), ticket)
+	if err == nil && !user.Equal(genesis.UserID()) {
+		err = fmt.Errorf("%w: registered user %s, the genesis link is %s", ErrNodeMisbehaved, user, genesis.UserID())
 	}
-	id := Identity{User: user, Device: keys.ID(), Node: c.api.URL()}
-	st := State{User: user.String(), Device: id.Device.String(), Node: id.Node, Chain: [][]byte{genesis.Encode()}}
-	if err := c.home.Create(keys, passphrase, st); err != nil {
+	if err != nil {
+		undo()
 		return Identity{}, err
 	}
 	return id, nil

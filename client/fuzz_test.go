@@ -48,6 +48,11 @@ func FuzzHomeState(f *testing.F) {
 		f.Fatal(err)
 	}
 	dir := f.TempDir()
+	for _, d := range []string{"seed", "fuzz"} {
+		if err := os.Mkdir(filepath.Join(dir, d), HomeDirMode); err != nil {
+			f.Fatal(err)
+		}
+	}
 	h, err := OpenHome(filepath.Join(dir, "seed"), testKDF)
 	if err != nil {
 		f.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"unicode/utf8"
 
 	"github.com/volo-chat/volo/e2ee"
 )
@@ -28,6 +29,11 @@ const (
 	HomeDirMode fs.FileMode = 0o700
 	// HomeFileMode is the mode of every file in a home directory.
 	HomeFileMode fs.FileMode = 0o600
+
+	// MinPassphraseLength is the fewest characters (Unicode code points)
+	// a new passphrase may have. Only new passphrases are checked: keys
+	// encrypted before the rule still open with theirs.
+	MinPassphraseLength = 8
 
 	// stateVersion is the version field of StateFile.
 	stateVersion = 1
@@ -50,6 +56,9 @@ var (
 	ErrWrongPassphrase = errors.New("client: wrong passphrase")
 	// ErrEmptyPassphrase reports an empty passphrase for new keys.
 	ErrEmptyPassphrase = errors.New("client: empty passphrase")
+	// ErrPassphraseTooShort reports a new passphrase shorter than
+	// MinPassphraseLength.
+	ErrPassphraseTooShort = fmt.Errorf("client: a new passphrase must have at least %d characters", MinPassphraseLength)
 	// ErrCorruptHome reports a home whose files do not agree or do not parse.
 	ErrCorruptHome = errors.New("client: corrupt home")
 )
@@ -70,9 +79,11 @@ type Home struct {
 	kdf e2ee.BackupParams
 }
 
-// OpenHome opens (creating it if needed, mode 0700) the home directory dir.
-// kdf sets the Argon2id cost of encrypting new keys; the zero value means
-// e2ee.DefaultBackupParams.
+// OpenHome opens the home directory dir. It does not create it: a
+// directory that does not exist yet is a home without a device, made by
+// Create. An existing dir must be a directory that only its owner can
+// read or enter. kdf sets the Argon2id cost of encrypting new keys; the
+// zero value means e2ee.DefaultBackupParams.
 func OpenHome(dir string, kdf e2ee.BackupParams) (*Home, error) {
 	if dir == "" {
 		return nil, errors.New("client: no home directory given")
@@ -80,20 +91,41 @@ func OpenHome(dir string, kdf e2ee.BackupParams) (*Home, error) {
 	if kdf == (e2ee.BackupParams{}) {
 		kdf = e2ee.DefaultBackupParams()
 	}
-	if err := os.MkdirAll(dir, HomeDirMode); err != nil {
-		return nil, fmt.Errorf("client: home: %w", err)
+	h := &Home{dir: dir, kdf: kdf}
+	if err := h.checkDir(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
 	}
-	fi, err := os.Stat(dir)
+	return h, nil
+}
+
+// checkDir checks that the home is a directory that only its owner can
+// read or enter; fs.ErrNotExist if there is none.
+func (h *Home) checkDir() error {
+	fi, err := os.Stat(h.dir)
 	if err != nil {
-		return nil, fmt.Errorf("client: home: %w", err)
+		return fmt.Errorf("client: home: %w", err)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("client: home %s is not a directory", dir)
+		return fmt.Errorf("client: home %s is not a directory", h.dir)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o (run chmod 700 on it)", ErrHomePermissions, dir, fi.Mode().Perm())
+		return fmt.Errorf("%w: %s has mode %04o (run chmod 700 on it)", ErrHomePermissions, h.dir, fi.Mode().Perm())
 	}
-	return &Home{dir: dir, kdf: kdf}, nil
+	return nil
+}
+
+// CheckNewPassphrase checks that p may protect new device keys: at least
+// MinPassphraseLength characters (ErrPassphraseTooShort), counted as
+// Unicode code points (bytes that are not UTF-8 count one each).
+// Passphrases of existing keys are never checked.
+func CheckNewPassphrase(p []byte) error {
+	if len(p) == 0 {
+		return ErrEmptyPassphrase
+	}
+	if utf8.RuneCount(p) < MinPassphraseLength {
+		return ErrPassphraseTooShort
+	}
+	return nil
 }
 
 // Dir returns the home's directory.
@@ -112,31 +144,88 @@ func (h *Home) HasDevice() (bool, error) {
 }
 
 // Create stores a new device: its keys encrypted with passphrase and its
-// public state. It refuses a home that holds a device already.
+// public state. It refuses a home that holds a device already. It creates
+// the directory (mode HomeDirMode, with any missing parents) if needed;
+// when it fails it leaves nothing behind: no file, and no directory it
+// created.
 func (h *Home) Create(keys e2ee.DeviceKeys, passphrase []byte, st State) error {
+	_, err := h.create(keys, passphrase, st)
+	return err
+}
+
+// create is Create that also returns undo, which removes what it made (the
+// files, and the directories it created) for a caller whose next step
+// fails: the node refusing the new device.
+func (h *Home) create(keys e2ee.DeviceKeys, passphrase []byte, st State) (undo func(), err error) {
 	if len(passphrase) == 0 {
-		return ErrEmptyPassphrase
+		return nil, ErrEmptyPassphrase
 	}
 	if has, err := h.HasDevice(); err != nil {
-		return err
+		return nil, err
 	} else if has {
-		return fmt.Errorf("%w: %s", ErrHomeInUse, h.dir)
+		return nil, fmt.Errorf("%w: %s", ErrHomeInUse, h.dir)
 	}
 	raw, err := keys.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("client: encode device keys: %w", err)
+		return nil, fmt.Errorf("client: encode device keys: %w", err)
 	}
 	sealed, err := e2ee.EncryptBackup(raw, passphrase, h.kdf, nil)
 	clear(raw)
 	if err != nil {
-		return fmt.Errorf("client: encrypt device keys: %w", err)
+		return nil, fmt.Errorf("client: encrypt device keys: %w", err)
+	}
+	made, err := mkdirs(h.dir)
+	if err != nil {
+		return nil, err
+	}
+	undo = func() {
+		os.Remove(filepath.Join(h.dir, KeysFile))
+		os.Remove(filepath.Join(h.dir, StateFile))
+		for _, d := range made {
+			os.Remove(d)
+		}
+	}
+	if err := h.checkDir(); err != nil {
+		undo()
+		return nil, err
 	}
 	// State first: a home with a state and no keys is still "empty" to
-	// HasDevice, so a failure in between leaves a home that can be reused.
+	// HasDevice, so even a crash in between leaves a home that can be
+	// reused.
 	if err := h.SaveState(st); err != nil {
-		return err
+		undo()
+		return nil, err
 	}
-	return writeFileAtomic(filepath.Join(h.dir, KeysFile), sealed)
+	if err := writeFileAtomic(filepath.Join(h.dir, KeysFile), sealed); err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
+}
+
+// mkdirs creates dir and its missing parents with mode HomeDirMode and
+// returns the directories it created, innermost first (the order to
+// remove them in).
+func mkdirs(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("client: home: %w", err)
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, HomeDirMode); err != nil {
+		for _, d := range missing {
+			os.Remove(d)
+		}
+		return nil, fmt.Errorf("client: home: %w", err)
+	}
+	return missing, nil
 }
 
 // Keys decrypts the device keys with passphrase and checks that they are

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,9 +55,6 @@ func mode(t *testing.T, path string) os.FileMode {
 
 func TestHomeKeysRoundTripAndModes(t *testing.T) {
 	h := newTestHome(t)
-	if m := mode(t, h.Dir()); m != HomeDirMode {
-		t.Errorf("home mode %04o, want %04o", m, HomeDirMode)
-	}
 	if has, err := h.HasDevice(); err != nil || has {
 		t.Fatalf("new home: HasDevice = %v, %v", has, err)
 	}
@@ -66,6 +65,9 @@ func TestHomeKeysRoundTripAndModes(t *testing.T) {
 	pass := []byte("correct horse battery staple")
 	if err := h.Create(keys, pass, st); err != nil {
 		t.Fatal(err)
+	}
+	if m := mode(t, h.Dir()); m != HomeDirMode {
+		t.Errorf("home mode %04o, want %04o", m, HomeDirMode)
 	}
 	for _, f := range []string{KeysFile, StateFile} {
 		if m := mode(t, filepath.Join(h.Dir(), f)); m != HomeFileMode {
@@ -146,6 +148,94 @@ func TestHomeRefusesSecondDeviceAndEmptyPassphrase(t *testing.T) {
 	}
 	if got, _ := h.State(); got.Device != st.Device {
 		t.Fatal("a refused Create changed the state")
+	}
+}
+
+// Opening a home, and reading it, never creates it: only Create does,
+// with its missing parents.
+func TestHomeCreatedOnlyByCreate(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "parent", "home")
+	h, err := OpenHome(dir, testKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.State(); !errors.Is(err, ErrNoHome) {
+		t.Fatalf("State of a home that does not exist: %v, want ErrNoHome", err)
+	}
+	if _, err := h.Keys([]byte("a passphrase")); !errors.Is(err, ErrNoHome) {
+		t.Fatalf("Keys of a home that does not exist: %v, want ErrNoHome", err)
+	}
+	if _, err := New(Options{Home: dir, Node: "http://127.0.0.1:1", KDF: testKDF}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "parent")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("opening a home created it: %v", err)
+	}
+	keys, st := testDevice(t)
+	if err := h.Create(keys, []byte("a passphrase"), st); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if m := mode(t, d); m != HomeDirMode {
+			t.Errorf("%s mode %04o, want %04o", d, m, HomeDirMode)
+		}
+	}
+}
+
+// An undone create leaves nothing it made: no file, no directory it
+// created; a directory that existed stays, empty.
+func TestHomeCreateUndo(t *testing.T) {
+	keys, st := testDevice(t)
+	root := t.TempDir()
+
+	// Undone after success (the node refused the device): the same
+	// cleanup as a Create that fails on the way.
+	for _, existed := range []bool{false, true} {
+		dir := filepath.Join(root, fmt.Sprintf("new-%v", existed), "home")
+		if existed {
+			if err := os.MkdirAll(dir, HomeDirMode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, err := OpenHome(dir, testKDF)
+		if err != nil {
+			t.Fatal(err)
+		}
+		undo, err := h.create(keys, []byte("a passphrase"), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has, _ := h.HasDevice(); !has {
+			t.Fatal("create made no device")
+		}
+		undo()
+		if !existed {
+			if _, err := os.Stat(filepath.Dir(dir)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("undo left the directories it made: %v", err)
+			}
+			continue
+		}
+		if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+			t.Fatalf("undo in an existing home: %v, left %v", err, entries)
+		}
+	}
+}
+
+// New passphrases need MinPassphraseLength characters, counted as
+// characters, not bytes.
+func TestCheckNewPassphrase(t *testing.T) {
+	for p, want := range map[string]error{
+		"":                 ErrEmptyPassphrase,
+		"p":                ErrPassphraseTooShort,
+		"seven c":          ErrPassphraseTooShort,
+		"ééééééé":          ErrPassphraseTooShort, // 14 bytes, 7 characters
+		"eight ch":         nil,
+		"correct horse ba": nil,
+	} {
+		if err := CheckNewPassphrase([]byte(p)); !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("CheckNewPassphrase(%q) = %v, want %v", p, err, want)
+		}
 	}
 }
 

@@ -11,18 +11,33 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// LinkTimeout bounds a whole linking exchange: the node deletes a
-// rendezvous mailbox 10 minutes after its first message (docs/api.md).
+// LinkTimeout bounds a whole linking exchange, on each side: the node
+// deletes a rendezvous mailbox 10 minutes after its first message
+// (docs/api.md).
 const LinkTimeout = 10 * time.Minute
 
-// ErrChainMoved: the user's chain changed after the linking code was shown;
-// the existing device must show a new code.
-var ErrChainMoved = errors.New("client: the chain changed during linking (show a new code)")
+// Errors of linking. Each but ErrBadLinkReply ends with the existing
+// device showing a new code.
+var (
+	// ErrChainMoved: the user's chain changed after the linking code was
+	// shown.
+	ErrChainMoved = errors.New("client: the chain changed during linking (show a new code)")
+	// ErrLinkingExpired: the exchange did not finish within LinkTimeout.
+	ErrLinkingExpired = errors.New("client: the linking code expired")
+	// ErrLinkingCodeUsed: another device answered the code already (a code
+	// adds one device).
+	ErrLinkingCodeUsed = errors.New("client: the linking code was already used by another device")
+	// ErrNoRendezvous: a wait on the code's rendezvous at the node ended
+	// with nothing in it: no device is showing the code there (the code is
+	// for another node, it expired, or the node restarted since).
+	ErrNoRendezvous = errors.New("client: no device is showing this linking code at the node")
+)
 
 // mailbox is one side's view of a linking rendezvous: it seals what it
 // sends, skips what it posted itself and opens the peer's messages in order.
 type mailbox struct {
 	api     *API
+	role    e2ee.LinkingRole
 	sess    *e2ee.LinkingSession
 	rid     ident.RendezvousID
 	after   int64
@@ -35,7 +50,7 @@ func newMailbox(api *API, code e2ee.LinkingCode, role e2ee.LinkingRole) (*mailbo
 	if err != nil {
 		return nil, fmt.Errorf("client: linking: %w", err)
 	}
-	return &mailbox{api: api, sess: sess, rid: sess.Rendezvous(), after: -1, posted: map[int64]bool{}}, nil
+	return &mailbox{api: api, role: role, sess: sess, rid: sess.Rendezvous(), after: -1, posted: map[int64]bool{}}, nil
 }
 
 func (m *mailbox) send(ctx context.Context, plaintext []byte) error {
@@ -53,7 +68,9 @@ func (m *mailbox) send(ctx context.Context, plaintext []byte) error {
 
 // recv waits for the peer's next message. A message that does not open
 // (another code's key S, a replay, a reflection, tampering) ends the
-// exchange with an error: it never comes from the peer.
+// exchange with an error: it never comes from the peer. A message sealed
+// by another device of this side's role means the code was used by
+// someone else too (ErrLinkingCodeUsed).
 func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 	for {
 		for len(m.pending) > 0 {
@@ -63,24 +80,19 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 				continue
 			}
 			pt, err := m.sess.Open(msg.Data)
+			if errors.Is(err, e2ee.ErrLinkingReflected) {
+				return nil, fmt.Errorf("%w: message %d in the rendezvous comes from another %s", ErrLinkingCodeUsed, msg.Seq, m.role)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("client: linking message %d in the rendezvous refused: %w", msg.Seq, err)
 			}
 			return pt, nil
 		}
-		msgs, err := m.api.GetRendezvous(ctx, m.rid, m.after)
+		got, err := m.poll(ctx)
 		if err != nil {
 			return nil, err
 		}
-		for _, msg := range msgs {
-			// Sequence numbers are 32-bit (docs/api.md); a larger one
-			// would wrap negative and is ignored.
-			if seq := int64(msg.Seq); seq > m.after {
-				m.after = seq
-				m.pending = append(m.pending, msg)
-			}
-		}
-		if len(m.pending) == 0 {
+		if !got {
 			if err := sleep(ctx, PollInterval); err != nil {
 				return nil, fmt.Errorf("client: waiting for the other device: %w", err)
 			}
@@ -88,13 +100,51 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// poll long-polls the rendezvous once and queues what is new; it reports
+// whether anything was.
+func (m *mailbox) poll(ctx context.Context) (bool, error) {
+	msgs, err := m.api.GetRendezvous(ctx, m.rid, m.after)
+	if err != nil {
+		return false, err
+	}
+	got := false
+	for _, msg := range msgs {
+		// Sequence numbers are 32-bit (docs/api.md); a larger one
+		// would wrap negative and is ignored.
+		if seq := int64(msg.Seq); seq > m.after {
+			m.after = seq
+			m.pending = append(m.pending, msg)
+			got = true
+		}
+	}
+	return got, nil
+}
+
+// withLinkTimeout bounds a linking exchange by LinkTimeout.
+func withLinkTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, LinkTimeout, ErrLinkingExpired)
+}
+
+// linkingExpired turns an error that the end of LinkTimeout caused into
+// ErrLinkingExpired.
+func linkingExpired(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), ErrLinkingExpired) {
+		return fmt.Errorf("%w: linking did not finish within %s (show a new code)", ErrLinkingExpired, LinkTimeout)
+	}
+	return err
+}
+
 // LinkShow runs the existing device's side of adding a new device: it makes
 // a linking code naming this client's node, hands it to show (to display as
 // a QR code and as text), sends the chain head through the rendezvous,
 // verifies the new device's signed request, signs the add-device link and
 // sends it back, then waits until the node's chain holds the new device.
-// It returns the new device's ID.
-func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee.LinkingCode) error) (ident.DeviceID, error) {
+// It returns the new device's ID. The whole exchange is bounded by
+// LinkTimeout (ErrLinkingExpired).
+func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee.LinkingCode) error) (_ ident.DeviceID, err error) {
+	ctx, cancel := withLinkTimeout(ctx)
+	defer cancel()
+	defer func() { err = linkingExpired(ctx, err) }()
 	keys, st, set, err := c.ownChain(ctx, passphrase)
 	if err != nil {
 		return ident.DeviceID{}, err
@@ -151,9 +201,17 @@ func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee
 // It reads the linking code (text or QR form), talks to the rendezvous of
 // the node the code names (or this client's node), generates the device's
 // keys, sends its signed request, checks that the link it gets back adds
-// exactly this device right after the head it signed for, submits the link
-// to this client's node and saves the device in the home.
-func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byte) (Identity, error) {
+// exactly this device right after the head it signed for, saves the device
+// in the home and submits the link to this client's node.
+//
+// The existing device posts its chain head as soon as it shows the code,
+// so a first wait on the rendezvous (one long poll) that ends empty means
+// no device is showing the code at that node (ErrNoRendezvous). A
+// rendezvous that holds more than the head already was answered by
+// another device (ErrLinkingCodeUsed). The whole exchange is bounded by
+// LinkTimeout (ErrLinkingExpired). When LinkJoin fails, the home holds
+// nothing it made: no file, and no directory it created.
+func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byte) (_ Identity, err error) {
 	if len(passphrase) == 0 {
 		return Identity{}, ErrEmptyPassphrase
 	}
@@ -166,6 +224,9 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if err != nil {
 		return Identity{}, fmt.Errorf("client: linking code: %w", err)
 	}
+	ctx, cancel := withLinkTimeout(ctx)
+	defer cancel()
+	defer func() { err = linkingExpired(ctx, err) }()
 	rv := c.api
 	if code.Node != "" {
 		if rv, err = NewAPI(code.Node, c.hc); err != nil {
@@ -176,9 +237,17 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if err != nil {
 		return Identity{}, err
 	}
+	if got, err := mb.poll(ctx); err != nil {
+		return Identity{}, err
+	} else if !got {
+		return Identity{}, fmt.Errorf("%w: nothing came from %s", ErrNoRendezvous, rv.URL())
+	}
 	data, err := mb.recv(ctx)
 	if err != nil {
 		return Identity{}, err
+	}
+	if len(mb.pending) > 0 {
+		return Identity{}, fmt.Errorf("%w: the rendezvous holds %d more messages after the chain head", ErrLinkingCodeUsed, len(mb.pending))
 	}
 	head, err := ident.DecodeChainHead(data)
 	if err != nil {
@@ -212,12 +281,16 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if _, err := set.Apply(link); err != nil {
 		return Identity{}, fmt.Errorf("client: add-device link: %w", err)
 	}
-	if err := c.api.AppendLink(ctx, head.User, link.Encode()); err != nil {
-		return Identity{}, err
-	}
+	// The home first: a home that cannot be written fails here, before
+	// the node adds a device whose keys would be lost.
 	id := Identity{User: head.User, Device: keys.ID(), Node: c.api.URL()}
 	st := State{User: id.User.String(), Device: id.Device.String(), Node: id.Node, Chain: append(encodeLinks(links), link.Encode())}
-	if err := c.home.Create(keys, passphrase, st); err != nil {
+	undo, err := c.home.create(keys, passphrase, st)
+	if err != nil {
+		return Identity{}, err
+	}
+	if err := c.api.AppendLink(ctx, head.User, link.Encode()); err != nil {
+		undo()
 		return Identity{}, err
 	}
 	return id, nil

@@ -99,6 +99,9 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 	defer cancel()
 	ws, _, err := websocket.Dial(dctx, wsURL(apiURL), &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
+		if nu := nodeUnreachable(ctx, apiURL, err); nu != nil {
+			err = nu
+		}
 		return nil, fmt.Errorf("client: connect to %s: %w", apiURL, err)
 	}
 	ws.SetReadLimit(wire.MaxFrameSize)

@@ -17,8 +17,8 @@ func TestCLISendInbox(t *testing.T) {
 		cfg.Registry.OpenRegistration = true
 	}))
 	root := t.TempDir()
-	a := newCLI(t, filepath.Join(root, "a"), map[string]string{EnvNode: nw.Nodes[0].APIURL(), EnvPassphrase: "pass A"})
-	b := newCLI(t, filepath.Join(root, "b"), map[string]string{EnvNode: nw.Nodes[1].APIURL(), EnvPassphrase: "pass B"})
+	a := newCLI(t, filepath.Join(root, "a"), map[string]string{EnvNode: nw.Nodes[0].APIURL(), EnvPassphrase: "passphrase A"})
+	b := newCLI(t, filepath.Join(root, "b"), map[string]string{EnvNode: nw.Nodes[1].APIURL(), EnvPassphrase: "passphrase B"})
 	out, err := a.run(t.Context(), "register")
 	if err != nil {
 		t.Fatalf("register: %v\n%s", err, out)

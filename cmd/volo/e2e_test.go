@@ -178,7 +178,7 @@ func TestCLIRegisterWithProvider(t *testing.T) {
 		cfg.Registry.OpenRegistration = false
 		cfg.Registry.OIDC = []keyregistry.OIDCProvider{{Name: "mock", Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret}}
 	}))
-	a := newCLI(t, filepath.Join(t.TempDir(), "a"), map[string]string{EnvNode: nw.Nodes[0].APIURL(), EnvPassphrase: "p"})
+	a := newCLI(t, filepath.Join(t.TempDir(), "a"), map[string]string{EnvNode: nw.Nodes[0].APIURL(), EnvPassphrase: "passphrase of A"})
 	if _, err := a.run(t.Context(), "register"); !errors.Is(err, client.ErrProviderRequired) || !strings.Contains(err.Error(), "providers: mock") {
 		t.Fatalf("register without a provider: %v", err)
 	}

@@ -46,10 +46,35 @@ func main() {
 	defer stop()
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 	if err := newRootCmd(e).ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "volo:", err)
+		fmt.Fprintln(os.Stderr, "volo:", explain(err))
 		os.Exit(1)
 	}
 }
+
+// explain is what main prints of a command's error: a hint as it is; a
+// node that cannot be reached, named, with how to pick another (whichever
+// command met it); anything else as it is.
+func explain(err error) string {
+	var h *hint
+	if errors.As(err, &h) {
+		return h.msg
+	}
+	var nu *client.NodeUnreachableError
+	if errors.As(err, &nu) {
+		return fmt.Sprintf("cannot reach the node at %s (%s): is it running? Pick another node with --node URL or $%s", nu.URL, nu.Reason(), EnvNode)
+	}
+	return err.Error()
+}
+
+// hint is an error shown to the person as msg, a sentence that says what
+// happened and what to do; err stays underneath for errors.Is.
+type hint struct {
+	msg string
+	err error
+}
+
+func (h *hint) Error() string { return h.msg }
+func (h *hint) Unwrap() error { return h.err }
 
 // env is everything the commands take from the outside world, so tests
 // can run several CLIs in one process.
@@ -77,12 +102,13 @@ func newRootCmd(e env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "volo",
 		Short: "Volo, an end-to-end encrypted messenger",
-		Long: `volo is the Volo client. Your device's private keys live only in the home
+		Long: fmt.Sprintf(`volo is the Volo client. Your device's private keys live only in the home
 directory (--home, default ~/.volo), encrypted with your passphrase; nodes only
 ever see public keys, signatures and ciphertext.
 
 The passphrase comes from --passphrase-file, else $VOLO_PASSPHRASE, else an
-interactive prompt.`,
+interactive prompt. A new passphrase (register, link join) needs at least %d
+characters.`, client.MinPassphraseLength),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -144,9 +170,21 @@ func (r *runner) explicitNode() string {
 	return r.getenv(EnvNode)
 }
 
-// open builds the client. The node is, in order: --node, $VOLO_NODE,
-// fallback (if not ""), the node saved in the home, DefaultNode.
+// open builds the client of a command that uses this home's device; a
+// home without one (which open never creates) is an error that says how
+// to make one. The node is, in order: --node, $VOLO_NODE, fallback (if
+// not ""), the node saved in the home, DefaultNode.
 func (r *runner) open(fallback string) (*client.Client, error) {
+	return r.openClient(fallback, true)
+}
+
+// openAny is open for a command that works without a device (lookup) or
+// makes one (register, link join, which create the home when they succeed).
+func (r *runner) openAny(fallback string) (*client.Client, error) {
+	return r.openClient(fallback, false)
+}
+
+func (r *runner) openClient(fallback string, needDevice bool) (*client.Client, error) {
 	dir, err := r.homeDir()
 	if err != nil {
 		return nil, err
@@ -154,6 +192,16 @@ func (r *runner) open(fallback string) (*client.Client, error) {
 	home, err := client.OpenHome(dir, r.kdf)
 	if err != nil {
 		return nil, err
+	}
+	if needDevice {
+		if has, err := home.HasDevice(); err != nil {
+			return nil, err
+		} else if !has {
+			return nil, &hint{
+				msg: fmt.Sprintf(`there is no device in %s: run "volo register" to make this device the first of a new user, or "volo link join CODE" to add it to your user (or pick another home with --home DIR or $%s)`, dir, EnvHome),
+				err: client.ErrNoHome,
+			}
+		}
 	}
 	nodeURL := r.explicitNode()
 	if nodeURL == "" {
@@ -170,9 +218,9 @@ func (r *runner) open(fallback string) (*client.Client, error) {
 	return client.New(client.Options{Home: dir, Node: nodeURL, HTTPClient: r.httpClient, KDF: r.kdf})
 }
 
-// passphrase reads the passphrase; for new keys (confirm) an interactive
-// prompt asks twice.
-func (r *runner) passphrase(confirm bool) ([]byte, error) {
+// passphrase reads the passphrase. A new one (for new keys) must pass
+// client.CheckNewPassphrase, and an interactive prompt asks for it twice.
+func (r *runner) passphrase(isNew bool) ([]byte, error) {
 	if f := r.flags.passphraseFile; f != "" {
 		data, err := readSmallFile(f, maxPassphraseFileSize)
 		if err != nil {
@@ -185,9 +233,19 @@ func (r *runner) passphrase(confirm bool) ([]byte, error) {
 		if len(data) == 0 {
 			return nil, fmt.Errorf("passphrase file %s: %w", f, client.ErrEmptyPassphrase)
 		}
+		if isNew {
+			if err := client.CheckNewPassphrase(data); err != nil {
+				return nil, fmt.Errorf("passphrase file %s: %w", f, err)
+			}
+		}
 		return data, nil
 	}
 	if p := r.getenv(EnvPassphrase); p != "" {
+		if isNew {
+			if err := client.CheckNewPassphrase([]byte(p)); err != nil {
+				return nil, fmt.Errorf("$%s: %w", EnvPassphrase, err)
+			}
+		}
 		return []byte(p), nil
 	}
 	f, ok := r.stdin.(*os.File)
@@ -203,7 +261,10 @@ func (r *runner) passphrase(confirm bool) ([]byte, error) {
 	if len(p) == 0 {
 		return nil, client.ErrEmptyPassphrase
 	}
-	if confirm {
+	if isNew {
+		if err := client.CheckNewPassphrase(p); err != nil {
+			return nil, err
+		}
 		fmt.Fprint(r.stderr, "Repeat passphrase: ")
 		p2, err := term.ReadPassword(int(f.Fd()))
 		fmt.Fprintln(r.stderr)
@@ -242,10 +303,12 @@ func (r *runner) registerCmd() *cobra.Command {
 and prints the user ID. With --provider NAME it prints the address of the
 provider's login page: open it in a browser and log in; the command waits for
 the login to finish. Without --provider the node must allow open registration
-(development configurations only). The home must not hold a device yet.`,
+(development configurations only). The home must not hold a device yet; it
+is created when the registration succeeds, and a failed one leaves nothing
+there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := r.open("")
+			c, err := r.openAny("")
 			if err != nil {
 				return err
 			}
@@ -305,9 +368,7 @@ only to your own new device.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), client.LinkTimeout)
-			defer cancel()
-			id, err := c.LinkShow(ctx, pass, func(code e2ee.LinkingCode) error {
+			id, err := c.LinkShow(cmd.Context(), pass, func(code e2ee.LinkingCode) error {
 				fmt.Fprintln(r.stdout, "Scan this code with the new device:")
 				qrterminal.GenerateWithConfig(code.QR(), qrterminal.Config{
 					Level: qrterminal.M, Writer: r.stdout, HalfBlocks: true, QuietZone: 2,
@@ -320,7 +381,7 @@ only to your own new device.`,
 				return nil
 			})
 			if err != nil {
-				return err
+				return explainLink(err, `run "volo link show" again for a new code`, "", false)
 			}
 			fmt.Fprintf(r.stdout, "Added device %s\n", id)
 			return nil
@@ -332,15 +393,19 @@ only to your own new device.`,
 		Long: `join completes linking on a new device whose home is still empty. CODE is
 what "volo link show" printed on your other device: either the QR form
 (volo-link:v1:...?node=...) or the typed form (seven groups of five letters
-and digits; then give the node with --node). The device's keys are created
-here and never leave it.`,
+and digits; then give the node that "volo link show" printed with --node or
+$VOLO_NODE). The device's keys are created here and never leave it. The
+home is created when linking succeeds; a failed join leaves nothing there.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			codeNode, err := client.LinkingCodeNode(args[0])
 			if err != nil {
 				return err
 			}
-			c, err := r.open(codeNode)
+			if codeNode == "" && r.explicitNode() == "" {
+				return fmt.Errorf(`a typed linking code does not name its node: give the node that "volo link show" printed with it, with --node URL or $%s`, EnvNode)
+			}
+			c, err := r.openAny(codeNode)
 			if err != nil {
 				return err
 			}
@@ -353,11 +418,14 @@ here and never leave it.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), client.LinkTimeout)
-			defer cancel()
-			id, err := c.LinkJoin(ctx, args[0], pass)
+			id, err := c.LinkJoin(cmd.Context(), args[0], pass)
 			if err != nil {
-				return err
+				rv := c.API().URL()
+				if codeNode != "" {
+					u, _ := client.ParseNodeURL(codeNode) // LinkJoin parsed it
+					rv = u.String()
+				}
+				return explainLink(err, `run "volo link show" again on your other device for a new code`, rv, codeNode == "")
 			}
 			fmt.Fprintf(r.stdout, "Linked.\nuser    %s\ndevice  %s\nnode    %s\n", id.User, id.Device, id.Node)
 			return nil
@@ -365,6 +433,30 @@ here and never leave it.`,
 	}
 	link.AddCommand(show, join)
 	return link
+}
+
+// explainLink turns the failures of linking into what a person can act
+// on; again says how to get a new code. For link join, rendezvous is the
+// node whose rendezvous it used (the code's, else --node), and typed
+// tells whether the code was the typed form, which names no node.
+func explainLink(err error, again, rendezvous string, typed bool) error {
+	var nu *client.NodeUnreachableError
+	switch {
+	case !typed && rendezvous != "" && errors.As(err, &nu) && nu.URL == rendezvous:
+		// --node does not choose the node of a code that names one.
+		return &hint{msg: fmt.Sprintf(`cannot reach the node at %s that the linking code names (%s): if this device reaches that node at another address, give the typed code with --node URL instead`, nu.URL, nu.Reason()), err: err}
+	case errors.Is(err, client.ErrLinkingCodeUsed):
+		return &hint{msg: "this linking code was already used by another device: " + again, err: err}
+	case errors.Is(err, client.ErrLinkingExpired):
+		return &hint{msg: fmt.Sprintf("the linking code expired (a code lasts %d minutes): %s", int(client.LinkTimeout.Minutes()), again), err: err}
+	case errors.Is(err, client.ErrNoRendezvous) && typed:
+		return &hint{msg: fmt.Sprintf(`no device is showing this linking code at %s: give the node that "volo link show" printed with the code (--node URL); if it is that node, the code expired or the node restarted: %s`, rendezvous, again), err: err}
+	case errors.Is(err, client.ErrNoRendezvous):
+		return &hint{msg: fmt.Sprintf("no device is showing this linking code at %s: the code expired or the node restarted: %s", rendezvous, again), err: err}
+	case errors.Is(err, client.ErrChainMoved):
+		return &hint{msg: "your user's devices changed while linking: " + again, err: err}
+	}
+	return err
 }
 
 func (r *runner) devicesCmd() *cobra.Command {
@@ -433,7 +525,7 @@ not verify is an error.`,
 			if err != nil {
 				return fmt.Errorf("user %q: %w", args[0], err)
 			}
-			c, err := r.open("")
+			c, err := r.openAny("")
 			if err != nil {
 				return err
 			}

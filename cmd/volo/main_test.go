@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,7 +231,7 @@ func TestExitCodeOnError(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("exit: %v, want exit status 1", err)
 	}
-	if !strings.HasPrefix(stderr.String(), "volo: ") || !strings.Contains(stderr.String(), "no device in this home") {
+	if want := fmt.Sprintf("volo: there is no device in %s: run \"volo register\"", home); !strings.HasPrefix(stderr.String(), want) {
 		t.Fatalf("stderr %q", stderr.String())
 	}
 
