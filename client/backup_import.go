@@ -87,7 +87,7 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 			old[peer] = ch.st.history[peer]
 			ch.st.history[peer] = h
 		}
-		if err := ch.store.rewrite(ch.st); err != nil {
+		if _, err := ch.store.rewrite(ch.st); err != nil {
 			for peer, h := range old {
 				if h == nil {
 					delete(ch.st.history, peer)

@@ -77,6 +77,8 @@ type Chat struct {
 	store   *chatLog
 	chains  map[ident.UserID]cachedChain
 	orphans []orphan
+	// orphanBytes is the size of the orphans' bodies (MaxOrphanBytes).
+	orphanBytes int
 
 	sendMu sync.Mutex // one send at a time: sessions advance in order
 

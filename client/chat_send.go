@@ -67,9 +67,14 @@ func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (
 	conv := e2ee.DirectConversationID(ch.self.User, peer)
 	now := time.Now()
 
+	// The session advances on a copy: ch.st changes only by the commit
+	// below (Chat.commitLocked), once the new state is on disk.
 	ch.mu.Lock()
-	s := ch.st.senders[peer]
+	s, err := copySenderSession(ch.st.senders[peer])
 	ch.mu.Unlock()
+	if err != nil {
+		return nil, rep, fmt.Errorf("client: session state: %w", err)
+	}
 	var envs []wire.Envelope
 	var kinds []e2ee.EnvelopeKind
 	var to []ident.DeviceID
@@ -123,18 +128,14 @@ func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (
 	rep.Message = m
 
 	ch.mu.Lock()
-	// The session's new chain key is on disk before any message of it
-	// leaves: a crash cannot make the device use a message key twice.
-	err = ch.persistLocked(chatRecord{
+	// The message, its sequence number and the session's new chain key
+	// are on disk before any message of it leaves: a crash cannot make
+	// the device use a message key or a sequence number twice.
+	err = ch.commitLocked(chatRecord{
 		History: []chatMessageWire{encodeChatMessage(m)},
 		Senders: []senderStateWire{{Peer: peer.Bytes(), State: state}},
 		Seq:     seq + 1,
 	})
-	if err == nil {
-		ch.st.senders[peer] = s
-		ch.st.seq = seq + 1
-		ch.st.insert(m)
-	}
 	ch.mu.Unlock()
 	if err != nil {
 		return nil, rep, err
@@ -220,8 +221,21 @@ func (ch *Chat) dropSession(peer ident.UserID) {
 	if _, ok := ch.st.senders[peer]; !ok {
 		return
 	}
-	delete(ch.st.senders, peer)
-	if err := ch.persistLocked(chatRecord{Senders: []senderStateWire{{Peer: peer.Bytes()}}}); err != nil {
+	if err := ch.commitLocked(chatRecord{Senders: []senderStateWire{{Peer: peer.Bytes()}}}); err != nil {
 		ch.log.Warn("could not record the end of a session", "err", err)
 	}
+}
+
+// copySenderSession is a copy of s (nil if s is nil) that can advance
+// without changing s.
+func copySenderSession(s *e2ee.SenderSession) (*e2ee.SenderSession, error) {
+	if s == nil {
+		return nil, nil
+	}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	return e2ee.UnmarshalSenderSession(b)
 }
