@@ -134,14 +134,16 @@ func newChatState() *chatState {
 }
 
 // insert adds m to its conversation's history after every message of the
-// same device with a lower Seq, so each device's messages stay in order
-// even when they arrive out of order.
+// same device with a lower or equal Seq, so each device's messages stay
+// in order even when they arrive out of order, and inserting a history's
+// messages in its order gives the same history (two different messages
+// with one Seq, as a restore may keep, stay in the order they came).
 func (s *chatState) insert(m ChatMessage) {
 	h := s.history[m.Peer]
 	at := len(h)
 	for i := len(h) - 1; i >= 0; i-- {
 		if h[i].Device.Equal(m.Device) {
-			if h[i].Seq < m.Seq {
+			if h[i].Seq <= m.Seq {
 				break
 			}
 			at = i
