@@ -6,11 +6,19 @@ import (
 	"github.com/volo-chat/volo/ident"
 )
 
-// msgKey identifies a message: its sending device and that device's
-// sequence number, which the device never reuses.
+// msgKey identifies a message: its sending device, that device's
+// sequence number, its sent time and its text. The number alone is not
+// enough: a device that lost its store, or a forged message, may use one
+// number for two different messages, and a restore must keep both.
 type msgKey struct {
 	device ident.DeviceID
 	seq    uint64
+	sent   int64 // ms, as stored
+	text   string
+}
+
+func keyOf(m ChatMessage) msgKey {
+	return msgKey{m.Device, m.Seq, m.Sent.UnixMilli(), m.Text}
 }
 
 // mergeHistory adds the messages of restored that existing lacks (by
@@ -23,11 +31,11 @@ type msgKey struct {
 func mergeHistory(existing, restored []ChatMessage) ([]ChatMessage, int) {
 	have := make(map[msgKey]struct{}, len(existing)+len(restored))
 	for _, m := range existing {
-		have[msgKey{m.Device, m.Seq}] = struct{}{}
+		have[keyOf(m)] = struct{}{}
 	}
 	fresh := make([]ChatMessage, 0, len(restored))
 	for _, m := range restored {
-		k := msgKey{m.Device, m.Seq}
+		k := keyOf(m)
 		if _, ok := have[k]; !ok {
 			have[k] = struct{}{}
 			fresh = append(fresh, m)
@@ -70,8 +78,27 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 	if !a.User.Equal(ch.self.User) {
 		return 0, fmt.Errorf("client: the backup is of user %s, this device is of %s", a.User, ch.self.User)
 	}
+	// No send between reading the sequence number and storing its
+	// message: it must not take a number the backup holds.
+	ch.sendMu.Lock()
+	defer ch.sendMu.Unlock()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	// A backup of this very device (restored after its store was lost)
+	// holds numbers it used: the next message takes one above them.
+	next := ch.st.seq
+	for _, h := range a.History {
+		for _, m := range h {
+			if m.Device.Equal(ch.self.Device) {
+				next = max(next, m.Seq+1)
+			}
+		}
+	}
+	if next > ch.st.seq {
+		if err := ch.commitLocked(chatRecord{Seq: next}); err != nil {
+			return 0, err
+		}
+	}
 	merged := make(map[ident.UserID][]ChatMessage, len(a.History))
 	added := 0
 	for peer, restored := range a.History {
@@ -82,12 +109,17 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 		}
 	}
 	if added > 0 {
+		// The merged history cannot be appended (a replay inserts each
+		// message after its device's earlier ones, not by time): the log
+		// is rewritten from the state with it. ch.st keeps the merged
+		// history exactly if the new log replaced the old one.
 		old := make(map[ident.UserID][]ChatMessage, len(merged))
 		for peer, h := range merged {
 			old[peer] = ch.st.history[peer]
 			ch.st.history[peer] = h
 		}
-		if err := ch.store.rewrite(ch.st); err != nil {
+		replaced, err := ch.store.rewrite(ch.st)
+		if !replaced {
 			for peer, h := range old {
 				if h == nil {
 					delete(ch.st.history, peer)
@@ -96,6 +128,9 @@ func (ch *Chat) importArchive(a *Archive) (int, error) {
 				}
 			}
 			return 0, err
+		}
+		if err != nil {
+			return added, err
 		}
 	}
 	if node := a.Settings[SettingNode]; node != "" {

@@ -321,7 +321,7 @@ func TestMergeHistory(t *testing.T) {
 	// A device that got newer messages already: the old ones come first,
 	// the existing ones keep their order and content.
 	existing := []ChatMessage{
-		{Peer: peer, From: peer, Device: peerDev, Seq: 1, Sent: at(4), Received: at(10), Text: "p1 as this device got it"},
+		{Peer: peer, From: peer, Device: peerDev, Seq: 1, Sent: at(4), Received: at(10), Text: "p1"},
 		{Peer: peer, From: peer, Device: peerDev, Seq: 2, Sent: at(11), Received: at(11), Text: "p2"},
 		{Peer: peer, From: user, Device: newDev, Seq: 0, Sent: at(12), Received: at(12), Text: "n0", Outgoing: true},
 	}
@@ -333,9 +333,58 @@ func TestMergeHistory(t *testing.T) {
 	for _, m := range got {
 		texts = append(texts, m.Text)
 	}
-	if want := []string{"o0", "p0", "o1", "p1 as this device got it", "p2", "n0"}; !slices.Equal(texts, want) {
+	if want := []string{"o0", "p0", "o1", "p1", "p2", "n0"}; !slices.Equal(texts, want) {
 		t.Fatalf("merged %q, want %q", texts, want)
 	}
+	if !got[3].Received.Equal(at(10)) {
+		t.Fatalf("p1 received at %s: the backup's copy replaced this device's", got[3].Received)
+	}
+}
+
+// Two different messages with the same device and sequence number (a
+// number used twice by a device that lost it, or a forged one) are both
+// kept by a restore: only the same device, number, sent time and text make
+// the same message. The store replays them in the same order.
+func TestImportKeepsMessagesSharingASequenceNumber(t *testing.T) {
+	ch, c, pass := openTestChat(t)
+	user := ch.self.User
+	peer, peerDev := testUser(t)
+	at := func(s int) time.Time { return time.UnixMilli(1_700_000_000_000 + int64(s)*1000).UTC() }
+	first := ChatMessage{Peer: peer, From: peer, Device: peerDev, Seq: 7, Sent: at(1), Received: at(1), Text: "first"}
+	other := first
+	other.Sent, other.Received, other.Text = at(2), at(2), "another, same number"
+	sameTime := first
+	sameTime.Received, sameTime.Text = at(3), "same number and time"
+	import1 := func(h []ChatMessage) int {
+		t.Helper()
+		a, err := DecodeArchive(encodeTestArchive(t, user, ch.self.Device, map[ident.UserID][]ChatMessage{peer: h}, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := ch.importArchive(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := import1([]ChatMessage{first}); n != 1 {
+		t.Fatalf("first import added %d", n)
+	}
+	if n := import1([]ChatMessage{first, other, sameTime}); n != 2 {
+		t.Fatalf("second import added %d, want 2 (first is there already)", n)
+	}
+	if n := import1([]ChatMessage{other, sameTime}); n != 0 {
+		t.Fatalf("third import added %d", n)
+	}
+	want := []ChatMessage{first, other, sameTime}
+	sameHistory(t, ch.History(peer), want)
+	ch.Close()
+	re, err := c.OpenChat(pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	sameHistory(t, re.History(peer), want)
 }
 
 // openTestChat opens a chat on a home with a device and no node.
@@ -425,6 +474,36 @@ func TestImportArchive(t *testing.T) {
 	}
 	if _, err := re.importArchive(b); err == nil {
 		t.Fatal("imported another user's archive")
+	}
+}
+
+// A backup of this very device, restored after its store was lost, holds
+// sequence numbers the device used: the next message takes one above
+// them, now and after reopening.
+func TestImportOwnBackupMovesSequencePast(t *testing.T) {
+	ch, c, pass := selfChat(t, testKDF)
+	var h []ChatMessage
+	for i := range 5 {
+		at := time.UnixMilli(1_700_000_000_000 + int64(i)*1000).UTC()
+		h = append(h, ChatMessage{Peer: ch.self.User, From: ch.self.User, Device: ch.self.Device, Seq: uint64(i), Sent: at, Received: at, Text: fmt.Sprintf("before the loss %d", i), Outgoing: true})
+	}
+	a, err := DecodeArchive(encodeTestArchive(t, ch.self.User, ch.self.Device, map[ident.UserID][]ChatMessage{ch.self.User: h}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ch.importArchive(a); err != nil || n != 5 {
+		t.Fatalf("imported %d: %v", n, err)
+	}
+	if m := sendSelf(t, ch, "after the restore"); m.Seq != 5 {
+		t.Fatalf("sent with seq %d, want 5", m.Seq)
+	}
+	ch.Close()
+	re := reopenSelfChat(t, c, pass)
+	if m := sendSelf(t, re, "after reopening"); m.Seq != 6 {
+		t.Fatalf("sent with seq %d after reopening, want 6", m.Seq)
+	}
+	if got := re.History(re.self.User); len(got) != 7 {
+		t.Fatalf("history of %d messages, want 7", len(got))
 	}
 }
 

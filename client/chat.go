@@ -127,6 +127,8 @@ type Chat struct {
 	store   *chatLog
 	chains  map[ident.UserID]cachedChain
 	orphans []orphan
+	// orphanBytes is the size of the orphans' bodies (MaxOrphanBytes).
+	orphanBytes int
 
 	// attempts are the outbox entries being sent, by sequence number;
 	// receipts are the messages to confirm, by conversation, until a

@@ -178,7 +178,6 @@ func (ch *Chat) Run(ctx context.Context) error {
 func (ch *Chat) flushLoop(ctx context.Context, conn *Conn) {
 	for {
 		ch.sendMu.Lock()
-		ch.log.Debug("flush", "queue", len(ch.st.queue))
 		err := ch.flushLocked(ctx, conn, nil)
 		ch.sendMu.Unlock()
 		if err != nil && ctx.Err() == nil {

@@ -24,6 +24,11 @@ type opened struct {
 // stores the new messages and session states with one sync, then acks,
 // then reports the messages, each device's in order, to the OnMessage
 // functions and then to sink (if not nil).
+//
+// The batch works on its own copies of the receiver sessions it opens or
+// advances; ch.st changes only by the commit of the batch's record
+// (Chat.commitLocked). If that fails, nothing is acked and no session
+// moved: the relays deliver the batch again and it opens again.
 func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
 	ch.log.Debug("delivery", "envelopes", len(envs))
 	var acks []wire.EnvelopeID
@@ -41,30 +46,36 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 			msgs = append(msgs, opened{e, c})
 		}
 	}
-	rec := chatRecord{}
-	dirty := map[receiverKey]bool{}
+	// Bundles are opened without ch.mu: they may fetch chains.
+	opening := map[receiverKey]*e2ee.ReceiverSession{}
 	for _, o := range bundles {
 		acks = append(acks, o.env.ID)
-		if err := ch.openBundle(ctx, o.content, dirty); err != nil {
+		if err := ch.openBundle(ctx, o.content, opening); err != nil {
 			ch.log.Info("dropped a key bundle", "envelope", o.env.ID.String(), "err", err)
 		}
 	}
 	ch.mu.Lock()
-	for _, o := range ch.orphans {
+	batch := batchSessions{st: ch.st, sessions: map[receiverKey]*e2ee.ReceiverSession{}, dirty: map[receiverKey]bool{}}
+	for k, rs := range opening {
+		if _, ok := ch.st.receivers[k]; ok {
+			continue // delivered again: never rewind a session
+		}
+		batch.sessions[k], batch.dirty[k] = rs, true
+	}
+	orphans := ch.orphans
+	ch.orphans, ch.orphanBytes = nil, 0
+	for _, o := range orphans {
 		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}})
 	}
-	ch.orphans = nil
 	var fresh []ChatMessage
 	var delivered []msgRefWire
 	now := time.Now()
 	for _, o := range msgs {
-		m, receipts, keep, err := ch.openMessage(o.content, now, dirty)
+		m, receipts, keep, err := ch.openMessage(o.content, now, &batch)
 		switch {
 		case keep:
 			ch.log.Debug("message waits for its key bundle", "envelope", o.env.ID.String())
-			if len(ch.orphans) < MaxOrphans {
-				ch.orphans = append(ch.orphans, orphan{o.env, o.content.Sender, o.content.Body})
-			}
+			ch.keepOrphanLocked(orphan{o.env, o.content.Sender, o.content.Body})
 			continue
 		case err != nil:
 			ch.log.Info("dropped a message", "envelope", o.env.ID.String(), "err", err)
@@ -88,20 +99,18 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		}
 		return cmp.Compare(a.Seq, b.Seq)
 	})
+	rec := chatRecord{Delivered: delivered}
 	for i := range fresh {
 		fresh[i].Local = ch.st.local + uint64(i) + 1
 		rec.History = append(rec.History, encodeChatMessage(fresh[i]))
 	}
-	rec.Delivered = delivered
-	for k := range dirty {
-		if rs, ok := ch.st.receivers[k]; ok {
-			b, err := rs.MarshalBinary()
-			if err != nil {
-				ch.mu.Unlock()
-				return fmt.Errorf("client: receiver state: %w", err)
-			}
-			rec.Receivers = append(rec.Receivers, b)
+	for k := range batch.dirty {
+		state, err := batch.sessions[k].MarshalBinary()
+		if err != nil {
+			ch.mu.Unlock()
+			return fmt.Errorf("client: receiver state: %w", err)
 		}
+		rec.Receivers = append(rec.Receivers, state)
 	}
 	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 {
 		if err := ch.commitLocked(rec); err != nil {
@@ -152,26 +161,84 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	return nil
 }
 
-// commitLocked makes a change: it appends rec to the log (synced), applies
-// it to the state the way a replay does, then compacts a log that has
-// grown enough (chatLog.needsCompaction). The state is always what
-// replaying the log gives. ch.mu is held.
+// MaxOrphanBytes bounds the bytes of the messages held as orphans (see
+// MaxOrphans), so that a batch that opens them all is one record of the
+// chat store (MaxChatRecordSize) and memory stays bounded.
+const MaxOrphanBytes = 16 << 20
+
+// keepOrphanLocked holds o until its key bundle comes, if MaxOrphans and
+// MaxOrphanBytes allow; else it is dropped unacknowledged, so the relays
+// deliver it again. ch.mu is held.
+func (ch *Chat) keepOrphanLocked(o orphan) {
+	if len(ch.orphans) >= MaxOrphans || ch.orphanBytes+len(o.body) > MaxOrphanBytes {
+		return
+	}
+	ch.orphans = append(ch.orphans, o)
+	ch.orphanBytes += len(o.body)
+}
+
+// batchSessions is the receiver sessions of one batch: those its bundles
+// opened and copies of the ones of st that its messages advance, dirty
+// for those to store.
+type batchSessions struct {
+	st       *chatState
+	sessions map[receiverKey]*e2ee.ReceiverSession
+	dirty    map[receiverKey]bool
+}
+
+// lookup returns the batch's session k, copying it from st the first
+// time; nil if there is none.
+func (b *batchSessions) lookup(k receiverKey) (*e2ee.ReceiverSession, error) {
+	if rs, ok := b.sessions[k]; ok {
+		return rs, nil
+	}
+	rs, ok := b.st.receivers[k]
+	if !ok {
+		return nil, nil
+	}
+	state, err := rs.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(state)
+	if rs, err = e2ee.UnmarshalReceiverSession(state); err != nil {
+		return nil, err
+	}
+	b.sessions[k] = rs
+	return rs, nil
+}
+
+// commitLocked is the one way a change reaches the chat state: it appends
+// rec to the log (synced), applies it to ch.st with chatState.apply, as
+// replaying the log does, and only then compacts a log that has grown
+// enough (chatLog.needsCompaction), so the compacted log holds rec too.
+// ch.st is thus always what a replay of the log gives. When it returns
+// nil, rec survives a crash and ch.st holds it; when it fails, neither
+// the log nor ch.st changed. A compaction that fails leaves the log whole
+// (rec in it) and is tried again at the next commit. ch.mu is held.
 func (ch *Chat) commitLocked(rec chatRecord) error {
+	// A record that would not replay is never written: the home could
+	// not be opened again.
+	if err := newChatState().apply(rec); err != nil {
+		return fmt.Errorf("client: chat store: record does not apply: %w", err)
+	}
 	if err := ch.store.append(rec); err != nil {
 		return err
 	}
 	if err := ch.st.apply(rec); err != nil {
-		return fmt.Errorf("client: chat store: %w", err)
+		return fmt.Errorf("client: chat store: record does not apply: %w", err) // it applied above
 	}
 	if ch.store.needsCompaction() {
-		return ch.store.compact(ch.st)
+		if err := ch.store.compact(ch.st); err != nil {
+			ch.log.Warn("could not compact the chat store; will try again", "err", err)
+		}
 	}
 	return nil
 }
 
 // openBundle verifies a key bundle against its sender's verified chain and
-// keeps its receiver session.
-func (ch *Chat) openBundle(ctx context.Context, c e2ee.SealedContent, dirty map[receiverKey]bool) error {
+// adds its receiver session to opening (the first one of each session).
+func (ch *Chat) openBundle(ctx context.Context, c e2ee.SealedContent, opening map[receiverKey]*e2ee.ReceiverSession) error {
 	b, err := e2ee.DecodeKeyBundle(c.Body)
 	if err != nil {
 		return err
@@ -197,21 +264,17 @@ func (ch *Chat) openBundle(ctx context.Context, c e2ee.SealedContent, dirty map[
 		return err
 	}
 	k := receiverKey{rs.Sender(), rs.ID()}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	if _, ok := ch.st.receivers[k]; ok {
-		return nil // delivered again: never rewind a session
+	if _, ok := opening[k]; !ok {
+		opening[k] = rs
 	}
-	ch.st.receivers[k] = rs
-	dirty[k] = true
 	return nil
 }
 
-// openMessage decrypts one message. A delivery receipt comes back as
-// receipts (not nil), with m naming its conversation and sender. keep
-// reports a message whose session is not known yet (its bundle may come in
-// a later batch). ch.mu is held.
-func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, dirty map[receiverKey]bool) (m ChatMessage, receipts []receiptWire, keep bool, err error) {
+// openMessage decrypts one message with the batch's sessions. A delivery
+// receipt comes back as receipts (not nil), with m naming its conversation
+// and sender. keep reports a message whose session is not known yet (its
+// bundle may come in a later batch). ch.mu is held.
+func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, b *batchSessions) (m ChatMessage, receipts []receiptWire, keep bool, err error) {
 	msg, err := e2ee.DecodeMessage(c.Body)
 	if err != nil {
 		return ChatMessage{}, nil, false, err
@@ -221,15 +284,18 @@ func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, dirty map[recei
 		return ChatMessage{}, nil, false, fmt.Errorf("message of %s sealed as from %s", h.SenderUser, c.Sender)
 	}
 	k := receiverKey{h.Sender, h.Session}
-	rs, ok := ch.st.receivers[k]
-	if !ok {
+	rs, err := b.lookup(k)
+	if err != nil {
+		return ChatMessage{}, nil, false, fmt.Errorf("receiver state: %w", err)
+	}
+	if rs == nil {
 		return ChatMessage{}, nil, true, nil
 	}
 	pt, err := rs.Decrypt(msg)
 	if err != nil {
 		return ChatMessage{}, nil, false, err // ErrReplay: a duplicate, already in history
 	}
-	dirty[k] = true
+	b.dirty[k] = true
 	p, to, err := decodeChatPayload(pt)
 	clear(pt)
 	if err != nil {

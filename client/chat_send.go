@@ -232,7 +232,9 @@ func (ch *Chat) flushLocked(ctx context.Context, conn *Conn, started func(seq ui
 			var err error
 			if e, err = ch.sealLocked(ctx, q); err != nil {
 				if permanent(err) {
-					ch.finish(q, StateFailed, err.Error(), nil)
+					if err := ch.finish(q, StateFailed, err.Error(), nil); err != nil {
+						return err
+					}
 					continue
 				}
 				return err
@@ -282,8 +284,7 @@ func (ch *Chat) sealLocked(ctx context.Context, q queued) (*outboxEntry, error) 
 	if err != nil || e != nil {
 		return e, err
 	}
-	ch.finish(q, StateSent, "", &SendReport{Message: m})
-	return nil, nil
+	return nil, ch.finish(q, StateSent, "", &SendReport{Message: m})
 }
 
 // sealReceiptsLocked turns the receipts waiting in memory into sealed
@@ -362,9 +363,14 @@ func (ch *Chat) seal(ctx context.Context, peer ident.UserID, seq uint64, p chatP
 		e.kinds = append(e.kinds, kind)
 		return nil
 	}
+	// The session advances on a copy: ch.st changes only by the commit
+	// below (Chat.commitLocked), once the new state is on disk.
 	ch.mu.Lock()
-	s := ch.st.senders[peer]
+	s, err := copySenderSession(ch.st.senders[peer])
 	ch.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("client: session state: %w", err)
+	}
 	if s == nil || ch.policy.NeedsRenewal(s, now, e2ee.FingerprintParticipants(sets)) {
 		if s, err = e2ee.NewSenderSession(ch.keys, ch.self.User, conv, sets, now, ch.c.rand); err != nil {
 			return nil, fmt.Errorf("client: new session: %w", err)
@@ -431,11 +437,19 @@ func (ch *Chat) settle(q queued, e *outboxEntry, att *attempt, waitRes func(cont
 	case transient != nil:
 		ch.endAttempt(q.seq, att, rep, fmt.Errorf("%w: %w", ErrNotSent, transient))
 	case rep.Failed != nil:
-		ch.finish(q, StateFailed, rep.Err().Error(), &rep)
+		if err := ch.finish(q, StateFailed, rep.Err().Error(), &rep); err != nil {
+			ch.log.Warn("could not record the end of a send", "err", err)
+		}
 		ch.endAttempt(q.seq, att, rep, rep.Err())
 	default:
-		ch.finish(q, StateSent, "", &rep)
-		ch.endAttempt(q.seq, att, rep, nil)
+		err := ch.finish(q, StateSent, "", &rep)
+		if err != nil {
+			// The relays have it; the outbox still says pending, so it
+			// is sent again (the same envelopes) and ends then.
+			ch.log.Warn("could not record the end of a send", "err", err)
+			err = fmt.Errorf("%w: %w", ErrNotSent, err)
+		}
+		ch.endAttempt(q.seq, att, rep, err)
 	}
 }
 
@@ -460,7 +474,7 @@ func (ch *Chat) endAttempt(seq uint64, att *attempt, rep SendReport, err error) 
 // finish ends outbox entry q in state (with failure) and tells OnStatus.
 // A failed entry ends its conversation's sender session: a device may
 // lack the key bundle, so the next message starts a new one.
-func (ch *Chat) finish(q queued, state MessageState, failure string, rep *SendReport) {
+func (ch *Chat) finish(q queued, state MessageState, failure string, rep *SendReport) error {
 	ch.mu.Lock()
 	err := ch.commitLocked(chatRecord{Done: []doneWire{{Seq: q.seq, Peer: q.peer.Bytes(), State: uint8(state), Failure: failure}}})
 	var m ChatMessage
@@ -474,8 +488,7 @@ func (ch *Chat) finish(q queued, state MessageState, failure string, rep *SendRe
 	}
 	ch.mu.Unlock()
 	if err != nil {
-		ch.log.Warn("could not record the end of a send", "err", err)
-		return
+		return err
 	}
 	if state == StateFailed {
 		ch.dropSession(q.peer)
@@ -486,6 +499,7 @@ func (ch *Chat) finish(q queued, state MessageState, failure string, rep *SendRe
 	if found {
 		ch.notifyStatus(m)
 	}
+	return nil
 }
 
 // report fills a report from the send results; envelopes refused for the
@@ -551,4 +565,18 @@ func (ch *Chat) dropSession(peer ident.UserID) {
 	if err := ch.commitLocked(chatRecord{Senders: []senderStateWire{{Peer: peer.Bytes()}}}); err != nil {
 		ch.log.Warn("could not record the end of a session", "err", err)
 	}
+}
+
+// copySenderSession is a copy of s (nil if s is nil) that can advance
+// without changing s.
+func copySenderSession(s *e2ee.SenderSession) (*e2ee.SenderSession, error) {
+	if s == nil {
+		return nil, nil
+	}
+	b, err := s.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	return e2ee.UnmarshalSenderSession(b)
 }

@@ -260,14 +260,16 @@ func newChatState() *chatState {
 }
 
 // insert adds m to its conversation's history after every message of the
-// same device with a lower Seq, so each device's messages stay in order
-// even when they arrive out of order.
+// same device with a lower or equal Seq, so each device's messages stay
+// in order even when they arrive out of order, and inserting a history's
+// messages in its order gives the same history (two different messages
+// with one Seq, as a restore may keep, stay in the order they came).
 func (s *chatState) insert(m ChatMessage) {
 	h := s.history[m.Peer]
 	at := len(h)
 	for i := len(h) - 1; i >= 0; i-- {
 		if h[i].Device.Equal(m.Device) {
-			if h[i].Seq < m.Seq {
+			if h[i].Seq <= m.Seq {
 				break
 			}
 			at = i
@@ -469,12 +471,76 @@ func decodeOutboxEntry(w outboxWire) (*outboxEntry, error) {
 // chatLog is the open log file.
 type chatLog struct {
 	path string
-	f    *os.File
+	fs   logFS
+	f    logFile
 	key  *e2ee.BackupKey
+	// size is the length of the whole records of the log: the next record
+	// is written there.
 	size int64
 	// base is the size after the last rewrite, or at opening.
 	base int64
+	// compactSize is the size past which the log may be compacted
+	// (ChatCompactSize; tests make it smaller).
+	compactSize int64
+	// torn reports a write that failed: bytes past size may be on disk,
+	// to cut before the next record is written.
+	torn bool
 }
+
+// logFile is an open file of the chat log, as chatLog writes it.
+type logFile interface {
+	WriteAt(b []byte, off int64) (int, error)
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+}
+
+// logFS is what chatLog writes with: the operating system's files
+// (osLogFS), or in tests files that stop at a chosen byte, to check what
+// a crash there leaves on disk.
+type logFS interface {
+	// createTemp creates a new file of mode HomeFileMode in dir, named
+	// from pattern as os.CreateTemp does.
+	createTemp(dir, pattern string) (f logFile, name string, err error)
+	rename(from, to string) error
+	remove(name string) error
+	// syncDir makes the renames and creations in dir durable.
+	syncDir(dir string) error
+}
+
+type osLogFS struct{}
+
+func (osLogFS) createTemp(dir, pattern string) (logFile, string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := f.Chmod(HomeFileMode); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, "", err
+	}
+	return f, f.Name(), nil
+}
+
+func (osLogFS) rename(from, to string) error { return os.Rename(from, to) }
+func (osLogFS) remove(name string) error     { return os.Remove(name) }
+
+func (osLogFS) syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// chatLogTempPattern names the temporary file of a rewrite; one left by a
+// crash is removed when the log is opened.
+const chatLogTempPattern = "." + ChatLogFile + ".tmp-*"
 
 // splitChatLog cuts the log's bytes into records. A record cut short at the
 // end (a write interrupted by a crash, never acknowledged) ends the log:
@@ -540,10 +606,21 @@ func openChatLog(dir string, key *e2ee.BackupKey) (*chatLog, *chatState, error) 
 			return fail(fmt.Errorf("client: chat store: drop a torn record: %w", err))
 		}
 	}
-	if _, err := f.Seek(int64(good), io.SeekStart); err != nil {
-		return fail(fmt.Errorf("client: chat store: %w", err))
+	// A rewrite cut short by a crash leaves its temporary file: the log
+	// is the old one (or the renamed new one), the file is garbage.
+	if stray, err := filepath.Glob(filepath.Join(dir, chatLogTempPattern)); err == nil {
+		for _, name := range stray {
+			os.Remove(name)
+		}
 	}
-	return &chatLog{path: path, f: f, key: key, size: int64(good), base: int64(good)}, st, nil
+	l := &chatLog{path: path, fs: osLogFS{}, f: f, key: key, size: int64(good), base: int64(good), compactSize: ChatCompactSize}
+	if good == 0 {
+		// A new log: its name must survive a crash with the first record.
+		if err := l.fs.syncDir(dir); err != nil {
+			return fail(fmt.Errorf("client: chat store: %w", err))
+		}
+	}
+	return l, st, nil
 }
 
 func openChatRecord(sealed []byte, key *e2ee.BackupKey) ([]byte, error) {
@@ -582,17 +659,28 @@ func sealChatRecord(r chatRecord, key *e2ee.BackupKey) ([]byte, error) {
 	return out, nil
 }
 
-// append writes one record and syncs it: when it returns nil the record
-// survives a crash.
+// append writes one record at the end of the log and syncs it: when it
+// returns nil the record survives a crash. When it fails, the log is as
+// before: bytes of the record that reached the file are cut before the
+// next record is written (and a crash leaves them as a torn last record,
+// which opening drops).
 func (l *chatLog) append(r chatRecord) error {
 	b, err := sealChatRecord(r, l.key)
 	if err != nil {
 		return err
 	}
-	if _, err := l.f.Write(b); err != nil {
+	if l.torn {
+		if err := l.f.Truncate(l.size); err != nil {
+			return fmt.Errorf("client: chat store: cut a failed write: %w", err)
+		}
+		l.torn = false
+	}
+	if _, err := l.f.WriteAt(b, l.size); err != nil {
+		l.torn = true
 		return fmt.Errorf("client: chat store: %w", err)
 	}
 	if err := l.f.Sync(); err != nil {
+		l.torn = true
 		return fmt.Errorf("client: chat store: %w", err)
 	}
 	l.size += int64(len(b))
@@ -603,22 +691,27 @@ func (l *chatLog) append(r chatRecord) error {
 // in records of about rewriteRecordBytes (sealed in parallel), then one
 // record of the session states and the sequence number. Replaying the
 // new log gives st. The new log is written to a temporary file, synced
-// and renamed over the old one, so a crash leaves one or the other.
-func (l *chatLog) rewrite(st *chatState) error {
-	tmp, err := os.CreateTemp(filepath.Dir(l.path), "."+filepath.Base(l.path)+".tmp-*")
+// and renamed over the old one, so a crash leaves one or the other; the
+// file renamed is the log from then on (appends go on in it).
+//
+// replaced reports that the new log took the old one's place, even if
+// err is not nil (the directory could not be synced after the rename);
+// when it is false, the log is as before.
+func (l *chatLog) rewrite(st *chatState) (replaced bool, err error) {
+	dir := filepath.Dir(l.path)
+	tmp, name, err := l.fs.createTemp(dir, chatLogTempPattern)
 	if err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
+		return false, fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	fail := func(err error) error {
-		tmp.Close()
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	if err := tmp.Chmod(HomeFileMode); err != nil {
-		return fail(err)
-	}
+	defer func() {
+		if !replaced {
+			tmp.Close()
+			l.fs.remove(name)
+		}
+	}()
 	// Records are built here, sealed on several cores and written in
-	// order; the session states come last.
+	// order: the history, then the session states and seen marks, then
+	// the sealed outbox.
 	var size int64
 	err = orderedPipeline(pipelineWorkers(), func(emit func(chatRecord) error) error {
 		var rec chatRecord
@@ -643,53 +736,83 @@ func (l *chatLog) rewrite(st *chatState) error {
 		if err != nil {
 			return err
 		}
-		return emit(sessions)
+		if err := emit(sessions); err != nil {
+			return err
+		}
+		// The sealed outbox entries, in records of about
+		// rewriteRecordBytes, in sequence order.
+		rec, n = chatRecord{}, 0
+		for _, q := range st.queue {
+			e, ok := st.outbox[q.seq]
+			if !ok {
+				continue
+			}
+			w, err := encodeOutboxEntry(e)
+			if err != nil {
+				return err
+			}
+			rec.Outbox = append(rec.Outbox, w)
+			for _, b := range w.Envelopes {
+				n += len(b)
+			}
+			if n >= rewriteRecordBytes {
+				if err := emit(rec); err != nil {
+					return err
+				}
+				rec, n = chatRecord{}, 0
+			}
+		}
+		if len(rec.Outbox) > 0 {
+			return emit(rec)
+		}
+		return nil
 	}, func(r chatRecord) ([]byte, error) {
 		return sealChatRecord(r, l.key)
 	}, func(b []byte) error {
+		if _, err := tmp.WriteAt(b, size); err != nil {
+			return err
+		}
 		size += int64(len(b))
-		_, err := tmp.Write(b)
-		return err
+		return nil
 	})
 	if err != nil {
-		return fail(err)
+		return false, fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fail(err)
+		return false, fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), l.path); err != nil {
-		return fmt.Errorf("client: chat store: rewrite: %w", err)
-	}
-	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND, HomeFileMode)
-	if err != nil {
-		return fmt.Errorf("client: chat store: %w", err)
-	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return fmt.Errorf("client: chat store: %w", err)
+	if err := l.fs.rename(name, l.path); err != nil {
+		return false, fmt.Errorf("client: chat store: rewrite: %w", err)
 	}
 	l.f.Close()
-	l.f, l.size, l.base = f, size, size
-	return nil
+	l.f, l.size, l.base, l.torn = tmp, size, size, false
+	if err := l.fs.syncDir(dir); err != nil {
+		return true, fmt.Errorf("client: chat store: rewrite: %w", err)
+	}
+	return true, nil
 }
 
 // needsCompaction reports whether the log has grown enough to be
 // compacted (ChatCompactSize, ChatCompactGrowth).
 func (l *chatLog) needsCompaction() bool {
-	return l.size > max(ChatCompactSize, ChatCompactGrowth*l.base)
+	return l.size > max(l.compactSize, ChatCompactGrowth*l.base)
 }
 
 // compact writes the log afresh from st (rewrite): one record per
 // rewriteRecordBytes of history, then the session states, so a history of
 // any size compacts.
-func (l *chatLog) compact(st *chatState) error { return l.rewrite(st) }
+func (l *chatLog) compact(st *chatState) error {
+	_, err := l.rewrite(st)
+	return err
+}
 
-// snapshotSessions is a record of st's session states and sequence number.
+// snapshotSessions is a record of st's session states, sequence number
+// and seen marks.
 func (s *chatState) snapshotSessions() (chatRecord, error) {
 	r := chatRecord{Seq: s.seq}
+	for peer, l := range s.seen {
+		r.Seen = append(r.Seen, seenWire{Peer: peer.Bytes(), Local: l})
+	}
 	for peer, ss := range s.senders {
 		b, err := ss.MarshalBinary()
 		if err != nil {
