@@ -60,7 +60,7 @@ func running(t *testing.T, c *Client, pass []byte) (*Chat, *inbox, func()) {
 		t.Fatal(err)
 	}
 	in := newInbox(ch)
-	ch.SetLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ch.SetLogger(slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); ch.Run(ctx) }()

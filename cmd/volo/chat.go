@@ -441,7 +441,14 @@ func (s *chatSession) run(ctx context.Context) error {
 		case !ev.Connected && errors.Is(ev.Err, client.ErrSuperseded):
 			s.say("Another session of this device took over the connection; this one stops.")
 		case !ev.Connected:
-			s.say("Not connected to %s (%v); retrying. Lines you type are kept and sent when it is back (pick another node with --node or $%s).", ev.Node, ev.Err, EnvNode)
+			why := ev.Err.Error()
+			switch {
+			case errors.Is(ev.Err, client.ErrNodeUnreachable):
+				why = "it cannot be reached"
+			case errors.Is(ev.Err, client.ErrConnClosed):
+				why = "the connection dropped"
+			}
+			s.say("Not connected to %s (%s); retrying. Lines you type are kept and sent when it is back (pick another node with --node or $%s).", ev.Node, why, EnvNode)
 		}
 		s.signal()
 	})
