@@ -228,21 +228,17 @@ func (ch *Chat) OnConnection(f func(ConnEvent)) {
 	ch.onConnEvts = append(ch.onConnEvts, f)
 }
 
-func (ch *Chat) notifyConn(ev ConnEvent) {
-	ch.connMu.Lock()
-	fs := slices.Clone(ch.onConnEvts)
-	ch.connMu.Unlock()
-	for _, f := range fs {
-		f(ev)
-	}
-}
+func (ch *Chat) notifyConn(ev ConnEvent) { callAll(ch, &ch.onConnEvts, ev) }
 
-func (ch *Chat) notifyStatus(m ChatMessage) {
+func (ch *Chat) notifyStatus(m ChatMessage) { callAll(ch, &ch.onStatus, m) }
+
+// callAll calls every function of *list (guarded by ch.connMu) with v.
+func callAll[T any](ch *Chat, list *[]func(T), v T) {
 	ch.connMu.Lock()
-	fs := slices.Clone(ch.onStatus)
+	fs := slices.Clone(*list)
 	ch.connMu.Unlock()
 	for _, f := range fs {
-		f(m)
+		f(v)
 	}
 }
 
