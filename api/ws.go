@@ -173,10 +173,16 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
 		conn.Close(closeUnauthenticated, "unauthenticated")
 		return
 	}
+	// The session is the device's one session before the device hears
+	// it is ready: a newer connection always supersedes an older one.
 	if old := s.sessions.add(sess); old != nil {
 		old.close(closeSuperseded, "superseded by a new connection of this device")
 	}
 	defer s.sessions.remove(sess)
+	if err := s.wsWrite(ctx, conn, wire.Frame{Type: wire.FrameReady}); err != nil {
+		sess.close(websocket.StatusInternalError, "write failed")
+		return
+	}
 	s.log.Debug("device connected", "device", sess.device.String(), "remote", r.RemoteAddr)
 
 	var wg sync.WaitGroup
@@ -232,9 +238,6 @@ func (s *Server) wsAuthenticate(ctx context.Context, conn *websocket.Conn) (*wsS
 	}
 	if err := pub.Signing.Verify(wire.DomainWSAuth, wire.WSAuthMessage(nonce, peerID, *f.User, *f.Device), f.Sig); err != nil {
 		return nil, fmt.Errorf("challenge signature: %w", err)
-	}
-	if err := s.wsWrite(ctx, conn, wire.Frame{Type: wire.FrameReady}); err != nil {
-		return nil, err
 	}
 	return &wsSession{conn: conn, device: *f.Device, public: pub, out: make(chan wire.Frame, wsOutQueue)}, nil
 }

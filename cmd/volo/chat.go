@@ -86,7 +86,12 @@ func explainSend(err error) error {
 	case errors.Is(err, client.ErrTextTooLarge):
 		return fmt.Errorf("%w (send long text with --file; attachments are not supported yet)", err)
 	case errors.Is(err, client.ErrNotSent):
-		return fmt.Errorf("not sent yet: %w; it is kept in this device's outbox and sent the next time \"volo chat\", \"volo inbox\" or \"volo send\" reaches the node", errors.Unwrap(err))
+		cause := strings.TrimPrefix(err.Error(), client.ErrNotSent.Error()+": ")
+		var nu *client.NodeUnreachableError
+		if errors.As(err, &nu) {
+			cause = explain(nu)
+		}
+		return &hint{msg: fmt.Sprintf("not sent yet: %s; the message is kept in this device's outbox and sent the next time \"volo chat\", \"volo inbox\" or \"volo send\" reaches the node (do not send it again)", cause), err: err}
 	case errors.Is(err, wire.ErrMailboxFull):
 		return fmt.Errorf("the recipient's mailbox is full: they must come online and read it first (%w)", err)
 	case errors.Is(err, client.ErrNoQuorum):

@@ -32,7 +32,7 @@ func TestCLISendInbox(t *testing.T) {
 	b.waitOutput("A's chain on node 1", func(s string) bool { return strings.Contains(s, "verified") }, "lookup", userA)
 
 	const text = "hello from the command line"
-	if out, err = a.run(t.Context(), "send", userB, text); err != nil || !strings.Contains(out, "Sent to 1 devices") {
+	if out, err = a.run(t.Context(), "send", userB, text); err != nil || !strings.Contains(out, "Sent to 1 device.") {
 		t.Fatalf("send: %v\n%s", err, out)
 	}
 	if out, err = a.run(t.Context(), "send", "nobody", text); err == nil || !strings.Contains(err.Error(), "not a user ID") {

@@ -121,8 +121,8 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	walk(root)
 	// volo, register, link, show, join, devices, revoke, lookup, whoami, version,
 	// send, chat, inbox, history, backup, status, restore.
-	if seen != 17 {
-		t.Errorf("%d commands, want 17", seen)
+	if seen != 18 {
+		t.Errorf("%d commands, want 18", seen)
 	}
 	c := newCLI(t, t.TempDir(), nil)
 	out, err := c.run(t.Context(), "link", "join", "--help")
