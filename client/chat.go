@@ -34,6 +34,11 @@ const (
 	RetryInterval = 30 * time.Second
 	// MaxReceipts bounds the messages one delivery receipt names.
 	MaxReceipts = 1024
+	// ReceiptDelay is how long Run waits after receiving messages before
+	// it sends their delivery receipts (sooner if it sends anything else),
+	// so that a busy conversation costs a receipt per ReceiptDelay, not
+	// one per delivery.
+	ReceiptDelay = 500 * time.Millisecond
 )
 
 // Errors of a chat.
@@ -139,7 +144,9 @@ type Chat struct {
 
 	sendMu sync.Mutex // one flush at a time: sessions advance in order
 	kick   chan struct{}
-	lock   *homeLock
+	// receiptKick tells Run's flush loop that receipts wait.
+	receiptKick chan struct{}
+	lock        *homeLock
 
 	connMu     sync.Mutex
 	conn       *Conn
@@ -182,16 +189,17 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 	}
 	return &Chat{
 		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(),
-		log:      slog.New(slog.DiscardHandler),
-		st:       state,
-		store:    store,
-		chains:   map[ident.UserID]cachedChain{},
-		attempts: map[uint64]*attempt{},
-		ended:    map[uint64]*attempt{},
-		receipts: map[ident.UserID][]receiptWire{},
-		kick:     make(chan struct{}, 1),
-		lock:     lock,
-		connCh:   make(chan struct{}),
+		log:         slog.New(slog.DiscardHandler),
+		st:          state,
+		store:       store,
+		chains:      map[ident.UserID]cachedChain{},
+		attempts:    map[uint64]*attempt{},
+		ended:       map[uint64]*attempt{},
+		receipts:    map[ident.UserID][]receiptWire{},
+		kick:        make(chan struct{}, 1),
+		receiptKick: make(chan struct{}, 1),
+		lock:        lock,
+		connCh:      make(chan struct{}),
 	}, nil
 }
 

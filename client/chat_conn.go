@@ -172,10 +172,11 @@ func (ch *Chat) Run(ctx context.Context) error {
 	}
 }
 
-// flushLoop sends the outbox over conn now, whenever Queue or a receipt
-// adds to it, and every RetryInterval while entries are left, until ctx
-// ends or conn drops.
+// flushLoop sends the outbox over conn now, whenever Queue adds to it,
+// ReceiptDelay after received messages ask for a receipt, and every
+// RetryInterval while entries are left, until ctx ends or conn drops.
 func (ch *Chat) flushLoop(ctx context.Context, conn *Conn) {
+	var receipt <-chan time.Time // armed while receipts wait
 	for {
 		ch.sendMu.Lock()
 		err := ch.flushLocked(ctx, conn, nil)
@@ -183,6 +184,7 @@ func (ch *Chat) flushLoop(ctx context.Context, conn *Conn) {
 		if err != nil && ctx.Err() == nil {
 			ch.log.Info("outbox not sent", "err", err)
 		}
+		receipt = nil
 		ch.mu.Lock()
 		left := len(ch.st.queue) > 0 || len(ch.receipts) > 0
 		ch.mu.Unlock()
@@ -190,12 +192,20 @@ func (ch *Chat) flushLoop(ctx context.Context, conn *Conn) {
 		if left {
 			retry = time.After(RetryInterval)
 		}
+	wait:
 		select {
 		case <-ctx.Done():
 			return
 		case <-conn.Done():
 			return
 		case <-ch.kick:
+		case <-ch.receiptKick:
+			// Receipts wait a little, so that one confirms many messages.
+			if receipt == nil {
+				receipt = time.After(ReceiptDelay)
+			}
+			goto wait
+		case <-receipt:
 		case <-retry:
 		}
 	}
@@ -256,6 +266,22 @@ func (ch *Chat) waitSends(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// Flush sends now what waits (the outbox, and the delivery receipts Run
+// holds back for ReceiptDelay) over the live connection, and waits until
+// nothing is in flight or ctx ends. Call it before ending Run, so that
+// the receipts of the last messages received go out.
+func (ch *Chat) Flush(ctx context.Context) error {
+	conn := ch.liveConn()
+	if conn == nil {
+		return errNoConn
+	}
+	ch.sendMu.Lock()
+	err := ch.flushLocked(ctx, conn, nil)
+	ch.sendMu.Unlock()
+	ch.waitSends(ctx)
+	return err
 }
 
 // WaitSent waits until the outbox has nothing in flight (the sends written

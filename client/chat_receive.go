@@ -137,7 +137,10 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	}
 	ch.mu.Unlock()
 	if len(fresh) > 0 {
-		ch.wake()
+		select {
+		case ch.receiptKick <- struct{}{}:
+		default:
+		}
 	}
 	if len(acks) > 0 {
 		if err := conn.Ack(ctx, acks); err != nil {
@@ -209,11 +212,12 @@ func (b *batchSessions) lookup(k receiverKey) (*e2ee.ReceiverSession, error) {
 }
 
 // commitLocked is the one way a change reaches the chat state: it appends
-// rec to the log (synced), applies it to ch.st with chatState.apply, as
-// replaying the log does, and only then compacts a log that has grown
-// enough (chatLog.needsCompaction), so the compacted log holds rec too.
-// ch.st is thus always what a replay of the log gives. When it returns
-// nil, rec survives a crash and ch.st holds it; when it fails, neither
+// rec to the log (synced to disk if rec.durable), applies it to ch.st with
+// chatState.apply, as replaying the log does, and only then compacts a
+// log that has grown enough (chatLog.needsCompaction), so the compacted
+// log holds rec too. ch.st is thus always what a replay of the log gives.
+// When it returns nil, rec survives the process dying (and, if durable,
+// the machine losing power) and ch.st holds it; when it fails, neither
 // the log nor ch.st changed. A compaction that fails leaves the log whole
 // (rec in it) and is tried again at the next commit. ch.mu is held.
 func (ch *Chat) commitLocked(rec chatRecord) error {
@@ -222,7 +226,11 @@ func (ch *Chat) commitLocked(rec chatRecord) error {
 	if err := newChatState().apply(rec); err != nil {
 		return fmt.Errorf("client: chat store: record does not apply: %w", err)
 	}
-	if err := ch.store.append(rec); err != nil {
+	write := ch.store.appendLazy
+	if rec.durable() {
+		write = ch.store.append
+	}
+	if err := write(rec); err != nil {
 		return err
 	}
 	if err := ch.st.apply(rec); err != nil {

@@ -76,6 +76,31 @@ func (ch *Chat) Send(ctx context.Context, peer ident.UserID, text string) (SendR
 // results. Messages of successive calls reach the relays in call order,
 // after anything older in the outbox.
 func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (wait func(context.Context) (SendReport, error), rep SendReport, err error) {
+	if err := checkText(text); err != nil {
+		return nil, rep, err
+	}
+	if conn := ch.liveConn(); conn != nil {
+		att, m, stored, err := ch.sendNow(ctx, conn, peer, text)
+		rep.Message = m
+		switch {
+		case err != nil && (stored || permanent(err)):
+			return nil, rep, err
+		case err == nil && att == nil:
+			return func(context.Context) (SendReport, error) { return rep, nil }, rep, nil // no device to send to
+		case err == nil:
+			return func(ctx context.Context) (SendReport, error) {
+				select {
+				case <-att.done:
+				case <-ctx.Done():
+					rep.Message = ch.message(m)
+					return rep, fmt.Errorf("%w: %w", ErrNotSent, ctx.Err())
+				}
+				return att.rep, att.err
+			}, rep, nil
+		}
+		// Not sealed (a chain not fetched, the connection gone): queued
+		// below, to be sealed and sent later.
+	}
 	m, err := ch.queue(peer, text)
 	if err != nil {
 		return nil, rep, err
@@ -117,6 +142,34 @@ func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (
 	}, rep, nil
 }
 
+// sendNow seals a new message and writes it to conn at once, after what
+// the outbox holds, with one synced record for the message and its
+// envelopes. It returns the attempt (nil if no device is to get it), the
+// message and whether it is stored; an error with nothing stored (and not
+// permanent) leaves the caller to queue the message instead.
+func (ch *Chat) sendNow(ctx context.Context, conn *Conn, peer ident.UserID, text string) (att *attempt, m ChatMessage, stored bool, err error) {
+	ch.sendMu.Lock()
+	defer ch.sendMu.Unlock()
+	if err := ch.flushLocked(ctx, conn, nil); err != nil {
+		return nil, ChatMessage{}, false, err
+	}
+	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
+	m = ChatMessage{Peer: peer, From: ch.self.User, Device: ch.self.Device, Sent: now, Received: now, Text: text, Outgoing: true}
+	e, seq, err := ch.seal(ctx, sealing{peer: peer, fresh: true, payload: chatPayload{To: peer.Bytes(), Sent: now.UnixMilli(), Text: text}, msg: &m})
+	if err != nil {
+		return nil, ChatMessage{}, false, err
+	}
+	m.Seq = seq
+	if e == nil {
+		return nil, m, true, nil
+	}
+	if att, err = ch.startLocked(ctx, conn, queued{peer: peer, seq: seq}, e); err != nil {
+		// Stored with its envelopes: the next flush sends them.
+		return nil, m, true, fmt.Errorf("%w: %w", ErrNotSent, err)
+	}
+	return att, m, true, nil
+}
+
 // Queue puts a message to peer in history as pending and returns it; Run
 // (or the next Send or Fetch) sends it. Text that is empty (white space
 // only) or longer than MaxTextSize is refused.
@@ -128,15 +181,22 @@ func (ch *Chat) Queue(peer ident.UserID, text string) (ChatMessage, error) {
 	return m, err
 }
 
+// checkText refuses what no message may hold.
+func checkText(text string) error {
+	switch {
+	case strings.TrimSpace(text) == "":
+		return ErrEmptyText
+	case len(text) > MaxTextSize:
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTextTooLarge, len(text), MaxTextSize)
+	case !utf8.ValidString(text):
+		return ErrNotUTF8
+	}
+	return nil
+}
+
 func (ch *Chat) queue(peer ident.UserID, text string) (ChatMessage, error) {
-	if strings.TrimSpace(text) == "" {
-		return ChatMessage{}, ErrEmptyText
-	}
-	if len(text) > MaxTextSize {
-		return ChatMessage{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTextTooLarge, len(text), MaxTextSize)
-	}
-	if !utf8.ValidString(text) {
-		return ChatMessage{}, ErrNotUTF8
+	if err := checkText(text); err != nil {
+		return ChatMessage{}, err
 	}
 	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
 	ch.mu.Lock()
@@ -246,21 +306,31 @@ func (ch *Chat) flushLocked(ctx context.Context, conn *Conn, started func(seq ui
 		if conn == nil {
 			return errNoConn
 		}
-		att := &attempt{done: make(chan struct{})}
-		ch.mu.Lock()
-		ch.attempts[q.seq] = att
-		ch.mu.Unlock()
-		waitRes, err := conn.SendAsync(ctx, e.envs)
+		att, err := ch.startLocked(ctx, conn, q, e)
 		if err != nil {
-			ch.endAttempt(q.seq, att, SendReport{}, fmt.Errorf("%w: %w", ErrNotSent, err))
 			return err
 		}
 		if started != nil {
 			started(q.seq, att)
 		}
-		go ch.settle(q, e, att, waitRes, conn)
 	}
 	return nil
+}
+
+// startLocked writes entry e (queued as q) to conn and settles it in the
+// background. ch.sendMu is held.
+func (ch *Chat) startLocked(ctx context.Context, conn *Conn, q queued, e *outboxEntry) (*attempt, error) {
+	att := &attempt{done: make(chan struct{})}
+	ch.mu.Lock()
+	ch.attempts[q.seq] = att
+	ch.mu.Unlock()
+	waitRes, err := conn.SendAsync(ctx, e.envs)
+	if err != nil {
+		ch.endAttempt(q.seq, att, SendReport{}, fmt.Errorf("%w: %w", ErrNotSent, err))
+		return nil, err
+	}
+	go ch.settle(q, e, att, waitRes, conn)
+	return att, nil
 }
 
 // permanent reports an error that sending again cannot cure.
@@ -280,7 +350,7 @@ func (ch *Chat) sealLocked(ctx context.Context, q queued) (*outboxEntry, error) 
 	if !ok {
 		return nil, fmt.Errorf("client: outbox: message %d to %s is not pending", q.seq, q.peer)
 	}
-	e, err := ch.seal(ctx, q.peer, q.seq, chatPayload{To: q.peer.Bytes(), Seq: q.seq, Sent: m.Sent.UnixMilli(), Text: m.Text}, false)
+	e, _, err := ch.seal(ctx, sealing{peer: q.peer, seq: q.seq, payload: chatPayload{To: q.peer.Bytes(), Sent: m.Sent.UnixMilli(), Text: m.Text}})
 	if err != nil || e != nil {
 		return e, err
 	}
@@ -299,18 +369,8 @@ func (ch *Chat) sealReceiptsLocked(ctx context.Context) error {
 	for peer, refs := range rs {
 		for len(refs) > 0 && firstErr == nil {
 			n := min(len(refs), MaxReceipts)
-			// The receipt's sequence number is taken (on disk) at once:
-			// Queue may number a message meanwhile.
-			ch.mu.Lock()
-			seq := ch.st.seq
-			err := ch.commitLocked(chatRecord{Seq: seq + 1})
-			ch.mu.Unlock()
-			if err != nil {
-				firstErr = err
-				break
-			}
-			p := chatPayload{To: peer.Bytes(), Seq: seq, Sent: time.Now().UnixMilli(), Receipts: refs[:n]}
-			if _, err := ch.seal(ctx, peer, seq, p, true); err != nil {
+			p := chatPayload{To: peer.Bytes(), Sent: time.Now().UnixMilli(), Receipts: refs[:n]}
+			if _, _, err := ch.seal(ctx, sealing{peer: peer, fresh: true, payload: p, receipt: true}); err != nil {
 				if permanent(err) {
 					ch.log.Info("dropped a delivery receipt", "peer", peer.String(), "err", err)
 					refs = nil
@@ -330,30 +390,68 @@ func (ch *Chat) sealReceiptsLocked(ctx context.Context) error {
 	return firstErr
 }
 
-// seal encrypts payload p in the conversation with peer for its recipient
-// devices and commits the envelopes as outbox entry seq with the sender
-// session they advance (and, for a receipt, the sequence number it takes).
-// With no recipient device it commits nothing and returns nil.
-func (ch *Chat) seal(ctx context.Context, peer ident.UserID, seq uint64, p chatPayload, receipt bool) (*outboxEntry, error) {
+// sealing is what seal seals: a payload of the conversation with peer.
+// A queued message has its seq; with fresh set, seal takes the device's
+// next sequence number for it (a receipt, or a new message given as msg,
+// which enters history with the envelopes).
+type sealing struct {
+	peer    ident.UserID
+	seq     uint64
+	fresh   bool
+	payload chatPayload
+	msg     *ChatMessage
+	receipt bool
+}
+
+// seal encrypts a payload for every device of its peer and this user's
+// other devices and commits, in one synced record, the envelopes as an
+// outbox entry with the sender session they advance (and what fresh
+// takes: the sequence number, the new message as pending). The sequence
+// number, the session and the record are taken under ch.mu, so nothing
+// else numbers or seals in between. With no recipient device it commits
+// only a fresh message (as sent) and returns a nil entry. It returns the
+// sequence number used.
+func (ch *Chat) seal(ctx context.Context, j sealing) (*outboxEntry, uint64, error) {
 	own, err := ch.chain(ctx, ch.self.User, ChainMaxAge)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	sets := []ident.DeviceSet{own}
-	if !peer.Equal(ch.self.User) {
-		ps, err := ch.chain(ctx, peer, ChainMaxAge)
+	if !j.peer.Equal(ch.self.User) {
+		ps, err := ch.chain(ctx, j.peer, ChainMaxAge)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		sets = append(sets, ps)
 	}
 	recipients := e2ee.RecipientDevices(ch.self.Device, sets)
-	if len(recipients) == 0 {
-		return nil, nil
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	seq := j.seq
+	if j.fresh {
+		seq = ch.st.seq
 	}
-	conv := e2ee.DirectConversationID(ch.self.User, peer)
+	var rec chatRecord
+	if j.fresh {
+		rec.Seq = seq + 1
+	}
+	if j.msg != nil {
+		j.msg.Seq, j.msg.Local, j.msg.State = seq, ch.st.local+1, StatePending
+		if len(recipients) == 0 {
+			j.msg.State = StateSent
+		}
+		rec.History = []chatMessageWire{encodeChatMessage(*j.msg)}
+	}
+	if len(recipients) == 0 {
+		if j.fresh {
+			return nil, seq, ch.commitLocked(rec)
+		}
+		return nil, seq, nil
+	}
+	j.payload.Seq = seq
+	conv := e2ee.DirectConversationID(ch.self.User, j.peer)
 	now := time.Now()
-	e := &outboxEntry{peer: peer, seq: seq, receipt: receipt}
+	e := &outboxEntry{peer: j.peer, seq: seq, receipt: j.receipt}
 	add := func(d ident.DevicePublic, kind e2ee.EnvelopeKind, body []byte) error {
 		ct, err := e2ee.SealEnvelope(d, kind, ch.self.User, body)
 		if err != nil {
@@ -365,59 +463,55 @@ func (ch *Chat) seal(ctx context.Context, peer ident.UserID, seq uint64, p chatP
 	}
 	// The session advances on a copy: ch.st changes only by the commit
 	// below (Chat.commitLocked), once the new state is on disk.
-	ch.mu.Lock()
-	s, err := copySenderSession(ch.st.senders[peer])
-	ch.mu.Unlock()
+	s, err := copySenderSession(ch.st.senders[j.peer])
 	if err != nil {
-		return nil, fmt.Errorf("client: session state: %w", err)
+		return nil, 0, fmt.Errorf("client: session state: %w", err)
 	}
 	if s == nil || ch.policy.NeedsRenewal(s, now, e2ee.FingerprintParticipants(sets)) {
 		if s, err = e2ee.NewSenderSession(ch.keys, ch.self.User, conv, sets, now, ch.c.rand); err != nil {
-			return nil, fmt.Errorf("client: new session: %w", err)
+			return nil, 0, fmt.Errorf("client: new session: %w", err)
 		}
 		b, err := e2ee.NewKeyBundle(s, ch.keys, sets)
 		if err != nil {
-			return nil, fmt.Errorf("client: key bundle: %w", err)
+			return nil, 0, fmt.Errorf("client: key bundle: %w", err)
 		}
 		enc := b.Encode()
 		for _, d := range recipients {
 			if err := add(d, e2ee.EnvelopeKeyBundle, enc); err != nil {
-				return nil, fmt.Errorf("client: seal key bundle: %w", err)
+				return nil, 0, fmt.Errorf("client: seal key bundle: %w", err)
 			}
 		}
 	}
-	pt, err := storeEnc.Marshal(p)
+	pt, err := storeEnc.Marshal(j.payload)
 	if err != nil {
-		return nil, fmt.Errorf("client: encode message: %w", err)
+		return nil, 0, fmt.Errorf("client: encode message: %w", err)
 	}
 	msg, err := s.Encrypt(ch.keys.Signing, pt)
 	clear(pt)
 	if err != nil {
-		return nil, fmt.Errorf("client: encrypt: %w", err)
+		return nil, 0, fmt.Errorf("client: encrypt: %w", err)
 	}
 	for _, d := range recipients {
 		if err := add(d, e2ee.EnvelopeMessage, msg); err != nil {
-			return nil, fmt.Errorf("client: seal message: %w", err)
+			return nil, 0, fmt.Errorf("client: seal message: %w", err)
 		}
 	}
 	state, err := s.MarshalBinary()
 	if err != nil {
-		return nil, fmt.Errorf("client: session state: %w", err)
+		return nil, 0, fmt.Errorf("client: session state: %w", err)
 	}
 	ow, err := encodeOutboxEntry(e)
 	if err != nil {
-		return nil, fmt.Errorf("client: outbox: %w", err)
+		return nil, 0, fmt.Errorf("client: outbox: %w", err)
 	}
-	rec := chatRecord{Senders: []senderStateWire{{Peer: peer.Bytes(), State: state}}, Outbox: []outboxWire{ow}}
-	ch.mu.Lock()
+	rec.Senders = []senderStateWire{{Peer: j.peer.Bytes(), State: state}}
+	rec.Outbox = []outboxWire{ow}
 	// The session's new chain key is on disk before any message of it
 	// leaves: a crash cannot make the device use a message key twice.
-	err = ch.commitLocked(rec)
-	ch.mu.Unlock()
-	if err != nil {
-		return nil, err
+	if err := ch.commitLocked(rec); err != nil {
+		return nil, 0, err
 	}
-	return e, nil
+	return e, seq, nil
 }
 
 // settle waits for the node's answer to an entry's send and ends the entry

@@ -664,7 +664,15 @@ func sealChatRecord(r chatRecord, key *e2ee.BackupKey) ([]byte, error) {
 // before: bytes of the record that reached the file are cut before the
 // next record is written (and a crash leaves them as a torn last record,
 // which opening drops).
-func (l *chatLog) append(r chatRecord) error {
+func (l *chatLog) append(r chatRecord) error { return l.write(r, true) }
+
+// appendLazy writes one record without waiting for the disk: the next
+// synced append (or rewrite) makes it durable with itself. For records
+// whose loss in a crash costs nothing but a repeat (the end of a send,
+// which is then sent again; a delivery mark; a seen mark).
+func (l *chatLog) appendLazy(r chatRecord) error { return l.write(r, false) }
+
+func (l *chatLog) write(r chatRecord, sync bool) error {
 	b, err := sealChatRecord(r, l.key)
 	if err != nil {
 		return err
@@ -679,12 +687,22 @@ func (l *chatLog) append(r chatRecord) error {
 		l.torn = true
 		return fmt.Errorf("client: chat store: %w", err)
 	}
-	if err := l.f.Sync(); err != nil {
-		l.torn = true
-		return fmt.Errorf("client: chat store: %w", err)
+	if sync {
+		if err := l.f.Sync(); err != nil {
+			l.torn = true
+			return fmt.Errorf("client: chat store: %w", err)
+		}
 	}
 	l.size += int64(len(b))
 	return nil
+}
+
+// durable reports whether r must be on disk before its change takes
+// effect: it holds messages, sealed envelopes or sender sessions (a
+// message key must never be used twice). Anything else may be lost in a
+// crash at no cost but a repeat.
+func (r chatRecord) durable() bool {
+	return len(r.History) > 0 || len(r.Outbox) > 0 || len(r.Senders) > 0
 }
 
 // rewrite replaces the log with records holding all of st: its history

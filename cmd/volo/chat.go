@@ -579,7 +579,10 @@ func (s *chatSession) drain(ctx context.Context, runErr chan error) {
 		connected := s.connected
 		s.mu.Unlock()
 		if pending == 0 {
-			s.ch.WaitSent(ctx)
+			// The receipts of what came last go out too.
+			if err := s.ch.Flush(ctx); err != nil && connected {
+				s.say("could not send everything: %v", err)
+			}
 			return
 		}
 		if !connected {
