@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -245,6 +246,15 @@ func FuzzChatRecord(f *testing.F) {
 	_, _, msg := storeFixture(f)
 	good, _ := storeEnc.Marshal(chatRecord{History: []chatMessageWire{encodeChatMessage(msg(1, "x"))}, Seq: 2})
 	f.Add(good)
+	m := msg(2, "y")
+	m.Outgoing, m.State, m.Local = true, StatePending, 5
+	env := wire.Envelope{To: m.Device, ID: wire.NewEnvelopeID(), Time: testTime, TTL: wire.DefaultTTL, Ciphertext: []byte("c")}
+	ow, _ := encodeOutboxEntry(&outboxEntry{peer: m.Peer, seq: 2, envs: []wire.Envelope{env}, kinds: []e2ee.EnvelopeKind{e2ee.EnvelopeMessage}})
+	states, _ := storeEnc.Marshal(chatRecord{History: []chatMessageWire{encodeChatMessage(m)}, Outbox: []outboxWire{ow},
+		Done:      []doneWire{{Seq: 2, Peer: m.Peer.Bytes(), State: uint8(StateSent)}},
+		Delivered: []msgRefWire{{Peer: m.Peer.Bytes(), Device: m.Device.Bytes(), Seq: 2}},
+		Seen:      []seenWire{{Peer: m.Peer.Bytes(), Local: 5}}})
+	f.Add(states)
 	f.Add([]byte{0xa0})
 	f.Add([]byte{0xa1, 0x03, 0x81, 0x40})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -273,16 +283,25 @@ func FuzzChatRecord(f *testing.F) {
 // bounded text, or errs.
 func FuzzChatPayload(f *testing.F) {
 	_, _, msg := storeFixture(f)
-	good, _ := storeEnc.Marshal(chatPayload{To: msg(0, "").Peer.Bytes(), Seq: 7, Sent: time.Now().UnixMilli(), Text: "hi"})
+	m := msg(0, "")
+	good, _ := storeEnc.Marshal(chatPayload{To: m.Peer.Bytes(), Seq: 7, Sent: time.Now().UnixMilli(), Text: "hi"})
 	f.Add(good)
+	receipt, _ := storeEnc.Marshal(chatPayload{To: m.Peer.Bytes(), Seq: 8, Sent: time.Now().UnixMilli(),
+		Receipts: []receiptWire{{Device: m.Device.Bytes(), Seq: 3}, {Device: m.Device.Bytes(), Seq: 4}}})
+	f.Add(receipt)
 	f.Add([]byte{0xa0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, to, err := decodeChatPayload(data)
 		if err != nil {
 			return
 		}
-		if to.IsZero() || len(p.Text) > MaxTextSize {
+		if to.IsZero() || len(p.Text) > MaxTextSize || len(p.Receipts) > MaxReceipts || (len(p.Receipts) > 0 && p.Text != "") {
 			t.Fatalf("accepted %+v", p)
+		}
+		for _, r := range p.Receipts {
+			if _, err := ident.DeviceIDFromBytes(r.Device); err != nil {
+				t.Fatalf("accepted a receipt of device %x", r.Device)
+			}
 		}
 	})
 }
