@@ -73,7 +73,11 @@ func (r *runner) openChat() (*client.Chat, error) {
 	}
 	ch, err := c.OpenChat(pass)
 	if errors.Is(err, client.ErrChatInUse) {
-		return nil, fmt.Errorf("%w: another volo command (chat, inbox, send...) has this device's history open; use that one, or end it first", err)
+		who := "another volo command"
+		if _, pid, ok := strings.Cut(err.Error(), "(process "); ok {
+			who += " (process " + pid
+		}
+		return nil, &hint{msg: who + " has this device's history open (chat, inbox, send...): use that one, or end it first", err: err}
 	}
 	return ch, err
 }
