@@ -80,6 +80,13 @@ type Server struct {
 	// gone) gives up instead of holding the node's stop.
 	drain       context.Context
 	cancelDrain context.CancelFunc
+	// inflight counts the requests being served, by route, for the error
+	// of a shutdown that times out.
+	inflight inflightCounter
+	// fresh holds the connections that have not sent a request yet.
+	fresh freshConns
+	// stopped is set by the first Stop.
+	stopped bool
 
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -158,6 +165,11 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	// Shutdown waits for requests in flight: long polls and WebSocket
 	// sessions are told to end as soon as it begins, not when it times out.
 	s.srv.RegisterOnShutdown(s.cancel)
+	// It also waits, up to 5 s, for connections that never sent a request
+	// (an HTTP client dials ahead and keeps the spare connection): those
+	// are closed at once instead.
+	s.srv.ConnState = s.fresh.track
+	s.srv.RegisterOnShutdown(s.fresh.closeAll)
 	return s, nil
 }
 
@@ -187,6 +199,8 @@ func (s *Server) routes(mux *http.ServeMux, path string, hs map[string]http.Hand
 	sort.Strings(allow)
 	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		s.inflight.Add(path, 1)
+		defer s.inflight.Add(path, -1)
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		defer context.AfterFunc(s.drain, cancel)()
@@ -224,9 +238,10 @@ func (s *Server) Start(context.Context) error {
 // Stop stops accepting requests and waits, up to the shutdown timeout, for
 // those in flight.
 func (s *Server) Stop() error {
-	if s.ln == nil {
-		return nil
+	if s.ln == nil || s.stopped {
+		return nil // not started, or stopped already
 	}
+	s.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout.Std())
 	defer cancel()
 	drainTimer := time.AfterFunc(s.cfg.ShutdownTimeout.Std()/2, s.cancelDrain)
@@ -239,9 +254,70 @@ func (s *Server) Stop() error {
 		err = errors.Join(err, serveErr)
 	}
 	if err != nil {
+		if busy := s.inflight.String(); busy != "" {
+			return fmt.Errorf("api: shutdown: %w (requests still in flight: %s)", err, busy)
+		}
 		return fmt.Errorf("api: shutdown: %w", err)
 	}
 	return nil
+}
+
+// freshConns tracks the connections in http.StateNew.
+type freshConns struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		if f.m == nil {
+			f.m = map[net.Conn]struct{}{}
+		}
+		f.m[c] = struct{}{}
+		return
+	}
+	delete(f.m, c)
+}
+
+// closeAll closes the connections that have not sent a request.
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.m {
+		c.Close()
+	}
+	clear(f.m)
+}
+
+// inflightCounter counts requests in flight by route.
+type inflightCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *inflightCounter) Add(route string, d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if c.n[route] += d; c.n[route] == 0 {
+		delete(c.n, route)
+	}
+}
+
+// String lists the routes with requests in flight ("" if none).
+func (c *inflightCounter) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for r, n := range c.n {
+		out = append(out, fmt.Sprintf("%s: %d", r, n))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
 
 // Addr is the address the server listens on (with the real port when the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -132,5 +133,27 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "api.listen") {
 			t.Errorf("listen %q: %v", listen, err)
 		}
+	}
+}
+
+// A connection that never sends a request (an HTTP client keeps a spare
+// connection it dialed ahead) does not hold a stop: Stop returns without
+// error, well within the shutdown timeout that such a connection would
+// otherwise use up (http.Server waits 5 s for a first request).
+func TestStopWithFreshConnection(t *testing.T) {
+	s := startServer(t, &fakeBackend{})
+	idle, err := net.Dial("tcp", strings.TrimPrefix(s.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if code, _, _ := do(t, http.MethodGet, s.URL()+"/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatalf("stop with a connection that sent nothing: %v", err)
+	}
+	if _, err := idle.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the fresh connection is still open after Stop")
 	}
 }
