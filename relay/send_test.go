@@ -109,7 +109,7 @@ func TestSendKeepsOrderOnASlowRelay(t *testing.T) {
 		f.mu.Lock()
 		for _, p := range relays {
 			if got := f.stored[p]; !slices.Equal(got, want) {
-				t.Errorf("%s stored %q, want %q", p, got, want)
+				t.Errorf("%s stored %q, want %q", string(p), got, want)
 			}
 		}
 		f.mu.Unlock()
