@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,33 +11,109 @@ import (
 	"github.com/volo-chat/volo/ident"
 )
 
-// Send queues: concurrent sends to one relay share streams and frames.
+// Send queues: concurrent sends to one relay share streams and frames, and
+// a relay stores a device's envelopes in the order they were queued.
 const (
 	// streamsPerRelay bounds the store streams open to one relay at a
-	// time: the workers of its send queue.
+	// time: the lanes of its send queue, one worker each.
 	streamsPerRelay = 4
 	// queueIdleTimeout is how long a relay's send queue stays unused
 	// before it is released: its workers exit and it leaves the map.
 	queueIdleTimeout = time.Hour
 )
 
-// sendQueue is the queue of store jobs to one relay, served by
-// streamsPerRelay workers.
+// sendQueue is the queue of store jobs to one relay (this node's own
+// mailboxes when the relay is this node). Jobs go to one of
+// streamsPerRelay lanes by the device they are addressed to; a lane's
+// worker sends its jobs in the order they were queued, a frame at a time,
+// and waits for the relay's answer before it sends the next. So the relay
+// stores each device's envelopes in the order they were queued, even when
+// a Send returned (on its quorum) before this relay answered.
 type sendQueue struct {
-	jobs chan *storeJob
+	lanes [streamsPerRelay]sendLane
 	// closed is closed when the queue is released or the service stops;
 	// the workers then answer what is queued and exit.
 	closed  chan struct{}
 	workers sync.WaitGroup
-	// users counts the storeQueued calls on the queue and last is when
-	// the latest of them ended; both guarded by Service.mu.
+	// users counts the queued writes not yet answered (or given up) and
+	// last is when the latest of them ended; both guarded by Service.mu.
 	users int
 	last  time.Time
 }
 
-// storeJob is a batch of envelopes waiting for a stream to their relay.
+// sendLane is one lane of a send queue: its jobs in order, served by one
+// worker.
+type sendLane struct {
+	mu      sync.Mutex
+	jobs    []*storeJob
+	stopped bool // no worker serves the lane: jobs are answered ErrStopped
+	// wake receives a value when jobs are queued.
+	wake chan struct{}
+}
+
+// laneOf is the lane of a device's envelopes: the last byte of its ID,
+// the end of a SHA-256 digest, spreads devices evenly.
+func laneOf(device ident.DeviceID) int {
+	b := device.Bytes()
+	return int(b[len(b)-1]) % streamsPerRelay
+}
+
+// push queues jobs, in order, and wakes the worker; on a stopped lane it
+// answers them ErrStopped.
+func (l *sendLane) push(jobs []*storeJob) {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		for _, j := range jobs {
+			j.answer(ErrStopped)
+		}
+		return
+	}
+	l.jobs = append(l.jobs, jobs...)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns the first jobs of l that share one frame: at
+// least one, at most MaxBatch envelopes and batchBytes in all.
+func (l *sendLane) take() []*storeJob {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, count, size := 0, 0, 0
+	for _, j := range l.jobs {
+		if n > 0 && (count+len(j.envs) > MaxBatch || size+j.size > batchBytes) {
+			break
+		}
+		n, count, size = n+1, count+len(j.envs), size+j.size
+	}
+	taken := slices.Clone(l.jobs[:n])
+	clear(l.jobs[:n])
+	if l.jobs = l.jobs[n:]; len(l.jobs) == 0 {
+		l.jobs = nil
+	}
+	return taken
+}
+
+// stop marks l stopped and answers its queued jobs ErrStopped.
+func (l *sendLane) stop() {
+	l.mu.Lock()
+	jobs := l.jobs
+	l.jobs, l.stopped = nil, true
+	l.mu.Unlock()
+	for _, j := range jobs {
+		j.answer(ErrStopped)
+	}
+}
+
+// storeJob is a frame's worth of envelopes, all of one lane, waiting to
+// be stored on a relay.
 type storeJob struct {
 	envs []Envelope
+	at   []int // where each envelope is in its storeWrite
+	size int   // the frame bytes of envs (frameSize)
 	errs []error
 	done chan struct{}
 }
@@ -56,40 +133,71 @@ func failAll(n int, err error) []error {
 	return errs
 }
 
-// storeQueued writes envs to relay p through its queue: concurrent sends
-// to one relay share streams and frames (at most streamsPerRelay streams
-// at a time), as the relay's group commit shares its fsyncs. It returns
-// once the relay answered, ctx ended, or the queue was closed.
-func (s *Service) storeQueued(ctx context.Context, p peer.ID, envs []Envelope) []error {
-	q := s.useQueue(p)
-	if q == nil {
-		return failAll(len(envs), ErrStopped)
+// storeWrite is a write of envelopes to one relay, queued by queueStore.
+type storeWrite struct {
+	q    *sendQueue // nil when the service had stopped
+	n    int
+	jobs []*storeJob
+}
+
+// queueStore queues envs for relay p (the local mailboxes when p is this
+// node) and returns without waiting: writes queued one after the other
+// reach p in that order, for each device. Wait for the answers with
+// waitStore.
+func (s *Service) queueStore(p peer.ID, envs []Envelope) *storeWrite {
+	w := &storeWrite{n: len(envs)}
+	if w.q = s.useQueue(p); w.q == nil {
+		return w
 	}
-	defer s.leaveQueue(q)
-	j := &storeJob{envs: envs, done: make(chan struct{})}
-	select {
-	case q.jobs <- j:
-	case <-q.closed:
-		return failAll(len(envs), ErrStopped)
-	case <-ctx.Done():
-		return failAll(len(envs), ctx.Err())
+	// The jobs of each lane, the last one open while it has room.
+	var byLane [streamsPerRelay][]*storeJob
+	for i, e := range envs {
+		l := laneOf(e.To)
+		jobs := byLane[l]
+		n := frameSize(e)
+		if len(jobs) == 0 || len(jobs[len(jobs)-1].envs) == MaxBatch || jobs[len(jobs)-1].size+n > batchBytes {
+			jobs = append(jobs, &storeJob{done: make(chan struct{})})
+		}
+		j := jobs[len(jobs)-1]
+		j.envs, j.at, j.size = append(j.envs, e), append(j.at, i), j.size+n
+		byLane[l] = jobs
 	}
-	select {
-	case <-j.done:
-		return j.errs
-	case <-q.closed:
-		// The workers answer the jobs they took and those left queued
-		// before they exit; j may have come in after them.
-		q.workers.Wait()
+	for l, jobs := range byLane {
+		if len(jobs) > 0 {
+			w.q.lanes[l].push(jobs)
+			w.jobs = append(w.jobs, jobs...)
+		}
+	}
+	return w
+}
+
+// waitStore waits for the answers to w, or for ctx to end, and returns
+// one error per envelope, nil where it is on disk.
+func (s *Service) waitStore(ctx context.Context, w *storeWrite) []error {
+	if w.q == nil {
+		return failAll(w.n, ErrStopped)
+	}
+	defer s.leaveQueue(w.q)
+	errs := make([]error, w.n)
+	for _, j := range w.jobs {
 		select {
 		case <-j.done:
-			return j.errs
-		default:
-			return failAll(len(envs), ErrStopped)
+			for k, i := range j.at {
+				errs[i] = j.errs[k]
+			}
+		case <-ctx.Done():
+			for _, i := range j.at {
+				errs[i] = ctx.Err()
+			}
 		}
-	case <-ctx.Done():
-		return failAll(len(envs), ctx.Err())
 	}
+	return errs
+}
+
+// storeQueued writes envs to relay p through its queue and returns once
+// the relay answered, ctx ended, or the queue was closed.
+func (s *Service) storeQueued(ctx context.Context, p peer.ID, envs []Envelope) []error {
+	return s.waitStore(ctx, s.queueStore(p, envs))
 }
 
 // useQueue returns p's send queue, made with its workers on first use,
@@ -102,11 +210,14 @@ func (s *Service) useQueue(p peer.ID) *sendQueue {
 	}
 	q := s.queues[p]
 	if q == nil {
-		q = &sendQueue{jobs: make(chan *storeJob, maxQueuedOps), closed: make(chan struct{}), last: time.Now()}
-		for range streamsPerRelay {
+		q = &sendQueue{closed: make(chan struct{}), last: time.Now()}
+		for i := range q.lanes {
+			l := &q.lanes[i]
+			l.wake = make(chan struct{}, 1)
 			q.workers.Add(1)
-			if !s.life.Go(func() { s.storeWorker(p, q) }) {
+			if !s.life.Go(func() { s.storeWorker(p, q, l) }) {
 				q.workers.Done()
+				l.stop()
 			}
 		}
 		s.queues[p] = q
@@ -151,82 +262,51 @@ func (s *Service) closeQueues() {
 	}
 }
 
-// storeWorker sends the jobs of q to relay p, batching those that wait,
-// until q is closed; it then answers the jobs left with ErrStopped.
-func (s *Service) storeWorker(p peer.ID, q *sendQueue) {
+// storeWorker sends the jobs of lane l of q to relay p, a frame at a time
+// in queue order, until q is closed; it then answers the jobs left with
+// ErrStopped.
+func (s *Service) storeWorker(p peer.ID, q *sendQueue, l *sendLane) {
 	defer q.workers.Done()
-	defer func() {
-		for {
-			select {
-			case j := <-q.jobs:
-				j.answer(ErrStopped)
-			default:
-				return
-			}
-		}
-	}()
+	defer l.stop()
 	idle := time.NewTimer(queueIdleTimeout)
 	defer idle.Stop()
 	for {
-		var jobs []*storeJob
 		select {
-		case j := <-q.jobs:
-			jobs = append(jobs, j)
+		case <-q.closed:
+			return
+		default:
+		}
+		if jobs := l.take(); len(jobs) > 0 {
+			s.sendJobs(p, jobs)
+			idle.Reset(queueIdleTimeout)
+			continue
+		}
+		select {
+		case <-l.wake:
 		case <-q.closed:
 			return
 		case <-idle.C:
 			s.releaseIdle(p, q)
 			idle.Reset(queueIdleTimeout)
-			continue
 		}
-		s.sendJobs(p, q, jobs)
-		idle.Reset(queueIdleTimeout)
 	}
 }
 
-// sendJobs sends jobs, and those waiting behind them in q, to relay p in
-// frame-sized runs and answers each.
-func (s *Service) sendJobs(p peer.ID, q *sendQueue, jobs []*storeJob) {
-	n, size := len(jobs[0].envs), batchSize(jobs[0].envs)
-drain:
-	for n < MaxBatch {
-		select {
-		case j := <-q.jobs:
-			jobs = append(jobs, j)
-			n += len(j.envs)
-			size += batchSize(j.envs)
-			if n >= MaxBatch || size >= batchBytes/2 {
-				break drain
-			}
-		default:
-			break drain
-		}
+// sendJobs stores jobs, which share one frame, on relay p (the local
+// mailboxes when p is this node) and answers each.
+func (s *Service) sendJobs(p peer.ID, jobs []*storeJob) {
+	var all []Envelope
+	for _, j := range jobs {
+		all = append(all, j.envs...)
 	}
-	// A drained job may overflow the frame: send in frame-sized runs.
-	for len(jobs) > 0 {
-		run, count, bytes := 1, len(jobs[0].envs), batchSize(jobs[0].envs)
-		for run < len(jobs) && count+len(jobs[run].envs) <= MaxBatch && bytes+batchSize(jobs[run].envs) <= batchBytes {
-			count += len(jobs[run].envs)
-			bytes += batchSize(jobs[run].envs)
-			run++
-		}
-		var all []Envelope
-		for _, j := range jobs[:run] {
-			all = append(all, j.envs...)
-		}
-		errs := s.storeRemote(s.ctx, p, msgStore, ident.DeviceID{}, all)
-		for _, j := range jobs[:run] {
-			j.errs, errs = errs[:len(j.envs)], errs[len(j.envs):]
-			close(j.done)
-		}
-		jobs = jobs[run:]
+	var errs []error
+	if p == s.host.ID() {
+		errs = s.storeLocal(s.ctx, all)
+	} else {
+		errs = s.storeRemote(s.ctx, p, msgStore, ident.DeviceID{}, all)
 	}
-}
-
-func batchSize(envs []Envelope) int {
-	n := 0
-	for _, e := range envs {
-		n += frameSize(e)
+	for _, j := range jobs {
+		j.errs, errs = errs[:len(j.envs)], errs[len(j.envs):]
+		close(j.done)
 	}
-	return n
 }

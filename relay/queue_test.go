@@ -16,10 +16,12 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// fakeHost is a Host without a network: streams come from open.
+// fakeHost is a Host without a network: streams come from open, and
+// every mailbox is placed on relays.
 type fakeHost struct {
 	host.Host // only NewStream and RemoveStreamHandler are called
 	open      func(ctx context.Context, p peer.ID) (network.Stream, error)
+	relays    []peer.ID
 }
 
 func (h *fakeHost) ID() peer.ID                                             { return "self" }
@@ -30,7 +32,10 @@ func (h *fakeHost) NewStream(ctx context.Context, p peer.ID, _ ...protocol.ID) (
 	return h.open(ctx, p)
 }
 func (h *fakeHost) ClosestPeers(context.Context, []byte, int, protocol.ID) ([]peer.ID, error) {
-	return nil, errors.New("no routing in this test")
+	if h.relays == nil {
+		return nil, errors.New("no routing in this test")
+	}
+	return h.relays, nil
 }
 
 var errUnreachable = errors.New("unreachable")

@@ -16,7 +16,10 @@ import (
 // Send places each envelope on the relays of its device and returns once
 // WriteQuorum of them have it durably, or with the envelope's error. An
 // envelope without a TTL gets DefaultTTL. Writes to relays that have not
-// answered when Send returns go on in the background.
+// answered when Send returns go on in the background. A relay stores a
+// device's envelopes in the order of the Sends that carried them, when
+// each Send starts after the one before returned, and in order within one
+// Send.
 func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, error) {
 	if s.ctx.Err() != nil {
 		return nil, ErrStopped
@@ -68,13 +71,19 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			perPeer[p] = append(perPeer[p], idx...)
 		}
 	}
+	// Queue every relay's write before waiting for any: the queues keep
+	// the order of Sends made one after the other, also on a relay that
+	// answers after the quorum (it still has this write in flight when
+	// the next Send starts).
 	done := make(chan write, len(perPeer))
 	bg := context.WithoutCancel(ctx)
 	for p, idx := range perPeer {
-		go func() {
-			errs := s.storeOn(bg, p, envs, idx)
-			done <- write{idx: idx, err: errs}
-		}()
+		batch := make([]Envelope, len(idx))
+		for j, i := range idx {
+			batch[j] = envs[i]
+		}
+		w := s.queueStore(p, batch)
+		go func() { done <- write{idx: idx, err: s.waitStore(bg, w)} }()
 	}
 
 	// Collect until every envelope has its quorum or all its answers.
@@ -131,37 +140,6 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 	}
 	s.log.Debug("sent envelopes", "count", len(envs), "stored", stored, "relays", len(perPeer))
 	return results, nil
-}
-
-// storeOn writes envs[idx] to relay p (the local mailboxes when p is this
-// node) and returns one error per envelope, nil where it is on disk.
-func (s *Service) storeOn(ctx context.Context, p peer.ID, envs []Envelope, idx []int) []error {
-	errs := make([]error, len(idx))
-	batch := make([]Envelope, 0, min(len(idx), MaxBatch))
-	start, size := 0, 0
-	flush := func(end int) {
-		if len(batch) == 0 {
-			return
-		}
-		var res []error
-		if p == s.host.ID() {
-			res = s.storeLocal(ctx, batch)
-		} else {
-			res = s.storeQueued(ctx, p, batch)
-		}
-		copy(errs[start:end], res)
-		start, size, batch = end, 0, batch[:0]
-	}
-	for j, i := range idx {
-		n := frameSize(envs[i])
-		if len(batch) == MaxBatch || (len(batch) > 0 && size+n > batchBytes) {
-			flush(j)
-		}
-		batch = append(batch, envs[i])
-		size += n
-	}
-	flush(len(idx))
-	return errs
 }
 
 func (s *Service) storeLocal(ctx context.Context, envs []Envelope) []error {
