@@ -88,15 +88,7 @@ func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (
 		case err == nil && att == nil:
 			return func(context.Context) (SendReport, error) { return rep, nil }, rep, nil // no device to send to
 		case err == nil:
-			return func(ctx context.Context) (SendReport, error) {
-				select {
-				case <-att.done:
-				case <-ctx.Done():
-					rep.Message = ch.message(m)
-					return rep, fmt.Errorf("%w: %w", ErrNotSent, ctx.Err())
-				}
-				return att.rep, att.err
-			}, rep, nil
+			return ch.waitAttempt(att, rep), rep, nil
 		}
 		// Not sealed (a chain not fetched, the connection gone): queued
 		// below, to be sealed and sent later.
@@ -131,15 +123,21 @@ func (ch *Chat) SendAsync(ctx context.Context, peer ident.UserID, text string) (
 		}
 		return func(context.Context) (SendReport, error) { return rep, nil }, rep, nil
 	}
+	return ch.waitAttempt(att, rep), rep, nil
+}
+
+// waitAttempt is the wait of SendAsync: the report of att when it ends,
+// or, if ctx ends first, the message as it is then (pending).
+func (ch *Chat) waitAttempt(att *attempt, rep SendReport) func(context.Context) (SendReport, error) {
 	return func(ctx context.Context) (SendReport, error) {
 		select {
 		case <-att.done:
+			return att.rep, att.err
 		case <-ctx.Done():
-			rep.Message = ch.message(m)
+			rep.Message = ch.message(rep.Message)
 			return rep, fmt.Errorf("%w: %w", ErrNotSent, ctx.Err())
 		}
-		return att.rep, att.err
-	}, rep, nil
+	}
 }
 
 // sendNow seals a new message and writes it to conn at once, after what

@@ -14,8 +14,8 @@ import (
 )
 
 // linkCLI runs "link show" in a and "link join" in b, the code read from
-// a's output.
-func linkCLI(t *testing.T, a, b *cli) {
+// a's output, and returns the code.
+func linkCLI(t *testing.T, a, b *cli) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
@@ -42,6 +42,7 @@ func linkCLI(t *testing.T, a, b *cli) {
 	if err := <-shown; err != nil {
 		t.Fatalf("link show: %v", err)
 	}
+	return code
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {

@@ -234,31 +234,9 @@ func TestCLILinkCodeUsedTwice(t *testing.T) {
 	if out, err := a.run(t.Context(), "register"); err != nil {
 		t.Fatalf("register: %v\n%s", err, out)
 	}
+	code := linkCLI(t, a, b)
 	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
 	defer cancel()
-	shown := make(chan error, 1)
-	go func() {
-		_, err := a.run(ctx, "link", "show")
-		shown <- err
-	}()
-	var code string
-	for code == "" {
-		select {
-		case line := <-a.stdout.lines:
-			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "volo link join '"); ok {
-				code = strings.TrimSuffix(rest, "'")
-			}
-		case err := <-shown:
-			t.Fatalf("link show ended before showing a code: %v", err)
-		}
-	}
-	if out, err := b.run(ctx, "link", "join", code); err != nil {
-		cancel()
-		t.Fatalf("link join: %v\n%s", err, out)
-	}
-	if err := <-shown; err != nil {
-		t.Fatalf("link show: %v", err)
-	}
 
 	emptyHome := filepath.Join(root, "empty")
 	if err := os.Mkdir(emptyHome, client.HomeDirMode); err != nil {
