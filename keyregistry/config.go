@@ -1,6 +1,7 @@
 package keyregistry
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -15,8 +16,24 @@ import (
 // Config is the [registry] section of a node's configuration.
 type Config struct {
 	// OpenRegistration lets clients register without an OAuth ticket. For
-	// development only: the node logs a warning at start-up.
+	// development only: the node logs a warning at start-up. The users it
+	// registers carry development attestations, so it needs
+	// AllowDevelopmentUsers.
 	OpenRegistration bool `toml:"open_registration"`
+	// AllowDevelopmentUsers accepts users from the network whose
+	// registration attestation is of kind development (registered by a
+	// node with open registration). For development only: the node logs a
+	// warning at start-up, and a node anchoring on Cardano mainnet refuses
+	// it (node.Config.Validate).
+	AllowDevelopmentUsers bool `toml:"allow_development_users"`
+	// NewUsersPerAttester is the budget of new users this node accepts
+	// from the network per attesting node: a bucket of this many, refilled
+	// at this many per NewUsersWindow. Users beyond it are neither stored
+	// nor forwarded.
+	NewUsersPerAttester int `toml:"new_users_per_attester"`
+	// NewUsersWindow is the time in which an attesting node's budget
+	// refills completely.
+	NewUsersWindow config.Duration `toml:"new_users_window"`
 	// NonceTTL is how long a registration nonce stays valid.
 	NonceTTL config.Duration `toml:"nonce_ttl"`
 	// MaxNoncesPerClient bounds the unexpired nonces of one client IP.
@@ -50,17 +67,20 @@ type OIDCProvider struct {
 	Scopes []string `toml:"scopes"`
 }
 
-// DefaultConfig is the development registry: open registration, no OAuth
-// provider.
+// DefaultConfig is the development registry: open registration and
+// development users accepted, no OAuth provider.
 func DefaultConfig() Config {
 	return Config{
-		OpenRegistration:   true,
-		NonceTTL:           config.Duration(5 * time.Minute),
-		MaxNoncesPerClient: 16,
-		MaxNonces:          65536,
-		RepublishInterval:  config.Duration(12 * time.Hour),
-		BatchInterval:      config.Duration(5 * time.Second),
-		BatchMaxLinks:      10000,
+		OpenRegistration:      true,
+		AllowDevelopmentUsers: true,
+		NewUsersPerAttester:   1000,
+		NewUsersWindow:        config.Duration(time.Hour),
+		NonceTTL:              config.Duration(5 * time.Minute),
+		MaxNoncesPerClient:    16,
+		MaxNonces:             65536,
+		RepublishInterval:     config.Duration(12 * time.Hour),
+		BatchInterval:         config.Duration(5 * time.Second),
+		BatchMaxLinks:         10000,
 	}
 }
 
@@ -68,6 +88,15 @@ var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
 // Validate checks every field and names the first bad one.
 func (c Config) Validate() error {
+	if c.OpenRegistration && !c.AllowDevelopmentUsers {
+		return errors.New("registry.open_registration: the users it registers carry development attestations; set registry.allow_development_users too")
+	}
+	if c.NewUsersPerAttester < 1 {
+		return fmt.Errorf("registry.new_users_per_attester: must be positive, got %d", c.NewUsersPerAttester)
+	}
+	if c.NewUsersWindow <= 0 {
+		return fmt.Errorf("registry.new_users_window: must be positive, got %s", c.NewUsersWindow)
+	}
 	if c.NonceTTL <= 0 {
 		return fmt.Errorf("registry.nonce_ttl: must be positive, got %s", c.NonceTTL)
 	}

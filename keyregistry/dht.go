@@ -21,7 +21,8 @@ const (
 	LookupTimeout = 30 * time.Second
 )
 
-// fetch reads user's chain from the DHT and verifies it.
+// fetch reads user's chain from the DHT and verifies it, attestation and
+// budget included.
 func (s *Service) fetch(ctx context.Context, user ident.UserID) (Chain, error) {
 	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
 	defer cancel()
@@ -32,9 +33,9 @@ func (s *Service) fetch(ctx context.Context, user ident.UserID) (Chain, error) {
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %s: dht: %v", ErrUserNotFound, user, err)
 	}
-	c, err := DecodeRecord(v, user)
+	c, err := s.val.decode(v, user, true)
 	if err != nil {
-		s.reject("bad_record")
+		s.reject(reasonOf(err))
 		return Chain{}, err
 	}
 	return c, nil

@@ -17,7 +17,7 @@ func fuzzSeeds(f *testing.F) [][]byte {
 	user := full.Set.User()
 	var seeds [][]byte
 	for n := 1; n <= 3; n++ {
-		seeds = append(seeds, Record{User: user, Links: full.Links[:n]}.Encode())
+		seeds = append(seeds, Record{User: user, Links: full.Links[:n], Attestation: full.Record().Attestation}.Encode())
 	}
 	seeds = append(seeds, Record{User: user}.Encode(), []byte{0xa0}, []byte{0xa1, 0x01, 0x40}, nil)
 	return seeds
@@ -65,7 +65,7 @@ func FuzzGossipMessage(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := decodeAnnouncement(data)
+		c, err := (Validator{}).decodeAnnouncement(data)
 		if err != nil {
 			return
 		}

@@ -2,6 +2,7 @@ package keyregistry
 
 import (
 	"context"
+	"errors"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -14,9 +15,17 @@ import (
 const Topic = "/volo/registry/1"
 
 // validateGossip is the topic validator: only records whose chain verifies
-// are delivered or forwarded. The verified chain rides along to readGossip.
+// and whose attestation the node accepts (within its attesting node's
+// budget) are delivered or forwarded. The verified chain rides along to
+// readGossip.
 func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	c, err := decodeAnnouncement(msg.GetData())
+	c, err := s.val.decodeAnnouncement(msg.GetData())
+	if errors.Is(err, ErrAttestBudget) {
+		// A valid record over the budget: not stored nor forwarded, but
+		// the peer that forwarded it did nothing wrong, so its score is
+		// not lowered.
+		return pubsub.ValidationIgnore
+	}
 	if err != nil {
 		s.reject("bad_gossip")
 		s.log.Debug("refused a gossiped chain", "from", msg.GetFrom().String(), "err", err)
@@ -27,8 +36,10 @@ func (s *Service) validateGossip(_ context.Context, _ peer.ID, msg *pubsub.Messa
 }
 
 // decodeAnnouncement decodes and verifies one message of the gossip topic:
-// a Record of any user.
-func decodeAnnouncement(data []byte) (Chain, error) { return DecodeRecord(data, ident.UserID{}) }
+// a Record of any user, under the node's policy (Validator.decode).
+func (v Validator) decodeAnnouncement(data []byte) (Chain, error) {
+	return v.decode(data, ident.UserID{}, true)
+}
 
 // readGossip keeps the announced chains that are new to the node or extend
 // its copy; rollbacks and forks are ignored with a log line.

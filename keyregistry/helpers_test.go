@@ -108,7 +108,35 @@ func testChain(t testing.TB, keys ...e2ee.DeviceKeys) Chain {
 		}
 		links = append(links, l.Encode())
 	}
-	return Chain{Set: set, Links: links}
+	return Chain{Set: set, Links: links, Attestation: testAttestation(t, testNodeKey(t), set.User(), KindOIDC)}
+}
+
+// testNodeKey is a fresh node peer key.
+func testNodeKey(t testing.TB) crypto.PrivKey {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// testAccount is the OIDC account test attestations hash.
+var testAccount = Account{Issuer: "https://issuer.example", Subject: "248289761001"}
+
+// testAttestation is key's attestation of user, of kind: OIDC of
+// testAccount, or development.
+func testAttestation(t testing.TB, key crypto.PrivKey, user ident.UserID, kind AttestationKind) Attestation {
+	t.Helper()
+	var account []byte
+	if kind == KindOIDC {
+		account = AccountHash(user, testAccount)
+	}
+	a, err := Attest(key, user, kind, account, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 func netListen() (net.Listener, error)           { return net.Listen("tcp", "127.0.0.1:0") }

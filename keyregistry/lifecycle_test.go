@@ -73,8 +73,8 @@ func (n recordingNet) Add(namespace string, _ record.Validator) error {
 	return nil
 }
 
-func (n recordingNet) network() Network {
-	return Network{Host: n, DHT: n, PubSub: n, Validators: n}
+func (n recordingNet) network(t testing.TB) Network {
+	return Network{Host: n, DHT: n, PubSub: n, Validators: n, Key: testNodeKey(t)}
 }
 
 // New builds without starting a goroutine or using the network: its only
@@ -87,7 +87,7 @@ func TestNewHasNoSideEffects(t *testing.T) {
 		rec := recordingNet{calls: &calls{}}
 		cfg := DefaultConfig()
 		cfg.OIDC = []OIDCProvider{{Name: "p", Issuer: "http://127.0.0.1:1/oidc", ClientID: "c"}}
-		if _, err := New(cfg, rec.network(), view, q, func() string { return "http://127.0.0.1:1" }); err != nil {
+		if _, err := New(cfg, rec.network(t), view, q, func() string { return "http://127.0.0.1:1" }); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()

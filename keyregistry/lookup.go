@@ -57,6 +57,13 @@ func (s *Service) local(ctx context.Context, user ident.UserID) (Chain, error) {
 	return s.verified.decode(v, user)
 }
 
+// holds reports whether the store has a chain of user (an error counts
+// as no).
+func (s *Service) holds(user ident.UserID) bool {
+	ok, err := s.d.Has(context.Background(), chainKey(user))
+	return err == nil && ok
+}
+
 // save writes c to the store.
 func (s *Service) save(ctx context.Context, c Chain) error {
 	if err := s.d.Put(ctx, chainKey(c.Set.User()), c.Record().Encode()); err != nil {

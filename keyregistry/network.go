@@ -47,21 +47,21 @@ type RecordValidators interface {
 	Add(namespace string, v record.Validator) error
 }
 
-// Network is the node's p2p layer as the registry uses it. Every field but
-// Key is required; Key is needed only by Anchoring.
+// Network is the node's p2p layer as the registry uses it. Every field is
+// required.
 type Network struct {
 	Host       Streams
 	DHT        DHT
 	PubSub     PubSub
 	Validators RecordValidators
-	// Key is the node's peer key, which Anchoring signs anchors with; the
-	// peer ID of Host must be its.
+	// Key is the node's peer key, which registration signs attestations
+	// and Anchoring signs anchors with; the peer ID of Host must be its.
 	Key crypto.PrivKey
 }
 
 func (n Network) check() error {
-	if n.Host == nil || n.DHT == nil || n.PubSub == nil || n.Validators == nil {
-		return errors.New("keyregistry: the network lacks a host, DHT, pubsub or validators")
+	if n.Host == nil || n.DHT == nil || n.PubSub == nil || n.Validators == nil || n.Key == nil {
+		return errors.New("keyregistry: the network lacks a host, DHT, pubsub, validators or peer key")
 	}
 	return nil
 }

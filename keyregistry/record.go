@@ -17,9 +17,9 @@ import (
 const Namespace = "volo-user"
 
 // MaxRecordSize bounds an encoded Record: a chain of ident.MaxChainLinks links
-// of ident.MaxLinkSize bytes each, with their CBOR headers, plus the user ID.
-// Larger input is refused before it is parsed.
-const MaxRecordSize = 1 + (1 + 2 + 36) + (1 + 3) + ident.MaxChainLinks*(3+ident.MaxLinkSize)
+// of ident.MaxLinkSize bytes each, with their CBOR headers, plus the user ID
+// and the attestation. Larger input is refused before it is parsed.
+const MaxRecordSize = 1 + (1 + 2 + 36) + (1 + 3) + ident.MaxChainLinks*(3+ident.MaxLinkSize) + (1 + 3 + MaxAttestationSize)
 
 // ErrBadRecord reports a record that does not decode or whose chain does
 // not verify against the user ID it is stored under.
@@ -29,12 +29,15 @@ var ErrBadRecord = errors.New("keyregistry: bad user record")
 var ErrRecordTooLarge = errors.New("keyregistry: user record too large")
 
 // Record is the value of a user's DHT record and of its gossip
-// announcement: the user ID and the chain's links, genesis first, each in
-// its canonical encoding. Encoded as deterministic CBOR {1: user ID (bstr
-// 36), 2: [+ link (bstr)]}.
+// announcement: the user ID, the chain's links, genesis first, each in
+// its canonical encoding, and the registering node's attestation (encoded
+// Attestation). Encoded as deterministic CBOR {1: user ID (bstr 36), 2:
+// [+ link (bstr)], 3: attestation (bstr)}. DecodeRecord refuses a record
+// without key 3; Encode omits it when Attestation is empty.
 type Record struct {
-	User  ident.UserID `cbor:"1,keyasint"`
-	Links [][]byte     `cbor:"2,keyasint"`
+	User        ident.UserID `cbor:"1,keyasint"`
+	Links       [][]byte     `cbor:"2,keyasint"`
+	Attestation []byte       `cbor:"3,keyasint,omitempty"`
 }
 
 var (
@@ -75,22 +78,33 @@ func (r Record) Encode() []byte {
 	return b
 }
 
-// Chain is a verified user chain: the device set and the encoded links it
-// was verified from.
+// Chain is a verified user chain: the device set, the encoded links it
+// was verified from and the attestation of the node that registered the
+// user.
 type Chain struct {
-	Set   ident.DeviceSet
-	Links [][]byte
+	Set         ident.DeviceSet
+	Links       [][]byte
+	Attestation Attestation
 }
 
 // Record returns the chain as a record.
-func (c Chain) Record() Record { return Record{User: c.Set.User(), Links: c.Links} }
+func (c Chain) Record() Record {
+	r := Record{User: c.Set.User(), Links: c.Links}
+	if c.Attestation.Node != "" {
+		r.Attestation = c.Attestation.Encode()
+	}
+	return r
+}
 
 // Version is the sequence number of the chain's last link.
 func (c Chain) Version() uint64 { return c.Set.Version() }
 
-// DecodeRecord decodes a record, checks that it is canonical, and verifies
-// its chain (ident.DecodeChain) against its own user ID. A zero want accepts
-// any user; otherwise the record must be want's.
+// DecodeRecord decodes a record, checks that it is canonical, verifies its
+// chain (ident.DecodeChain) against its own user ID and its attestation
+// (DecodeAttestation), which must be of the same user. A zero want accepts
+// any user; otherwise the record must be want's. Whether the node accepts
+// the attestation's kind and its attesting node is for the node's policy
+// (Validator, the gossip validator), not for DecodeRecord.
 func DecodeRecord(data []byte, want ident.UserID) (Chain, error) {
 	if len(data) > MaxRecordSize {
 		return Chain{}, fmt.Errorf("%w: %d bytes, limit %d", ErrRecordTooLarge, len(data), MaxRecordSize)
@@ -108,11 +122,21 @@ func DecodeRecord(data []byte, want ident.UserID) (Chain, error) {
 	if !want.IsZero() && !r.User.Equal(want) {
 		return Chain{}, fmt.Errorf("%w: record of %s, want %s", ErrBadRecord, r.User, want)
 	}
+	if len(r.Attestation) == 0 {
+		return Chain{}, fmt.Errorf("%w: %w", ErrBadRecord, ErrUnattested)
+	}
+	a, err := DecodeAttestation(r.Attestation)
+	if err != nil {
+		return Chain{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	if !a.User.Equal(r.User) {
+		return Chain{}, fmt.Errorf("%w: %w: attests %s, record of %s", ErrBadRecord, ErrBadAttestation, a.User, r.User)
+	}
 	set, _, err := ident.DecodeChain(r.User, r.Links)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
-	return Chain{Set: set, Links: r.Links}, nil
+	return Chain{Set: set, Links: r.Links, Attestation: a}, nil
 }
 
 // userFromKey parses the user ID out of a "/volo-user/<id>" key.
@@ -133,34 +157,64 @@ func userFromKey(key string) (ident.UserID, error) {
 
 // Validator is the DHT record validator of the volo-user namespace. Every
 // node registers it, so no node stores, serves or forwards a chain that
-// does not verify from the user ID in its key.
-type Validator struct{}
+// does not verify from the user ID in its key, nor a user without a valid
+// registration attestation it accepts. The zero Validator refuses
+// development attestations and counts no budget; the registry's own also
+// counts every new user against its attesting node's budget.
+type Validator struct {
+	// AllowDevelopment accepts users whose attestation is of kind
+	// development.
+	AllowDevelopment bool
+	budget           *newUsers
+}
 
 var _ record.Validator = Validator{}
 
 // Validate implements record.Validator: the value is a canonical record
-// whose chain verifies against the user ID in key.
-func (Validator) Validate(key string, value []byte) error {
+// whose chain verifies against the user ID in key, with an attestation
+// the node accepts; a user new to the node is counted against its
+// attesting node's budget.
+func (v Validator) Validate(key string, value []byte) error {
 	user, err := userFromKey(key)
 	if err != nil {
 		return err
 	}
-	_, err = DecodeRecord(value, user)
+	_, err = v.decode(value, user, true)
 	return err
 }
 
-// Select implements record.Validator. It picks the longest valid chain;
+// decode is DecodeRecord followed by the node's policy: the attestation's
+// kind must be accepted and, when count is set and the user is new to the
+// node, its attesting node must have budget left.
+func (v Validator) decode(data []byte, user ident.UserID, count bool) (Chain, error) {
+	c, err := DecodeRecord(data, user)
+	if err != nil {
+		return Chain{}, err
+	}
+	if c.Attestation.Kind == KindDevelopment && !v.AllowDevelopment {
+		return Chain{}, fmt.Errorf("%w: user %s, attested by %s", ErrDevelopmentUser, c.Set.User(), c.Attestation.Node)
+	}
+	if count && v.budget != nil {
+		if err := v.budget.admit(c.Set.User(), c.Attestation.Node); err != nil {
+			return Chain{}, err
+		}
+	}
+	return c, nil
+}
+
+// Select implements record.Validator. Among the values Validate would
+// accept (not counted again), it picks the longest valid chain;
 // among valid chains of the same length (a fork), the one whose last link
 // ID is smallest bytewise, then the first given. Invalid values are never
 // selected; if none is valid, Select fails.
-func (Validator) Select(key string, values [][]byte) (int, error) {
+func (v Validator) Select(key string, values [][]byte) (int, error) {
 	user, err := userFromKey(key)
 	if err != nil {
 		return 0, err
 	}
 	best, bestHead := -1, ident.ChainHead{}
-	for i, v := range values {
-		c, err := DecodeRecord(v, user)
+	for i, val := range values {
+		c, err := v.decode(val, user, false)
 		if err != nil {
 			continue
 		}

@@ -35,8 +35,17 @@ func TestRecordRefusals(t *testing.T) {
 	reordered := append([]byte{0xa2, 0x02}, mustMarshal(t, alice.Links)...)
 	reordered = append(reordered, 0x01)
 	reordered = append(reordered, mustMarshal(t, user)...)
+	// A byte of the last link's signature (key 3, the attestation, comes
+	// after the links).
+	unattested := Record{User: user, Links: alice.Links}.Encode()
 	tampered := bytes.Clone(enc)
-	tampered[len(tampered)-5] ^= 1
+	tampered[len(unattested)-5] ^= 1
+	// An attestation naming one node, signed by another.
+	forged := alice.Attestation
+	forged.Signature = testAttestation(t, testNodeKey(t), user, KindOIDC).Signature
+	// An attestation whose own signature is tampered with.
+	badSig := bytes.Clone(enc)
+	badSig[len(badSig)-5] ^= 1
 	cases := []struct {
 		name string
 		data []byte
@@ -47,8 +56,12 @@ func TestRecordRefusals(t *testing.T) {
 		{"garbage", []byte("not cbor"), user, ErrBadRecord},
 		{"no links", Record{User: user}.Encode(), user, ErrBadRecord},
 		{"other user's record", bob.Record().Encode(), user, ErrBadRecord},
-		{"other user's links under this ID", Record{User: user, Links: bob.Links}.Encode(), user, ident.ErrUserIDMismatch},
+		{"other user's links under this ID", Record{User: user, Links: bob.Links, Attestation: alice.Record().Attestation}.Encode(), user, ident.ErrUserIDMismatch},
 		{"tampered signature", tampered, user, ErrBadRecord},
+		{"no attestation", unattested, user, ErrUnattested},
+		{"other user's attestation", Record{User: user, Links: alice.Links, Attestation: bob.Record().Attestation}.Encode(), user, ErrBadAttestation},
+		{"forged attestation", Record{User: user, Links: alice.Links, Attestation: forged.Encode()}.Encode(), user, ErrBadAttestation},
+		{"tampered attestation", badSig, user, ErrBadAttestation},
 		{"non-canonical", reordered, user, ErrBadRecord},
 		{"trailing bytes", append(bytes.Clone(enc), 0), user, ErrBadRecord},
 		{"over the size limit", make([]byte, MaxRecordSize+1), user, ErrRecordTooLarge},
@@ -91,8 +104,8 @@ func TestSelectLongestValidChain(t *testing.T) {
 	k := []e2ee.DeviceKeys{testKeys(t), testKeys(t), testKeys(t)}
 	full := testChain(t, k...)
 	user := full.Set.User()
-	v1 := Record{User: user, Links: full.Links[:1]}.Encode()
-	v2 := Record{User: user, Links: full.Links[:2]}.Encode()
+	v1 := Record{User: user, Links: full.Links[:1], Attestation: full.Record().Attestation}.Encode()
+	v2 := Record{User: user, Links: full.Links[:2], Attestation: full.Record().Attestation}.Encode()
 	v3 := full.Record().Encode()
 	forged := bytes.Clone(v3)
 	forged[len(forged)-3] ^= 1
@@ -104,7 +117,7 @@ func TestSelectLongestValidChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fork := Record{User: user, Links: [][]byte{full.Links[0], alt.Encode()}}.Encode()
+	fork := Record{User: user, Links: [][]byte{full.Links[0], alt.Encode()}, Attestation: full.Record().Attestation}.Encode()
 	// Of two chains of equal length the one with the smaller head link ID
 	// wins, whatever the order they come in.
 	forkWins := bytes.Compare(alt.ID().Bytes(), mustLinkID(t, full.Links[1])) < 0

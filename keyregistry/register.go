@@ -40,7 +40,9 @@ func (s *Service) Nonce(client string) ([]byte, time.Time, error) {
 // Register verifies and publishes a new user: proof is a registration proof
 // over a nonce this node issued (used up by the attempt), genesis the
 // user's first link, ticket a registration ticket (optional only with open
-// registration). It returns the new user's chain.
+// registration). The node attests the registration with its peer key
+// (Attest): an OIDC attestation for a ticket's account, a development
+// one without. It returns the new user's chain.
 func (s *Service) Register(ctx context.Context, genesis, proof []byte, ticket string) (Chain, error) {
 	c, err := s.register(ctx, genesis, proof, ticket)
 	if err != nil {
@@ -84,8 +86,16 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 		}
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidProof, err)
 	}
-	c := Chain{Set: set, Links: [][]byte{link.Encode()}}
 	user := set.User()
+	kind, account := KindDevelopment, []byte(nil)
+	if ticket != "" {
+		kind, account = KindOIDC, AccountHash(user, acct)
+	}
+	att, err := Attest(s.net.Key, user, kind, account, time.Now())
+	if err != nil {
+		return Chain{}, err
+	}
+	c := Chain{Set: set, Links: [][]byte{link.Encode()}, Attestation: att}
 
 	s.regMu.Lock()
 	defer s.regMu.Unlock()
@@ -120,7 +130,7 @@ func (s *Service) register(ctx context.Context, genesis, proof []byte, ticket st
 	if err != nil {
 		return Chain{}, fmt.Errorf("keyregistry: store: %w", err)
 	}
-	s.log.Info("user registered", "user", user.String(), "oauth", ticket != "")
+	s.log.Info("user registered", "user", user.String(), "oauth", ticket != "", "attestation", kind.String())
 	return c, nil
 }
 
@@ -169,7 +179,7 @@ func (s *Service) appendLink(ctx context.Context, user ident.UserID, encoded []b
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 	}
-	next := Chain{Set: set, Links: append(cur.Links[:len(cur.Links):len(cur.Links)], link.Encode())}
+	next := Chain{Set: set, Links: append(cur.Links[:len(cur.Links):len(cur.Links)], link.Encode()), Attestation: cur.Attestation}
 	// The chain and the anchor queue entry: one transaction.
 	err = s.anchors.EnqueueWith(user, link, func(txn *badger.Txn) error {
 		return txn.Set(s.db.Key(chainKey(user).Bytes()), next.Record().Encode())

@@ -55,6 +55,7 @@ type Service struct {
 	mirror   mirror
 	stopOnce sync.Once
 	verified verifiedRecords
+	val      Validator // the volo-user policy: DHT validator, gossip and fetches
 }
 
 type metrics struct {
@@ -155,7 +156,12 @@ func New(cfg Config, net Network, db *store.Prefixed, anchors AnchorQueue, publi
 			return nil, fmt.Errorf("keyregistry: register metrics: %w", err)
 		}
 	}
-	if err := net.Validators.Add(Namespace, Validator{}); err != nil {
+	s.val = Validator{
+		AllowDevelopment: cfg.AllowDevelopmentUsers,
+		budget: newNewUsers(cfg.NewUsersPerAttester, cfg.NewUsersWindow.Std(), s.holds, s.log,
+			func() { s.reject("attest_budget") }),
+	}
+	if err := net.Validators.Add(Namespace, s.val); err != nil {
 		return nil, fmt.Errorf("keyregistry: %w", err)
 	}
 	return s, nil
@@ -167,6 +173,10 @@ func New(cfg Config, net Network, db *store.Prefixed, anchors AnchorQueue, publi
 // starts the gossip, mirroring, republish and sweep loops. On an error it
 // undoes what it did.
 func (s *Service) Start(context.Context) (err error) {
+	if s.cfg.AllowDevelopmentUsers {
+		s.log.Warn("DEVELOPMENT USERS: this node accepts users registered without an OAuth login by any node; use only for development",
+			"setting", "registry.allow_development_users")
+	}
 	if s.cfg.OpenRegistration {
 		s.log.Warn("OPEN REGISTRATION: this node registers users without an OAuth login; use only for development",
 			"setting", "registry.open_registration")
@@ -240,7 +250,9 @@ func reasonOf(err error) string {
 		{ErrBadNonce, "bad_nonce"}, {ErrBadTicket, "bad_ticket"}, {ErrInvalidProof, "invalid_proof"},
 		{ErrInvalidLink, "invalid_link"}, {ErrStaleChain, "stale_chain"}, {ErrAlreadyRegistered, "already_registered"},
 		{ErrUserNotFound, "user_not_found"}, {ErrMailboxFull, "mailbox_full"}, {ErrTooManyMailboxes, "too_many_mailboxes"},
-		{ErrMessageTooLarge, "too_large"}, {ErrEmptyMessage, "empty_message"}, {ErrBadRecord, "bad_record"},
+		{ErrMessageTooLarge, "too_large"}, {ErrEmptyMessage, "empty_message"}, {ErrUnattested, "unattested"},
+		{ErrBadAttestation, "bad_attestation"}, {ErrDevelopmentUser, "development_user"}, {ErrAttestBudget, "attest_budget"},
+		{ErrBadRecord, "bad_record"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name

@@ -1,6 +1,7 @@
 package keyregistry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync/atomic"
@@ -32,6 +33,14 @@ func TestRegisterAndAppend(t *testing.T) {
 		t.Fatal(err)
 	}
 	user := c.Set.User()
+	// Open registration: a development attestation by this node, kept in
+	// the store with the chain.
+	if a := c.Attestation; a.Kind != KindDevelopment || a.Node != s.net.Host.ID() || len(a.Account) != 0 {
+		t.Fatalf("attestation %+v, want development by %s", a, s.net.Host.ID())
+	}
+	if stored, err := s.local(t.Context(), user); err != nil || !bytes.Equal(stored.Attestation.Encode(), c.Attestation.Encode()) {
+		t.Fatalf("stored chain: %v, attestation %+v", err, stored.Attestation)
+	}
 	n, _, _ := s.Nonce("127.0.0.1")
 	if _, err := s.Register(t.Context(), c.Links[0], e2ee.SignRegistration(phone, n).Encode(), ""); !errors.Is(err, ErrAlreadyRegistered) {
 		t.Fatalf("same genesis twice: %v", err)
@@ -65,7 +74,7 @@ func TestRegisterAndAppend(t *testing.T) {
 	req, _ := e2ee.NewAddDeviceRequest(c.Set.Head(), laptop)
 	add, _ := e2ee.NewAddDevice(c.Set, phone, req, time.Now())
 	c2, err := s.AppendLink(t.Context(), user, add.Encode())
-	if err != nil || c2.Version() != 2 {
+	if err != nil || c2.Version() != 2 || !bytes.Equal(c2.Record().Attestation, c.Record().Attestation) {
 		t.Fatalf("append: %v", err)
 	}
 	if _, err := s.AppendLink(t.Context(), user, add.Encode()); !errors.Is(err, ErrStaleChain) {
@@ -126,8 +135,16 @@ func TestRegisterWithTicket(t *testing.T) {
 	if _, err := s.Register(t.Context(), []byte("x"), e2ee.SignRegistration(testKeys(t), n).Encode(), tk); !errors.Is(err, ErrInvalidLink) {
 		t.Fatalf("bad genesis: %v", err)
 	}
-	if _, err := register(t, s, testKeys(t), tk); err != nil {
+	c, err := register(t, s, testKeys(t), tk)
+	if err != nil {
 		t.Fatalf("register: %v", err)
+	}
+	// The node attests the account, hashed with the user ID.
+	if a := c.Attestation; a.Kind != KindOIDC || a.Node != s.net.Host.ID() || !bytes.Equal(a.Account, AccountHash(c.Set.User(), acct)) {
+		t.Fatalf("attestation %+v, want OIDC by %s", a, s.net.Host.ID())
+	}
+	if err := (Validator{}).Validate(RecordKey(c.Set.User()), c.Record().Encode()); err != nil {
+		t.Fatalf("a strict validator refuses the OIDC user: %v", err)
 	}
 	if _, err := register(t, s, testKeys(t), tk); !errors.Is(err, ErrBadTicket) {
 		t.Fatalf("used ticket: %v", err)
@@ -143,7 +160,7 @@ func TestGossipKeepsOnlyExtensions(t *testing.T) {
 	full := testChain(t, k...)
 	user := full.Set.User()
 	part := func(n int) Chain {
-		c, err := DecodeRecord(Record{User: user, Links: full.Links[:n]}.Encode(), user)
+		c, err := DecodeRecord(Record{User: user, Links: full.Links[:n], Attestation: full.Record().Attestation}.Encode(), user)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +169,7 @@ func TestGossipKeepsOnlyExtensions(t *testing.T) {
 	set1 := part(1).Set
 	req, _ := e2ee.NewAddDeviceRequest(set1.Head(), testKeys(t))
 	alt, _ := e2ee.NewAddDevice(set1, k[0], req, time.Now())
-	fork, err := DecodeRecord(Record{User: user, Links: [][]byte{full.Links[0], alt.Encode()}}.Encode(), user)
+	fork, err := DecodeRecord(Record{User: user, Links: [][]byte{full.Links[0], alt.Encode()}, Attestation: full.Record().Attestation}.Encode(), user)
 	if err != nil {
 		t.Fatal(err)
 	}

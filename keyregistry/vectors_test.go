@@ -2,14 +2,17 @@ package keyregistry
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/ident"
 )
@@ -22,7 +25,24 @@ type recordVector struct {
 	Version uint64   `json:"version"`
 	Devices []string `json:"devices"`
 	Key     string   `json:"key"`
-	Record  string   `json:"record"` // hex: the DHT value and the gossip message
+	// The attestation: the registering node's peer ID (its Ed25519 key's
+	// seed is 32 bytes of 0x30), the OIDC account (issuer, subject) and
+	// its hash, and the encoded attestation (hex), key 3 of the record.
+	Node        string `json:"node"`
+	Issuer      string `json:"issuer"`
+	Subject     string `json:"subject"`
+	AccountHash string `json:"account_hash"`
+	Attestation string `json:"attestation"`
+	Record      string `json:"record"` // hex: the DHT value and the gossip message
+}
+
+// vectorNodeKey is the registering node's peer key of the vector.
+func vectorNodeKey(t *testing.T) crypto.PrivKey {
+	k, err := crypto.UnmarshalEd25519PrivateKey(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x30}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // vectorKeys derives device keys from a fixed seed byte.
@@ -62,15 +82,22 @@ func vectorRecord(t *testing.T) (Chain, recordVector) {
 	if set, err = set.Apply(add); err != nil {
 		t.Fatal(err)
 	}
-	c := Chain{Set: set, Links: [][]byte{g.Encode(), add.Encode()}}
+	acct := Account{Issuer: "https://accounts.example.com", Subject: "248289761001"}
+	att, err := Attest(vectorNodeKey(t), set.User(), KindOIDC, AccountHash(set.User(), acct), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Chain{Set: set, Links: [][]byte{g.Encode(), add.Encode()}, Attestation: att}
 	var devs []string
 	for _, d := range set.DeviceIDs() {
 		devs = append(devs, d.String())
 	}
 	return c, recordVector{
-		Comment: "volo-user DHT record and /volo/registry/1 message: a phone's genesis and the add-device link of a laptop",
+		Comment: "volo-user DHT record and /volo/registry/1 message: a phone's genesis, the add-device link of a laptop, and the OIDC attestation of the node that registered the phone",
 		UserID:  set.User().String(), Version: set.Version(), Devices: devs,
-		Key: RecordKey(set.User()), Record: hex.EncodeToString(c.Record().Encode()),
+		Key: RecordKey(set.User()), Node: att.Node.String(), Issuer: acct.Issuer, Subject: acct.Subject,
+		AccountHash: hex.EncodeToString(att.Account), Attestation: hex.EncodeToString(att.Encode()),
+		Record: hex.EncodeToString(c.Record().Encode()),
 	}
 }
 
@@ -95,7 +122,7 @@ func TestRecordVectors(t *testing.T) {
 		t.Fatalf("vectors: %v", err)
 	}
 	v := vs[0]
-	if v.UserID != want.UserID || v.Record != want.Record || v.Key != want.Key {
+	if !reflect.DeepEqual(v, want) {
 		t.Errorf("regenerated vector differs from the committed one: the format changed")
 	}
 	raw, _ := hex.DecodeString(v.Record)
@@ -110,6 +137,11 @@ func TestRecordVectors(t *testing.T) {
 	if !bytes.Equal(c.Record().Encode(), raw) || c.Version() != v.Version || RecordKey(user) != v.Key {
 		t.Error("committed record does not round-trip")
 	}
+	if c.Attestation.Node.String() != v.Node || c.Attestation.Kind != KindOIDC ||
+		hex.EncodeToString(AccountHash(user, Account{Issuer: v.Issuer, Subject: v.Subject})) != v.AccountHash ||
+		hex.EncodeToString(c.Attestation.Account) != v.AccountHash || hex.EncodeToString(c.Attestation.Encode()) != v.Attestation {
+		t.Error("committed attestation does not match its node, account or encoding")
+	}
 	for i, d := range c.Set.DeviceIDs() {
 		if d.String() != v.Devices[i] {
 			t.Errorf("device %d: %s, want %s", i, d, v.Devices[i])
@@ -118,7 +150,7 @@ func TestRecordVectors(t *testing.T) {
 	if err := (Validator{}).Validate(v.Key, raw); err != nil {
 		t.Error(err)
 	}
-	if _, err := decodeAnnouncement(raw); err != nil {
+	if _, err := (Validator{}).decodeAnnouncement(raw); err != nil {
 		t.Error(err)
 	}
 }

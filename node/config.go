@@ -130,6 +130,9 @@ func (c Config) Validate() error {
 	if err := c.Chain.Validate(); err != nil {
 		return err
 	}
+	if c.Registry.AllowDevelopmentUsers && c.Chain.Backend == ChainCardano && c.Chain.Network == "mainnet" {
+		return errors.New(`registry.allow_development_users: refused on a node anchoring on Cardano mainnet (chain.network = "mainnet"): users registered without an OAuth login are for development networks only`)
+	}
 	if err := c.Relay.Validate(); err != nil {
 		return err
 	}

@@ -79,6 +79,10 @@ func TestDecodeConfigErrorsNameTheField(t *testing.T) {
 		{"bad provider name", "[[registry.oidc]]\nname = \"My IdP\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[0].name"}},
 		{"bad issuer", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[0].issuer"}},
 		{"no client id", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\n", []string{"registry.oidc[0].client_id"}},
+		{"open registration without development users", "[registry]\nallow_development_users = false\n", []string{"registry.open_registration", "allow_development_users"}},
+		{"no new-user budget", "[registry]\nnew_users_per_attester = 0\n", []string{"registry.new_users_per_attester"}},
+		{"zero new-user window", "[registry]\nnew_users_window = \"0s\"\n", []string{"registry.new_users_window"}},
+		{"development users on mainnet", "[registry]\nopen_registration = false\n[chain]\nbackend = \"cardano\"\nnetwork = \"mainnet\"\nsocket = \"/x\"\npayment_key = \"/y\"\n", []string{"registry.allow_development_users", "mainnet"}},
 		{"duplicate provider", "[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n[[registry.oidc]]\nname = \"idp\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n", []string{"registry.oidc[1].name", "twice"}},
 	}
 	for _, c := range cases {
