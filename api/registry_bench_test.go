@@ -68,7 +68,7 @@ func BenchmarkLookup10Nodes(b *testing.B) {
 				set, _ := ident.VerifyChain(g.UserID(), []ident.Link{g})
 				req, _ := e2ee.NewAddDeviceRequest(set.Head(), laptop)
 				add, _ := e2ee.NewAddDevice(set, phone, req, time.Now())
-				rec := keyregistry.Record{User: g.UserID(), Links: [][]byte{g.Encode(), add.Encode()}}.Encode()
+				rec := attestedRecord(b, nodeKey(b), keyregistry.KindOIDC, g, add)
 				if err := nw.Nodes[0].Host().DHT().PutValue(ctx, keyregistry.RecordKey(g.UserID()), rec); err != nil {
 					b.Errorf("put: %v", err)
 				}

@@ -11,14 +11,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/oauth2-proxy/mockoidc"
 
@@ -360,7 +356,17 @@ func TestRegistryThreeNodes(t *testing.T) {
 	}
 
 	t.Run("rolled-back record in the DHT does not replace the newer one", func(t *testing.T) {
-		old := keyregistry.Record{User: user, Links: [][]byte{genesis.Encode(), add.Encode()}}.Encode()
+		// The older chain with the user's real attestation: refused for
+		// being older, not for lacking one.
+		v, err := nw.Nodes[0].Host().DHT().GetValue(ctx, keyregistry.RecordKey(user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := keyregistry.DecodeRecord(v, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := keyregistry.Record{User: user, Links: [][]byte{genesis.Encode(), add.Encode()}, Attestation: cur.Record().Attestation}.Encode()
 		if err := nw.Nodes[1].Host().DHT().PutValue(ctx, keyregistry.RecordKey(user), old); err == nil {
 			t.Log("the DHT took the put of the older record; it must still select the newer one")
 		}
@@ -392,10 +398,13 @@ func TestRegistryThreeNodes(t *testing.T) {
 		forgedAdd.Sig = mallory.Signing.Sign(ident.DomainLink, forgedAdd.Encode())
 		victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 		vid := victim.UserID()
-		big := keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), make([]byte, keyregistry.MaxRecordSize)}}.Encode()
+		// Each with a valid attestation of the victim: refused for what
+		// else is wrong.
+		att := attestation(t, nodeKey(t), keyregistry.KindOIDC, vid)
+		big := keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), make([]byte, keyregistry.MaxRecordSize)}, Attestation: att}.Encode()
 		cases := map[string][]byte{
-			"other user's chain":  keyregistry.Record{User: vid, Links: [][]byte{eg.Encode()}}.Encode(),
-			"forged link":         keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), forgedAdd.Encode()}}.Encode(),
+			"other user's chain":  keyregistry.Record{User: vid, Links: [][]byte{eg.Encode()}, Attestation: att}.Encode(),
+			"forged link":         keyregistry.Record{User: vid, Links: [][]byte{victim.Encode(), forgedAdd.Encode()}, Attestation: att}.Encode(),
 			"over the size limit": big,
 		}
 		for name, val := range cases {
@@ -416,7 +425,7 @@ func TestRegistryThreeNodes(t *testing.T) {
 			}
 		}
 		// Control: the raw client does reach the nodes with a valid record.
-		nw.RawPut(ctx, keyregistry.RecordKey(vid), keyregistry.Record{User: vid, Links: [][]byte{victim.Encode()}}.Encode())
+		nw.RawPut(ctx, keyregistry.RecordKey(vid), keyregistry.Record{User: vid, Links: [][]byte{victim.Encode()}, Attestation: att}.Encode())
 		for i, n := range nw.Nodes {
 			if _, err := n.Host().DHT().GetValue(ctx, keyregistry.RecordKey(vid)); err != nil {
 				t.Errorf("control: node %d: %v", i, err)
@@ -525,41 +534,16 @@ func TestNonceLimitHTTP(t *testing.T) {
 // one is counted as refused by the topic validator.
 func TestForgedGossipIsRefused(t *testing.T) {
 	nw := testnet.New(t, 2)
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	// Flood publishing sends to every peer in the topic at once rather
-	// than to a mesh that forms only after a heartbeat.
-	ps, err := pubsub.NewGossipSub(t.Context(), h, pubsub.WithFloodPublish(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(keyregistry.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	topic := rawGossip(t, nw)
 	n0 := nw.Nodes[0]
-	for _, n := range nw.Nodes {
-		if err := h.Connect(t.Context(), peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-		tstest.WaitFor(t, time.Minute, func() error {
-			if !slices.Contains(topic.ListPeers(), n.PeerID()) {
-				return fmt.Errorf("node %s never joined the topic", n.PeerID())
-			}
-			return nil
-		})
-	}
 	victim, _ := e2ee.NewGenesis(newKeys(t), time.Now())
 	eve, _ := e2ee.NewGenesis(newKeys(t), time.Now())
-	forged := keyregistry.Record{User: victim.UserID(), Links: [][]byte{eve.Encode()}}.Encode()
+	forged := keyregistry.Record{User: victim.UserID(), Links: [][]byte{eve.Encode()}, Attestation: attestation(t, nodeKey(t), keyregistry.KindOIDC, victim.UserID())}.Encode()
 	if err := topic.Publish(t.Context(), forged); err != nil {
 		t.Fatal(err)
 	}
 	good, _ := e2ee.NewGenesis(newKeys(t), time.Now())
-	if err := topic.Publish(t.Context(), keyregistry.Record{User: good.UserID(), Links: [][]byte{good.Encode()}}.Encode()); err != nil {
+	if err := topic.Publish(t.Context(), attestedRecord(t, nodeKey(t), keyregistry.KindDevelopment, good)); err != nil {
 		t.Fatal(err)
 	}
 	// The valid announcement reaches both nodes.
