@@ -260,3 +260,49 @@ func TestDevelopmentUsersRefusedByProductionNodes(t *testing.T) {
 		t.Error("node 1: development user's backup check succeeds")
 	}
 }
+
+// TestNewUserBudgetPerAttester: a node accepts at most its budget of new
+// users attested by one node; more are neither stored nor served, while
+// another node with a larger budget keeps them all.
+func TestNewUserBudgetPerAttester(t *testing.T) {
+	const budget = 2
+	nw := testnet.New(t, 2, testnet.Configure(func(i int, cfg *node.Config) {
+		if i == 1 {
+			cfg.Registry.NewUsersPerAttester = budget
+		}
+	}))
+	topic := rawGossip(t, nw)
+	attester := nodeKey(t)
+	var users []ident.UserID
+	for range budget + 1 {
+		g, err := e2ee.NewGenesis(newKeys(t), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, g.UserID())
+		if err := topic.Publish(t.Context(), attestedRecord(t, attester, keyregistry.KindOIDC, g)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := func(i int) int {
+		n := 0
+		for _, u := range users {
+			if _, st, _ := chainAt(t, nw.Nodes[i].APIURL(), u); st == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	tstest.WaitFor(t, time.Minute, func() error {
+		if n := held(0); n != budget+1 {
+			return fmt.Errorf("node 0 holds %d users, want %d", n, budget+1)
+		}
+		if n := rejections(t, nw.Nodes[1], "attest_budget"); n < 1 {
+			return errors.New("node 1 has refused no user over the budget")
+		}
+		return nil
+	})
+	if n := held(1); n != budget {
+		t.Errorf("node 1 holds %d users of one attester, want its budget %d", n, budget)
+	}
+}
