@@ -52,6 +52,7 @@ type Host struct {
 	dht    *dht.IpfsDHT
 	ps     *pubsub.PubSub
 	vals   *Validators
+	scores *scores
 	listen []ma.Multiaddr
 	boot   []peer.AddrInfo
 
@@ -154,7 +155,12 @@ func New(cfg Config, identity crypto.PrivKey, opts ...Option) (*Host, error) {
 	// Flood publishing sends a node's own messages to every peer in the
 	// topic rather than only its mesh: Volo's topics carry few, small
 	// announcements, and this delivers them even before the mesh forms.
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true))
+	// Peer scoring (score.go) lowers the score of peers that send
+	// messages the topic validators refuse, down to graylisting them.
+	sc := &scores{}
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true),
+		pubsub.WithPeerScore(PeerScoreParams(), PeerScoreThresholds()),
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(sc.inspect), ScoreInspectInterval))
 	if err != nil {
 		cancel()
 		kad.Close()
@@ -168,6 +174,7 @@ func New(cfg Config, identity crypto.PrivKey, opts ...Option) (*Host, error) {
 		dht:    kad,
 		ps:     ps,
 		vals:   vals,
+		scores: sc,
 		listen: listen,
 		boot:   boot,
 		ctx:    ctx,
@@ -305,7 +312,8 @@ func (h *Host) Roles() []string {
 }
 
 // Topic joins the gossipsub topic name, or returns the handle already
-// joined: services on one node share one handle per topic.
+// joined: services on one node share one handle per topic. The topic is
+// scored with TopicScoreParams.
 func (h *Host) Topic(name string) (*pubsub.Topic, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -315,6 +323,10 @@ func (h *Host) Topic(name string) (*pubsub.Topic, error) {
 	t, err := h.ps.Join(name)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: join topic %s: %w", name, err)
+	}
+	if err := t.SetScoreParams(TopicScoreParams()); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("p2p: score topic %s: %w", name, err)
 	}
 	h.topics[name] = t
 	return t, nil
