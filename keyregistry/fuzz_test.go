@@ -118,3 +118,34 @@ func FuzzAppendLink(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeAttestation: the attestation decoder never panics, and what
+// it accepts is canonical, well formed and signed by the peer it names.
+func FuzzDecodeAttestation(f *testing.F) {
+	key := testNodeKey(f)
+	user := testChain(f, mustKeys(f)).Set.User()
+	for _, kind := range []AttestationKind{KindOIDC, KindDevelopment} {
+		a := testAttestation(f, key, user, kind)
+		f.Add(a.Encode())
+		bad := a.Encode()
+		bad[len(bad)-1] ^= 1
+		f.Add(bad)
+	}
+	f.Add([]byte{0xa0})
+	f.Add([]byte{0xa2, 0x01, 0xa0, 0x02, 0x40})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := DecodeAttestation(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(a.Encode(), data) {
+			t.Fatal("accepted attestation does not re-encode to its input")
+		}
+		if err := a.checkStatement(); err != nil {
+			t.Fatalf("accepted a malformed statement: %v", err)
+		}
+		if err := a.verify(); err != nil {
+			t.Fatalf("accepted a bad signature: %v", err)
+		}
+	})
+}
