@@ -35,7 +35,9 @@ func (s *Service) fetch(ctx context.Context, user ident.UserID) (Chain, error) {
 	}
 	c, err := s.val.decode(v, user, true)
 	if err != nil {
-		s.reject(reasonOf(err))
+		if !errors.Is(err, ErrAttestBudget) { // the budget counts its own
+			s.reject(reasonOf(err))
+		}
 		return Chain{}, err
 	}
 	return c, nil
