@@ -365,14 +365,22 @@ func TestForgedUploadsRefused(t *testing.T) {
 	}
 }
 
-// pointer signs a pointer of u to manifest m at time at.
+// pointer signs a pointer of u to manifest m at time at, carrying the
+// chain node 0 holds.
 func pointer(t testing.TB, nw *testnet.Network, u user, k e2ee.DeviceKeys, m cid.Cid, at time.Time) []byte {
 	t.Helper()
 	ch, err := nw.Nodes[0].KeyRegistry().Lookup(t.Context(), u.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := wire.SignBackupPointer(wire.BackupPointer{User: u.id, Device: k.ID(), Manifest: m, Size: 100, Time: at}, k.Signing, ch.Links)
+	return signPointer(t, u, k, m, at, ch.Links)
+}
+
+// signPointer signs a pointer of u to manifest m at time at, carrying
+// chain (encoded links, genesis first).
+func signPointer(t testing.TB, u user, k e2ee.DeviceKeys, m cid.Cid, at time.Time, chain [][]byte) []byte {
+	t.Helper()
+	r, err := wire.SignBackupPointer(wire.BackupPointer{User: u.id, Device: k.ID(), Manifest: m, Size: 100, Time: at}, k.Signing, chain)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,148 @@
+package backupstore_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/internal/testnet"
+	"github.com/volo-chat/volo/internal/tstest"
+	"github.com/volo-chat/volo/node"
+	"github.com/volo-chat/volo/wire"
+)
+
+// uploader uploads chunks and backups of u through node nd, signed by k,
+// and waits until every storage node of nw that should hold them does.
+type uploader struct {
+	t  testing.TB
+	nw *testnet.Network
+	nd *node.Node
+	u  user
+	k  e2ee.DeviceKeys
+}
+
+func (up uploader) put(data []byte, manifest bool) cid.Cid {
+	up.t.Helper()
+	c := wire.ChunkCID(data)
+	if _, err := up.nd.Backup().Put(up.t.Context(), c, data, manifest, auth(up.k, up.u.id, up.nd, c.String())); err != nil {
+		up.t.Fatal(err)
+	}
+	waitHeldBy(up.t, up.nw, c, expectedHolders(up.nw, c, 3))
+	return c
+}
+
+// backup uploads chunks and a manifest listing them and returns the
+// manifest's CID and every CID of the backup, manifest first.
+func (up uploader) backup(chunks ...[]byte) (cid.Cid, []cid.Cid) {
+	up.t.Helper()
+	m := wire.Manifest{User: up.u.id, Created: time.Now()}
+	var all []cid.Cid
+	for _, d := range chunks {
+		c := up.put(d, false)
+		all = append(all, c)
+		m.Chunks = append(m.Chunks, wire.ManifestChunk{CID: c, Size: uint32(len(d))})
+		m.Size += uint64(len(d))
+	}
+	mb, err := m.Encode()
+	if err != nil {
+		up.t.Fatal(err)
+	}
+	mc := up.put(mb, true)
+	return mc, append([]cid.Cid{mc}, all...)
+}
+
+// waitPointerEverywhere waits until every node's DHT and every node's
+// backup store serve want as the user's pointer.
+func waitPointerEverywhere(t testing.TB, nw *testnet.Network, u user, want []byte) {
+	t.Helper()
+	key := wire.PointerKey(u.id)
+	tstest.WaitFor(t, 30*time.Second, func() error {
+		for i, nd := range nw.Nodes {
+			got, err := nd.Host().DHT().GetValue(t.Context(), key)
+			if err != nil || !bytes.Equal(got, want) {
+				return fmt.Errorf("node %d: the DHT serves another pointer (%d bytes, %v)", i, len(got), err)
+			}
+			got, err = nd.Backup().Pointer(t.Context(), u.id)
+			if err != nil || !bytes.Equal(got, want) {
+				return fmt.Errorf("node %d: the backup store serves another pointer (%d bytes, %v)", i, len(got), err)
+			}
+		}
+		return nil
+	})
+}
+
+// A device revoked from the user's chain signs pointers with the chain
+// from before its revocation: one dated a century ahead, and one dated
+// now, naming the user's older, smaller backup. Neither replaces the real
+// pointer on any node, and GC, run as if two days had passed, deletes no
+// chunk of the real backup. Positive control: a new pointer of an active
+// device replaces the real one everywhere.
+func TestRevokedDeviceCannotReplaceOrDestroyBackup(t *testing.T) {
+	nw := backupNet(t, 3, nil)
+	u := register(t, nw, nw.Nodes[0])
+	up := uploader{t: t, nw: nw, nd: nw.Nodes[0], u: u, k: u.phone}
+	old, _ := up.backup(randomChunk(1000))
+	real, realCIDs := up.backup(randomChunk(1000), randomChunk(1000))
+	ch, err := nw.Nodes[0].KeyRegistry().Lookup(t.Context(), u.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := ch.Links // the chain in which the laptop is active
+	p1 := pointer(t, nw, u, u.phone, real, time.Now())
+	if _, err := nw.Nodes[0].Backup().PutPointer(t.Context(), p1); err != nil {
+		t.Fatal(err)
+	}
+	waitPointerEverywhere(t, nw, u, p1)
+
+	rev, err := e2ee.NewRevokeDevice(ch.Set, u.phone, u.laptop.ID(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nw.Nodes[0].KeyRegistry().AppendLink(t.Context(), u.id, rev.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	waitChain(t, nw, u.id, 3)
+
+	attacks := map[string][]byte{
+		"future-dated": signPointer(t, u, u.laptop, old, time.Now().AddDate(100, 0, 0), before),
+		"dated now":    signPointer(t, u, u.laptop, old, time.Now().Add(time.Second), before),
+	}
+	for name, p := range attacks {
+		if _, err := nw.Nodes[1].Backup().PutPointer(t.Context(), p); !errors.Is(err, wire.ErrBadPointer) {
+			t.Errorf("%s: PutPointer: %v, want %v", name, err, wire.ErrBadPointer)
+		}
+		nw.RawPut(t.Context(), wire.PointerKey(u.id), p)
+	}
+	// The active phone's own pointer a century ahead is refused too.
+	if _, err := nw.Nodes[1].Backup().PutPointer(t.Context(), pointer(t, nw, u, u.phone, old, time.Now().AddDate(100, 0, 0))); !errors.Is(err, wire.ErrBadPointer) {
+		t.Errorf("phone's future-dated pointer: %v", err)
+	}
+	waitPointerEverywhere(t, nw, u, p1)
+
+	for i, nd := range nw.Nodes {
+		if _, err := nd.Backup().GCAt(t.Context(), time.Now().Add(48*time.Hour)); err != nil {
+			t.Fatalf("node %d: gc: %v", i, err)
+		}
+		for _, c := range realCIDs {
+			if ok, err := nd.Backup().Has(c); err != nil || !ok {
+				t.Fatalf("node %d: chunk %s of the real backup is gone after GC (%v)", i, c, err)
+			}
+		}
+	}
+
+	// Positive control: the phone's next backup replaces the pointer.
+	next, _ := up.backup(randomChunk(1000))
+	p2 := pointer(t, nw, u, u.phone, next, time.Now().Add(2*time.Second))
+	if _, err := nw.Nodes[1].Backup().PutPointer(t.Context(), p2); err != nil {
+		t.Fatal(err)
+	}
+	waitPointerEverywhere(t, nw, u, p2)
+	if _, err := nw.Nodes[2].Backup().Get(t.Context(), next); err != nil {
+		t.Fatalf("read the new backup's manifest: %v", err)
+	}
+}
