@@ -2,17 +2,22 @@ package backupstore_test
 
 import (
 	"bytes"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	record "github.com/libp2p/go-libp2p-record"
 
+	"github.com/volo-chat/volo/backupstore"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
+	"github.com/volo-chat/volo/p2p"
 	"github.com/volo-chat/volo/wire"
 )
 
@@ -144,5 +149,95 @@ func TestRevokedDeviceCannotReplaceOrDestroyBackup(t *testing.T) {
 	waitPointerEverywhere(t, nw, u, p2)
 	if _, err := nw.Nodes[2].Backup().Get(t.Context(), next); err != nil {
 		t.Fatalf("read the new backup's manifest: %v", err)
+	}
+}
+
+// dropRecord deletes the DHT record under key from node nd's store: what
+// the DHT does to a record nobody put again within p2p.RecordLifetime
+// (kad-dht keeps value records under "/<namespace>/" + base32(key)).
+func dropRecord(t testing.TB, nd *node.Node, key string) {
+	t.Helper()
+	ns, _, err := record.SplitKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := ds.NewKey("/" + ns + "/" + base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString([]byte(key)))
+	if err := nd.Store().Prefix("dht/").Datastore().Delete(t.Context(), k); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The node a backup was made through (not a storage node) leaves for good
+// and the DHT forgets its pointer record, as it does once the record's
+// lifetime passes without a put. The storage nodes holding the backup
+// have learned the pointer on their republish loop (called here as the
+// loop does every backup.republish_interval; the loop itself runs in
+// TestStorageNodeKeepsAndRepublishesPointer): their next round puts it in
+// the DHT again, every node resolves it, the backup restores through any
+// node, and GC two days later keeps every chunk.
+func TestBackupOutlivesItsEntryNode(t *testing.T) {
+	const entry = 3
+	nw := backupNet(t, 4, func(i int, c *backupstore.Config) { c.Enabled = i != entry })
+	u := register(t, nw, nw.Nodes[entry])
+	up := uploader{t: t, nw: nw, nd: nw.Nodes[entry], u: u, k: u.phone}
+	m, cids := up.backup(randomChunk(3000), randomChunk(2000))
+	p := pointer(t, nw, u, u.phone, m, time.Now())
+	if _, err := nw.Nodes[entry].Backup().PutPointer(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	storage := []int{0, 1, 2}
+	for _, i := range storage {
+		nw.Nodes[i].Backup().Republish(t.Context())
+	}
+
+	nw.Stop(entry)
+	key := wire.PointerKey(u.id)
+	for _, i := range storage {
+		dropRecord(t, nw.Nodes[i], key)
+	}
+	for _, i := range storage {
+		if got, err := nw.Nodes[i].Host().DHT().GetValue(t.Context(), key); err == nil {
+			t.Fatalf("node %d still finds %d bytes under %s after the records were dropped", i, len(got), key)
+		}
+	}
+
+	for _, i := range storage {
+		nw.Nodes[i].Backup().Republish(t.Context())
+	}
+	for _, i := range storage {
+		nd := nw.Nodes[i]
+		got, err := nd.Host().DHT().GetValue(t.Context(), key)
+		if err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("node %d: the DHT serves %d bytes (%v), want the pointer", i, len(got), err)
+		}
+		// Restore: pointer, manifest, chunks.
+		pb, err := nd.Backup().Pointer(t.Context(), u.id)
+		if err != nil || !bytes.Equal(pb, p) {
+			t.Fatalf("node %d: pointer: %v", i, err)
+		}
+		r, _ := wire.DecodePointerRecord(pb)
+		mb, err := nd.Backup().Get(t.Context(), r.Pointer.Manifest)
+		if err != nil {
+			t.Fatalf("node %d: manifest: %v", i, err)
+		}
+		man, err := wire.DecodeManifest(mb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mc := range man.Chunks {
+			if data, err := nd.Backup().Get(t.Context(), mc.CID); err != nil || uint32(len(data)) != mc.Size {
+				t.Fatalf("node %d: chunk %s: %d bytes, %v", i, mc.CID, len(data), err)
+			}
+		}
+	}
+	for _, i := range storage {
+		if _, err := nw.Nodes[i].Backup().GCAt(t.Context(), time.Now().Add(p2p.RecordLifetime+time.Hour)); err != nil {
+			t.Fatalf("node %d: gc: %v", i, err)
+		}
+		for _, c := range cids {
+			if ok, err := nw.Nodes[i].Backup().Has(c); err != nil || !ok {
+				t.Fatalf("node %d: chunk %s collected (%v)", i, c, err)
+			}
+		}
 	}
 }

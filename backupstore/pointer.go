@@ -138,6 +138,15 @@ func (s *Service) newestPointer(ctx context.Context, user ident.UserID) (wire.Po
 	return best, bestBytes, nil
 }
 
+// keepPointer stores r (one that counts) unless the pointer stored here
+// is as new: how a storage node keeps the pointer of the users whose
+// chunks it holds.
+func (s *Service) keepPointer(r wire.PointerRecord, encoded []byte) {
+	if err := s.cs.putPointer(r, encoded); err != nil && !errors.Is(err, ErrStalePointer) {
+		s.log.Warn("keep backup pointer", "user", r.Pointer.User.String(), "err", err)
+	}
+}
+
 // fetchPointer reads user's pointer from the DHT.
 func (s *Service) fetchPointer(ctx context.Context, user ident.UserID) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, LookupTimeout)
@@ -145,9 +154,37 @@ func (s *Service) fetchPointer(ctx context.Context, user ident.UserID) ([]byte, 
 	return s.dht.GetValue(ctx, wire.PointerKey(user))
 }
 
+// learnPointers finds, for every user whose chunks this node holds, the
+// newest pointer that counts and keeps it, so that the pointer outlives
+// the node it was put through.
+func (s *Service) learnPointers(ctx context.Context) {
+	held, err := s.cs.list()
+	if err != nil {
+		s.log.Error("learn pointers", "err", err)
+		return
+	}
+	seen := make(map[ident.UserID]bool)
+	for _, h := range held {
+		if seen[h.Meta.Owner] || ctx.Err() != nil {
+			continue
+		}
+		seen[h.Meta.Owner] = true
+		r, b, err := s.newestPointer(ctx, h.Meta.Owner)
+		if err != nil {
+			s.log.Debug("learn pointer", "user", h.Meta.Owner.String(), "err", err)
+			continue
+		}
+		s.keepPointer(r, b)
+	}
+}
+
 // Republish puts every stored pointer in the DHT again and announces every
-// held chunk again, well inside the records' lifetime.
+// held chunk again, well inside the records' lifetime. A storage node
+// first learns the newest pointer of every user whose chunks it holds.
 func (s *Service) Republish(ctx context.Context) {
+	if s.cfg.Enabled {
+		s.learnPointers(ctx)
+	}
 	recs, err := s.cs.pointers()
 	if err != nil {
 		s.log.Error("republish pointers", "err", err)
