@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -239,5 +240,62 @@ func TestBackupOutlivesItsEntryNode(t *testing.T) {
 				t.Fatalf("node %d: chunk %s collected (%v)", i, c, err)
 			}
 		}
+	}
+}
+
+// A replicate request carries the device's authorization as first given,
+// which may be old; an old one replayed for a chunk the user's backup has
+// dropped is refused. Positive controls (repair still works): the same
+// old kind of authorization for a chunk the newest backup lists, and a
+// recent one for a chunk no backup lists yet, are accepted.
+func TestReplayedOldAuthorizationRefused(t *testing.T) {
+	nw := backupNet(t, 4, nil)
+	u := register(t, nw, nw.Nodes[0])
+	entry := nw.Nodes[0]
+	up := uploader{t: t, nw: nw, nd: entry, u: u, k: u.phone}
+	x, y := randomChunk(1500), randomChunk(1500)
+	m1, _ := up.backup(x)
+	if _, err := entry.Backup().PutPointer(t.Context(), pointer(t, nw, u, u.phone, m1, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := up.backup(y)
+	if _, err := entry.Backup().PutPointer(t.Context(), pointer(t, nw, u, u.phone, m2, time.Now().Add(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	// nonHolder is a storage node that is not among c's holders, and
+	// sender one that is not it.
+	nonHolder := func(c cid.Cid) (*node.Node, *node.Node) {
+		holders := expectedHolders(nw, c, 3)
+		for i, nd := range nw.Nodes {
+			if !slices.Contains(holders, nd.PeerID()) {
+				return nd, nw.Nodes[(i+1)%len(nw.Nodes)]
+			}
+		}
+		t.Fatalf("every node holds %s", c)
+		return nil, nil
+	}
+	twoDaysAgo := time.Now().Add(-48 * time.Hour)
+	replicate := func(data []byte, at time.Time) (*node.Node, error) {
+		c := wire.ChunkCID(data)
+		target, sender := nonHolder(c)
+		a := wire.SignUpload(u.phone, u.id, entry.PeerID().String(), c.String(), at)
+		return target, sender.Backup().ReplicateTo(t.Context(), target.PeerID(), c, data, false, a, entry.PeerID())
+	}
+
+	target, err := replicate(x, twoDaysAgo)
+	if !errors.Is(err, backupstore.ErrUnauthenticated) {
+		t.Fatalf("replayed authorization of a dropped chunk: %v, want %v", err, backupstore.ErrUnauthenticated)
+	}
+	if ok, _ := target.Backup().Has(wire.ChunkCID(x)); ok {
+		t.Fatal("the refused chunk was stored")
+	}
+	if target, err = replicate(y, twoDaysAgo); err != nil {
+		t.Fatalf("old authorization of a chunk the newest backup lists: %v", err)
+	}
+	if ok, _ := target.Backup().Has(wire.ChunkCID(y)); !ok {
+		t.Fatal("the accepted chunk is not held")
+	}
+	if _, err := replicate(randomChunk(800), time.Now().Add(-time.Hour)); err != nil {
+		t.Fatalf("recent authorization of a new chunk: %v", err)
 	}
 }

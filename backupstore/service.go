@@ -137,6 +137,9 @@ type Service struct {
 	met    *metrics
 
 	provide chan cid.Cid
+	// refs caches, per user, what the newest backup references, for the
+	// checks of replicate requests.
+	refs *refCache
 
 	life *service.Lifecycle
 	ctx  context.Context // life's: lives from New until Stop
@@ -155,7 +158,7 @@ func New(cfg Config, host Host, dht DHT, db *store.Prefixed, users UserLookup, o
 	o := service.Apply(opts)
 	s := &Service{
 		cfg: cfg, host: host, dht: dht, users: users, log: o.Log, now: o.Now,
-		provide: make(chan cid.Cid, provideQueue), life: service.NewLifecycle(),
+		provide: make(chan cid.Cid, provideQueue), life: service.NewLifecycle(), refs: newRefCache(),
 	}
 	s.ctx = s.life.Context()
 	s.client = service.Client[reply]{
