@@ -59,6 +59,7 @@ var backupErrors = []errorCode{
 	{backupstore.ErrNoStorage, http.StatusServiceUnavailable, wire.CodeNoStorage},
 	{backupstore.ErrNoQuorum, http.StatusServiceUnavailable, wire.CodeNoQuorum},
 	{backupstore.ErrStopped, http.StatusServiceUnavailable, wire.CodeUnavailable},
+	{backupstore.ErrChainUnavailable, http.StatusServiceUnavailable, wire.CodeUnavailable},
 }
 
 // StatusClientClosedRequest answers a request whose client went away

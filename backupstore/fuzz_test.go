@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/volo-chat/volo/wire"
 )
@@ -62,6 +63,44 @@ func FuzzDecodeBackupReply(f *testing.F) {
 		}
 		if r.Type < msgOK || r.Type > msgError {
 			t.Fatalf("accepted reply type %d", r.Type)
+		}
+	})
+}
+
+// FuzzPointerValidator feeds the DHT validator of backup pointers any
+// value: it never accepts one that does not decode, verify and count at
+// the validator's clock, and Select picks only what Validate accepts.
+func FuzzPointerValidator(f *testing.F) {
+	d := newTestDevice(f)
+	now := time.Now()
+	m := wire.ChunkCID([]byte("manifest"))
+	f.Add(d.pointer(f, m, now))
+	f.Add(d.pointer(f, m, now.AddDate(100, 0, 0)))
+	f.Add(d.pointer(f, m, now.Add(wire.PointerTimeSkew-time.Second)))
+	f.Add([]byte{0xa0})
+	v := PointerValidator{Now: func() time.Time { return now }, Chains: fixedUsers{set: d.set}}
+	key := wire.PointerKey(d.user())
+	f.Fuzz(func(t *testing.T, value []byte) {
+		err := v.Validate(key, value)
+		i, serr := v.Select(key, [][]byte{value})
+		if (err == nil) != (serr == nil) || (serr == nil && i != 0) {
+			t.Fatalf("Validate: %v; Select: %d, %v", err, i, serr)
+		}
+		if err != nil {
+			if !errors.Is(err, wire.ErrBadPointer) {
+				t.Fatalf("error without ErrBadPointer: %v", err)
+			}
+			return
+		}
+		r, err := wire.DecodePointerRecord(value)
+		if err != nil {
+			t.Fatalf("accepted a value that does not decode: %v", err)
+		}
+		if r.Pointer.Time.After(now.Add(wire.PointerTimeSkew)) {
+			t.Fatalf("accepted a pointer dated %s at %s", r.Pointer.Time, now)
+		}
+		if _, ok := d.set.Lookup(r.Pointer.Device); !ok {
+			t.Fatalf("accepted a pointer of device %s, not active in the known chain", r.Pointer.Device)
 		}
 	})
 }

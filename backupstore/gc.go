@@ -7,17 +7,21 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/routing"
 
 	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/wire"
 )
 
-// GC deletes the chunks no backup refers to: for each user holding chunks
-// here, the chunks older than GCGrace that are neither the manifest named
-// by the user's newest pointer, nor listed by it, nor listed by a manifest
-// of the user stored here within GCGrace. A user whose pointer or manifest
-// cannot be read keeps every chunk. It returns the number deleted.
+// GC deletes the chunks the user's newest backup has dropped, on positive
+// evidence only: for each user holding chunks here, the chunks stored more
+// than GCGrace ago whose upload authorization is dated before the user's
+// newest pointer that counts (so the pointer was made after them), that
+// are neither that pointer's
+// manifest, nor listed by it (read and decoded), nor listed by a manifest
+// of the user stored here within GCGrace. A user with no pointer that
+// counts, or whose pointer, chain or manifest cannot be read, keeps every
+// chunk: "not found" is never a reason to delete. It returns the number
+// deleted.
 func (s *Service) GC(ctx context.Context) (int, error) { return s.GCAt(ctx, s.now()) }
 
 // GCAt is GC as if the time were now: how the tests show what GC keeps
@@ -38,12 +42,16 @@ func (s *Service) GCAt(ctx context.Context, now time.Time) (int, error) {
 		if ctx.Err() != nil {
 			return deleted, ctx.Err()
 		}
-		live, err := s.liveSet(ctx, owner, chunks, now, grace)
+		refs, err := s.newestBackup(ctx, owner)
 		if err != nil {
-			s.log.Info("gc: keeping every chunk of a user whose backup cannot be read", "user", owner.String(), "err", err)
+			s.log.Info("gc: keeping every chunk of a user with no readable backup", "user", owner.String(), "err", err)
 			continue
 		}
-		for _, c := range collectable(chunks, live, now, grace) {
+		live := s.recentlyListed(chunks, now, grace)
+		for c := range refs.cids {
+			live[c] = true
+		}
+		for _, c := range collectable(chunks, live, refs.pointer.Time, now, grace) {
 			size := uint64(0)
 			if m, ok, _ := s.cs.meta(c); ok {
 				size = m.Size
@@ -66,10 +74,9 @@ func (s *Service) GCAt(ctx context.Context, now time.Time) (int, error) {
 	return deleted, errors.Join(errs...)
 }
 
-// liveSet is the set of CIDs of owner that GC keeps: the newest pointer's
-// manifest and its chunks, and the chunks of the owner's manifests stored
-// here within grace.
-func (s *Service) liveSet(ctx context.Context, owner ident.UserID, chunks []heldChunk, now time.Time, grace time.Duration) (map[cid.Cid]bool, error) {
+// recentlyListed is the set of chunks listed by the manifests among
+// chunks stored here within grace: a backup still being made.
+func (s *Service) recentlyListed(chunks []heldChunk, now time.Time, grace time.Duration) map[cid.Cid]bool {
 	live := make(map[cid.Cid]bool)
 	for _, h := range chunks {
 		if h.Meta.Kind != kindManifest || now.Sub(time.UnixMilli(h.Meta.Stored)) > grace {
@@ -87,38 +94,53 @@ func (s *Service) liveSet(ctx context.Context, owner ident.UserID, chunks []held
 			live[mc.CID] = true
 		}
 	}
-	b, err := s.Pointer(ctx, owner)
-	if errors.Is(err, ErrNotFound) && errors.Is(err, routing.ErrNotFound) {
-		return live, nil // no backup pointer at all: nothing old is referenced
-	}
+	return live
+}
+
+// backupRefs is what a user's newest backup references.
+type backupRefs struct {
+	// pointer is the user's newest pointer that counts.
+	pointer wire.BackupPointer
+	// cids holds its manifest and every chunk the manifest lists.
+	cids map[cid.Cid]bool
+}
+
+// newestBackup reads user's newest pointer that counts (and keeps it) and
+// its manifest, which must decode and be the user's.
+func (s *Service) newestBackup(ctx context.Context, user ident.UserID) (backupRefs, error) {
+	r, b, err := s.newestPointer(ctx, user)
 	if err != nil {
-		return nil, err
+		return backupRefs{}, err
 	}
-	r, err := wire.DecodePointerRecord(b)
-	if err != nil {
-		return nil, err
-	}
-	live[r.Pointer.Manifest] = true
+	s.keepPointer(r, b)
 	data, err := s.Get(ctx, r.Pointer.Manifest)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", r.Pointer.Manifest, err)
+		return backupRefs{}, fmt.Errorf("manifest %s: %w", r.Pointer.Manifest, err)
 	}
 	m, err := wire.DecodeManifest(data)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", r.Pointer.Manifest, err)
+		return backupRefs{}, fmt.Errorf("manifest %s: %w", r.Pointer.Manifest, err)
 	}
+	if !m.User.Equal(user) {
+		return backupRefs{}, fmt.Errorf("%w: pointer of %s names the manifest of %s", wire.ErrBadManifest, user, m.User)
+	}
+	refs := backupRefs{pointer: r.Pointer, cids: make(map[cid.Cid]bool, len(m.Chunks)+1)}
+	refs.cids[r.Pointer.Manifest] = true
 	for _, mc := range m.Chunks {
-		live[mc.CID] = true
+		refs.cids[mc.CID] = true
 	}
-	return live, nil
+	return refs, nil
 }
 
-// collectable is GC's decision: the chunks older than grace at now that
-// are not in live.
-func collectable(chunks []heldChunk, live map[cid.Cid]bool, now time.Time, grace time.Duration) []cid.Cid {
+// collectable is GC's decision: the chunks stored more than grace before
+// now, authorized before pointerTime (both times are the device's clock:
+// the pointer was made after the upload and left them out) and not in
+// live.
+func collectable(chunks []heldChunk, live map[cid.Cid]bool, pointerTime, now time.Time, grace time.Duration) []cid.Cid {
 	var out []cid.Cid
 	for _, h := range chunks {
-		if now.Sub(time.UnixMilli(h.Meta.Stored)) > grace && !live[h.CID] {
+		old := now.Sub(time.UnixMilli(h.Meta.Stored)) > grace
+		if old && time.Unix(h.Meta.Time, 0).Before(pointerTime) && !live[h.CID] {
 			out = append(out, h.CID)
 		}
 	}

@@ -365,14 +365,22 @@ func TestForgedUploadsRefused(t *testing.T) {
 	}
 }
 
-// pointer signs a pointer of u to manifest m at time at.
+// pointer signs a pointer of u to manifest m at time at, carrying the
+// chain node 0 holds.
 func pointer(t testing.TB, nw *testnet.Network, u user, k e2ee.DeviceKeys, m cid.Cid, at time.Time) []byte {
 	t.Helper()
 	ch, err := nw.Nodes[0].KeyRegistry().Lookup(t.Context(), u.id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := wire.SignBackupPointer(wire.BackupPointer{User: u.id, Device: k.ID(), Manifest: m, Size: 100, Time: at}, k.Signing, ch.Links)
+	return signPointer(t, u, k, m, at, ch.Links)
+}
+
+// signPointer signs a pointer of u to manifest m at time at, carrying
+// chain (encoded links, genesis first).
+func signPointer(t testing.TB, u user, k e2ee.DeviceKeys, m cid.Cid, at time.Time, chain [][]byte) []byte {
+	t.Helper()
+	r, err := wire.SignBackupPointer(wire.BackupPointer{User: u.id, Device: k.ID(), Manifest: m, Size: 100, Time: at}, k.Signing, chain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,10 +477,10 @@ func TestGarbageCollection(t *testing.T) {
 	}
 	a, b, c, d := randomChunk(1000), randomChunk(1000), randomChunk(1000), randomChunk(1000)
 	m1 := backup(a, b, c)
-	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m1, time.Now())); err != nil {
+	orphan := put(randomChunk(500), false)
+	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m1, time.Now().Add(time.Second))); err != nil {
 		t.Fatal(err)
 	}
-	orphan := put(randomChunk(500), false)
 	if n, err := bs.GCAt(t.Context(), time.Now()); n != 0 || err != nil {
 		t.Fatalf("gc within the grace period: %d deleted, %v", n, err)
 	}
@@ -481,7 +489,7 @@ func TestGarbageCollection(t *testing.T) {
 	}
 	// Backup 2 keeps chunk a and replaces b and c.
 	m2 := backup(a, d)
-	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m2, time.Now().Add(time.Second))); err != nil {
+	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m2, time.Now().Add(2*time.Second))); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := bs.Usage(u.id)
@@ -500,5 +508,74 @@ func TestGarbageCollection(t *testing.T) {
 	after, _ := bs.Usage(u.id)
 	if after.Chunks != before.Chunks-3 || after.Bytes >= before.Bytes {
 		t.Errorf("usage %+v → %+v", before, after)
+	}
+}
+
+// GC deletes only on positive evidence: with no pointer, with a pointer
+// whose manifest cannot be read, and for a chunk uploaded after the
+// newest pointer (a backup still being made), it deletes nothing, however
+// old the chunks. Positive control: a newer pointer whose manifest leaves
+// chunks out lets GC delete exactly those.
+func TestGCDeletesOnlyOnPositiveEvidence(t *testing.T) {
+	nw := testnet.New(t, 1, testnet.Configure(func(_ int, cfg *node.Config) {
+		cfg.Backup.Replicas, cfg.Backup.WriteQuorum = 1, 1
+		cfg.Backup.GCInterval = config.Duration(24 * time.Hour)
+		cfg.Backup.GCGrace = config.Duration(time.Hour)
+	}))
+	nd := nw.Nodes[0]
+	bs := nd.Backup()
+	u := register(t, nw, nd)
+	put := func(d []byte, manifest bool, at time.Time) cid.Cid {
+		c := wire.ChunkCID(d)
+		if _, err := bs.Put(t.Context(), c, d, manifest, wire.SignUpload(u.phone, u.id, nd.PeerID().String(), c.String(), at)); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	backup := func(at time.Time, chunks ...[]byte) cid.Cid {
+		m := wire.Manifest{User: u.id, Created: at}
+		for _, d := range chunks {
+			m.Chunks = append(m.Chunks, wire.ManifestChunk{CID: put(d, false, at), Size: uint32(len(d))})
+			m.Size += uint64(len(d))
+		}
+		mb, _ := m.Encode()
+		return put(mb, true, at)
+	}
+	later := time.Now().Add(48 * time.Hour)
+	gc := func(want int, why string) {
+		t.Helper()
+		if n, err := bs.GCAt(t.Context(), later); n != want || err != nil {
+			t.Fatalf("gc %s: %d deleted, want %d (%v)", why, n, want, err)
+		}
+	}
+	start := time.Now()
+	a, b := randomChunk(1000), randomChunk(1000)
+	m1 := backup(start, a, b)
+	gc(0, "with no pointer")
+
+	missing := wire.ChunkCID([]byte("a manifest no node has"))
+	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, missing, start.Add(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	gc(0, "with a pointer to a manifest that cannot be read")
+
+	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m1, start.Add(2*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	inProgress := put(randomChunk(700), false, start.Add(3*time.Second))
+	gc(0, "of a chunk uploaded after the newest pointer")
+
+	m2 := backup(start.Add(4*time.Second), a)
+	if _, err := bs.PutPointer(t.Context(), pointer(t, nw, u, u.phone, m2, start.Add(5*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	gc(3, "after a newer backup")
+	for _, k := range []struct {
+		c    cid.Cid
+		keep bool
+	}{{m1, false}, {wire.ChunkCID(b), false}, {inProgress, false}, {m2, true}, {wire.ChunkCID(a), true}} {
+		if ok, _ := bs.Has(k.c); ok != k.keep {
+			t.Errorf("chunk %s held: %v, want %v", k.c, ok, k.keep)
+		}
 	}
 }

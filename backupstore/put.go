@@ -54,7 +54,8 @@ func (s *Service) checkChunk(c cid.Cid, data []byte, kind uint8, user ident.User
 }
 
 // storeLocal checks and stores one chunk on this node. window: whether the
-// authorization must be recent (an upload) or may be old (a repair).
+// authorization must be recent (an upload) or may be old (a repair's
+// replicate, bounded by checkReplicate).
 func (s *Service) storeLocal(ctx context.Context, c cid.Cid, data []byte, kind uint8, a authorization, window bool) (bool, error) {
 	if !s.cfg.Enabled {
 		return false, ErrNotStorage
@@ -64,6 +65,12 @@ func (s *Service) storeLocal(ctx context.Context, c cid.Cid, data []byte, kind u
 	}
 	if err := s.verifyAuth(ctx, a, c.String(), window); err != nil {
 		return false, err
+	}
+	if !window {
+		if err := s.checkReplicate(ctx, a, c); err != nil {
+			s.met.refusals.WithLabelValues("auth").Inc()
+			return false, err
+		}
 	}
 	return s.storeChecked(ctx, c, data, kind, a)
 }

@@ -60,12 +60,25 @@ var (
 	ErrNotStorage = errors.New("backupstore: this node is not a storage node")
 	// ErrStopped reports a call on a stopped service.
 	ErrStopped = errors.New("backupstore: service stopped")
+	// ErrUnknownUser is what a UserLookup's Devices wraps when no node
+	// has the user's chain.
+	ErrUnknownUser = errors.New("backupstore: unknown user")
+	// ErrChainUnavailable reports that the user's chain could not be
+	// looked up, so a pointer could not be checked against it: nothing
+	// was stored, and the request may be tried again.
+	ErrChainUnavailable = errors.New("backupstore: the user's chain could not be looked up")
 )
 
-// UserLookup finds the verified device set of a user's current chain; the
-// node adapts its key registry to it.
+// UserLookup finds the verified device set of a user's chain; the node
+// adapts its key registry to it.
 type UserLookup interface {
+	// Devices returns the device set of the user's newest chain, from
+	// the node's store or the network; an error wrapping ErrUnknownUser
+	// when no node has it.
 	Devices(ctx context.Context, user ident.UserID) (ident.DeviceSet, error)
+	// StoredDevices returns the device set of the chain the node holds
+	// for user, with no network lookup; false when it holds none.
+	StoredDevices(ctx context.Context, user ident.UserID) (ident.DeviceSet, bool)
 }
 
 // Host is what the backup store uses of the node's host; *p2p.Host is one.
@@ -124,6 +137,9 @@ type Service struct {
 	met    *metrics
 
 	provide chan cid.Cid
+	// refs caches, per user, what the newest backup references, for the
+	// checks of replicate requests.
+	refs *refCache
 
 	life *service.Lifecycle
 	ctx  context.Context // life's: lives from New until Stop
@@ -142,7 +158,7 @@ func New(cfg Config, host Host, dht DHT, db *store.Prefixed, users UserLookup, o
 	o := service.Apply(opts)
 	s := &Service{
 		cfg: cfg, host: host, dht: dht, users: users, log: o.Log, now: o.Now,
-		provide: make(chan cid.Cid, provideQueue), life: service.NewLifecycle(),
+		provide: make(chan cid.Cid, provideQueue), life: service.NewLifecycle(), refs: newRefCache(),
 	}
 	s.ctx = s.life.Context()
 	s.client = service.Client[reply]{
@@ -154,7 +170,7 @@ func New(cfg Config, host Host, dht DHT, db *store.Prefixed, users UserLookup, o
 	if err != nil {
 		return nil, err
 	}
-	if err := host.Validators().Add(wire.PointerNamespace, PointerValidator{}); err != nil {
+	if err := host.Validators().Add(wire.PointerNamespace, PointerValidator{Now: s.now, Chains: users}); err != nil {
 		return nil, fmt.Errorf("backupstore: %w", err)
 	}
 	cs.batched = func(n int) { met.commitBatch.Observe(float64(n)) }

@@ -39,6 +39,10 @@ func (noUsers) Devices(context.Context, ident.UserID) (ident.DeviceSet, error) {
 	return ident.DeviceSet{}, errors.New("no users in this test")
 }
 
+func (noUsers) StoredDevices(context.Context, ident.UserID) (ident.DeviceSet, bool) {
+	return ident.DeviceSet{}, false
+}
+
 // New starts nothing: a service built in a bubble and never started
 // leaves no goroutine behind (its chunk store's committer waits for
 // Start), and Stop without Start returns.

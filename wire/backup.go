@@ -24,6 +24,10 @@ const (
 	// BackupTimeSkew is the clock difference allowed between a device's
 	// upload authorization and the node checking it.
 	BackupTimeSkew = 5 * time.Minute
+	// PointerTimeSkew is how far past the checking node's clock a backup
+	// pointer may be dated: a pointer dated later does not count (it
+	// would otherwise stay the newest until its date).
+	PointerTimeSkew = 5 * time.Minute
 	// ManifestVersion is the version of the manifest format.
 	ManifestVersion = 1
 	// ChunkCIDSize is the binary size of a chunk CID.
@@ -276,6 +280,16 @@ func (p BackupPointer) After(o BackupPointer) bool {
 		return a > b
 	}
 	return bytes.Compare(p.Manifest.Bytes(), o.Manifest.Bytes()) < 0
+}
+
+// CheckTime reports whether p is dated at most PointerTimeSkew after now:
+// a pointer dated further in the future does not count.
+func (p BackupPointer) CheckTime(now time.Time) error {
+	if p.Time.After(now.Add(PointerTimeSkew)) {
+		return fmt.Errorf("%w: dated %s, more than %s after %s", ErrBadPointer,
+			p.Time.UTC().Format(time.RFC3339), PointerTimeSkew, now.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // PointerKey is the DHT key of user's backup pointer.

@@ -539,3 +539,22 @@ func FuzzDecodePointerRecord(f *testing.F) {
 		}
 	})
 }
+
+func TestPointerCheckTime(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, c := range []struct {
+		at time.Time
+		ok bool
+	}{
+		{now.Add(-365 * 24 * time.Hour), true},
+		{now, true},
+		{now.Add(PointerTimeSkew), true},
+		{now.Add(PointerTimeSkew + time.Millisecond), false},
+		{now.AddDate(100, 0, 0), false},
+	} {
+		err := BackupPointer{Time: c.at}.CheckTime(now)
+		if (err == nil) != c.ok || (err != nil && !errors.Is(err, ErrBadPointer)) {
+			t.Errorf("pointer dated %s at %s: %v, want ok %v", c.at, now, err, c.ok)
+		}
+	}
+}
