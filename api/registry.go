@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -106,17 +105,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
 	return true
 }
 
-// clientIP is the address nonces are counted against.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func (s *Server) nonce(w http.ResponseWriter, r *http.Request) {
-	n, exp, err := s.keys.Nonce(clientIP(r))
+	n, exp, err := s.keys.Nonce(s.clientIP(r))
 	if err != nil {
 		s.writeRegistryError(w, err)
 		return

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -151,7 +150,7 @@ func (w *wsSession) close(code websocket.StatusCode, reason string) {
 }
 
 func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
-	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	ip := s.clientIP(r)
 	if !s.sessions.admitIP(ip) {
 		WriteError(w, http.StatusTooManyRequests, wire.CodeTooManyConnections,
 			fmt.Sprintf("at most %d WebSocket connections per address", MaxWSConnsPerIP))
