@@ -296,6 +296,9 @@ func (s *Server) wsSend(ctx context.Context, limiter *rate.Limiter, raw [][]byte
 	defer cancel()
 	res, err := s.relay.Send(ctx, envs)
 	for j, i := range at {
+		if err == nil {
+			results[i].Relays = uint64(res[j].Relays)
+		}
 		switch {
 		case err != nil:
 			results[i].Code = wire.ResultNoQuorum
