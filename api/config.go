@@ -37,7 +37,7 @@ type Config struct {
 // DefaultConfig listens on 127.0.0.1:8080.
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", ShutdownTimeout: config.Duration(5 * time.Second),
-		WSSendRate: DefaultWSSendRate, WSSendBurst: DefaultWSSendBurst}
+		WSSendRate: DefaultWSSendRate, WSSendBurst: DefaultWSSendBurst, TrustedProxies: []string{}}
 }
 
 // Validate checks every field and names the first bad one.

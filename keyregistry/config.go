@@ -79,6 +79,7 @@ func DefaultConfig() Config {
 		BatchMaxLinks:      10000,
 
 		MirrorBytesPerPublisher: DefaultMirrorBytesPerPublisher,
+		TrustedAnchorPublishers: []string{},
 	}
 }
 
