@@ -5,16 +5,21 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/volo-chat/volo/internal/tstest"
 
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/chain/cardano"
@@ -122,6 +127,16 @@ func newBogusPublisher(t *testing.T, leaves ...anchorproof.Leaf) *bogusPublisher
 	return bp
 }
 
+// counter reads a Prometheus counter.
+func counter(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -198,6 +213,61 @@ func TestMirrorRefusesBogusAnchors(t *testing.T) {
 			}
 		})
 	}
+
+	// The same over gossip: a node without a chain reader receives the
+	// stranger's and the genuine announcement on AnchorTopic from the peers
+	// that publish them, refuses the first without fetching its batch and
+	// mirrors the second.
+	t.Run("over gossip", func(t *testing.T) {
+		gossiped, _ := newTestService(t, readerless)
+		stranger := newBogusPublisher(t, anchorproof.NewLeaf(c.Set.User(), c.Links[0]))
+		connect(t, gossiped, genuine.net.Host.(host.Host), stranger.host.Libp2p())
+		// The stranger joins the topic as any peer can.
+		st, err := stranger.host.Topic(AnchorTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub, err := st.Subscribe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Cancel()
+		// Each publisher knows the node as a subscriber before it publishes.
+		for name, ps := range map[string]*pubsub.PubSub{"stranger": stranger.host.PubSub(), "genuine publisher": genuine.net.PubSub.(hostPubSub).h.PubSub()} {
+			tstest.WaitFor(t, time.Minute, func() error {
+				if !slices.Contains(ps.ListPeers(AnchorTopic), gossiped.net.Host.ID()) {
+					return fmt.Errorf("the %s does not see the node on %s", name, AnchorTopic)
+				}
+				return nil
+			})
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		if err := st.Publish(ctx, stranger.ann.Encode()); err != nil {
+			t.Fatal(err)
+		}
+		tstest.WaitFor(t, time.Minute, func() error {
+			if n := counter(t, gossiped.am.mirrored.WithLabelValues("refused")); n != 1 {
+				return fmt.Errorf("%v gossiped announcements refused, want 1", n)
+			}
+			return nil
+		})
+		if err := genuine.mirror.topic.Publish(ctx, ann.Encode()); err != nil {
+			t.Fatal(err)
+		}
+		tstest.WaitFor(t, time.Minute, func() error {
+			if n := counter(t, gossiped.am.mirrored.WithLabelValues("stored")); n != 1 {
+				return fmt.Errorf("%v gossiped announcements stored, want 1", n)
+			}
+			return nil
+		})
+		if n := stranger.fetches.Load(); n != 0 {
+			t.Fatalf("the node fetched the bogus batch %d times", n)
+		}
+		if p, ok, err := gossiped.LinkProof(c.Set.User(), link.ID()); err != nil || !ok || !bytes.Equal(p.TxID, ann.TxID) {
+			t.Fatalf("proof after gossip: %+v %v %v", p, ok, err)
+		}
+	})
 
 	// A publisher's batches count against its budget: one whose batch is
 	// larger than what is left of it is refused before anything is fetched.
