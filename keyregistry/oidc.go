@@ -214,9 +214,11 @@ func (l *logins) begin(providerName, loginID, verifier string) (state, nonce str
 	if s.started {
 		return "", "", ErrLoginInUse
 	}
-	s.started = true
+	// The slot, and so the refusal of another start, lives as long as the
+	// state: a slot a poll made earlier would expire first.
+	s.started, s.expires = true, now.Add(LoginTTL)
 	state, nonce = randomToken(), randomToken()
-	l.states[state] = authState{provider: providerName, loginID: loginID, verifier: verifier, nonce: nonce, expires: now.Add(LoginTTL)}
+	l.states[state] = authState{provider: providerName, loginID: loginID, verifier: verifier, nonce: nonce, expires: s.expires}
 	return state, nonce, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -342,4 +343,31 @@ func TestOIDCLoginIsBoundToItsClient(t *testing.T) {
 	if a, err := s.logins.peekTicket(tk); err != nil || a.Subject != "victim" {
 		t.Fatalf("the victim's ticket is for %+v (%v), want the victim's account", a, err)
 	}
+}
+
+// A login ID stays used for as long as the login started with it lives,
+// even when its client started polling long before the browser opened the
+// start address.
+func TestLoginIDStartsOneLoginForItsLifetime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLogins()
+		id := wire.LoginID("early-poller-secret-aaaaaa")
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, ok, err := l.poll(ctx, id); ok || err != nil {
+			t.Fatalf("poll before the start: %v %v", ok, err)
+		}
+		time.Sleep(LoginTTL - time.Minute)
+		if _, _, err := l.begin("mock", id, "verifier"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute) // past the first poll's slot, inside the login
+		if _, _, err := l.begin("mock", id, "verifier"); !errors.Is(err, ErrLoginInUse) {
+			t.Fatalf("second start inside the first login's lifetime: %v", err)
+		}
+		time.Sleep(LoginTTL)
+		if _, _, err := l.begin("mock", id, "verifier"); err != nil {
+			t.Fatalf("start after the first login expired: %v", err)
+		}
+	})
 }
