@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"time"
@@ -25,12 +26,18 @@ type Config struct {
 	// holding at most WSSendBurst.
 	WSSendRate  float64 `toml:"ws_send_rate"`
 	WSSendBurst int     `toml:"ws_send_burst"`
+	// TrustedProxies are the CIDRs of reverse proxies in front of the API.
+	// For a request whose TCP peer is in one of them, every per-client
+	// limit counts the client address from X-Forwarded-For instead: the
+	// rightmost address that is not itself a trusted proxy. Empty: the TCP
+	// peer is the client, and X-Forwarded-For is ignored.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // DefaultConfig listens on 127.0.0.1:8080.
 func DefaultConfig() Config {
 	return Config{Listen: "127.0.0.1:8080", ShutdownTimeout: config.Duration(5 * time.Second),
-		WSSendRate: DefaultWSSendRate, WSSendBurst: DefaultWSSendBurst}
+		WSSendRate: DefaultWSSendRate, WSSendBurst: DefaultWSSendBurst, TrustedProxies: []string{}}
 }
 
 // Validate checks every field and names the first bad one.
@@ -57,5 +64,21 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("api.shutdown_timeout: must be positive, got %s", c.ShutdownTimeout)
 	}
+	if _, err := c.proxies(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// proxies parses TrustedProxies.
+func (c Config) proxies() ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for i, s := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("api.trusted_proxies[%d]: %q is not a CIDR (e.g. 10.0.0.0/8, ::1/128): %w", i, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

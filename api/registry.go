@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,7 +33,7 @@ func (s *Server) mountRegistry(mux *http.ServeMux) {
 	s.route(mux, "/v1/auth/providers", http.MethodGet, s.providers)
 	s.route(mux, "/v1/auth/oidc/{provider}/start", http.MethodGet, s.oidcStart)
 	s.route(mux, "/v1/auth/oidc/{provider}/callback", http.MethodGet, s.oidcCallback)
-	s.route(mux, "/v1/auth/tickets/{login_id}", http.MethodGet, s.ticket)
+	s.route(mux, "/v1/auth/tickets", http.MethodPost, s.ticket)
 	s.route(mux, "/v1/users", http.MethodPost, s.register)
 	s.route(mux, "/v1/users/{user_id}", http.MethodGet, s.lookup)
 	s.route(mux, "/v1/users/{user_id}/links", http.MethodPost, s.appendLink)
@@ -60,6 +59,8 @@ var registryErrors = []errorCode{
 	{keyregistry.ErrUserNotFound, http.StatusNotFound, wire.CodeUserNotFound},
 	{keyregistry.ErrUnknownProvider, http.StatusNotFound, wire.CodeUnknownProvider},
 	{keyregistry.ErrBadLoginID, http.StatusBadRequest, wire.CodeBadLoginID},
+	{keyregistry.ErrBadLoginSecret, http.StatusBadRequest, wire.CodeBadLoginSecret},
+	{keyregistry.ErrLoginInUse, http.StatusConflict, wire.CodeLoginInUse},
 	{keyregistry.ErrTooManyLogins, http.StatusTooManyRequests, wire.CodeTooManyLogins},
 	{keyregistry.ErrProviderUnavailable, http.StatusServiceUnavailable, wire.CodeProviderUnavailable},
 	{keyregistry.ErrBadState, http.StatusBadRequest, wire.CodeBadState},
@@ -104,17 +105,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
 	return true
 }
 
-// clientIP is the address nonces are counted against.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 func (s *Server) nonce(w http.ResponseWriter, r *http.Request) {
-	n, exp, err := s.keys.Nonce(clientIP(r))
+	n, exp, err := s.keys.Nonce(s.clientIP(r))
 	if err != nil {
 		s.writeRegistryError(w, err)
 		return
@@ -143,36 +135,44 @@ func (s *Server) oidcStart(w http.ResponseWriter, r *http.Request) {
 
 var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Volo</title></head>
-<body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
+<body><h1>{{.Title}}</h1>{{if .Code}}<p>Confirmation code: <strong id="confirmation-code">{{.Code}}</strong></p>{{end}}<p>{{.Message}}</p></body></html>
 `))
 
-func writeLoginPage(w http.ResponseWriter, status int, title, msg string) {
+// writeLoginPage writes the page the browser ends a login on; code is the
+// login's confirmation code, "" on a failure.
+func writeLoginPage(w http.ResponseWriter, status int, title, code, msg string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = loginPage.Execute(w, struct{ Title, Message string }{title, msg})
+	_ = loginPage.Execute(w, struct{ Title, Code, Message string }{title, code, msg})
 }
 
 func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
-		writeLoginPage(w, http.StatusBadRequest, "Sign-in failed", "The provider said: "+e+" "+q.Get("error_description"))
+		writeLoginPage(w, http.StatusBadRequest, "Sign-in failed", "", "The provider said: "+e+" "+q.Get("error_description"))
 		return
 	}
-	err := s.keys.FinishLogin(r.Context(), r.PathValue("provider"), q.Get("code"), q.Get("state"))
+	confirm, err := s.keys.FinishLogin(r.Context(), r.PathValue("provider"), q.Get("code"), q.Get("state"))
 	if err != nil {
 		status, code := registryError(err)
 		if status == http.StatusInternalServerError {
 			s.log.Error("OIDC callback failed", "err", err)
 		}
-		writeLoginPage(w, max(status, http.StatusBadRequest), "Sign-in failed", code+": "+err.Error())
+		writeLoginPage(w, max(status, http.StatusBadRequest), "Sign-in failed", "", code+": "+err.Error())
 		return
 	}
-	writeLoginPage(w, http.StatusOK, "Signed in", "You are signed in. Return to Volo to finish registering.")
+	writeLoginPage(w, http.StatusOK, "Signed in", confirm,
+		"Volo shows the same confirmation code where you started registering: check that they match, then return to Volo to finish. "+
+			"If Volo shows another code, or you did not start registering with Volo, someone else may be trying to use your account: close this page.")
 }
 
 func (s *Server) ticket(w http.ResponseWriter, r *http.Request) {
-	t, exp, ok, err := s.keys.PollTicket(s.longPoll(r), r.PathValue("login_id"))
+	var req wire.TicketRequest
+	if !readJSON(w, r, MaxRegistryBodySize, &req) {
+		return
+	}
+	t, exp, ok, err := s.keys.PollTicket(s.longPoll(r), req.LoginSecret)
 	switch {
 	case err != nil:
 		s.writeRegistryError(w, err)

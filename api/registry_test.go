@@ -123,10 +123,19 @@ func waitVersion(t *testing.T, nw *testnet.Network, user ident.UserID, want uint
 	return sets
 }
 
-func loginID() string {
+// loginSecret is a client's random login secret; the browser's start
+// address carries its wire.LoginID.
+func loginSecret() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// pollTicket is the client's poll for the ticket of the login started with
+// the login ID of secret.
+func pollTicket(t testing.TB, url, secret string, out *wire.TicketResponse) (int, string) {
+	t.Helper()
+	return call(t, "POST", url+"/v1/auth/tickets", wire.TicketRequest{LoginSecret: secret}, out)
 }
 
 // browserLogin runs the browser side of the OIDC login at node url: start,
@@ -185,7 +194,8 @@ func TestRegistryThreeNodes(t *testing.T) {
 
 	// The client waits for its ticket (long poll) while the browser logs in.
 	issuer.QueueUser(&mockoidc.MockUser{Subject: "alice-sub", Email: "alice@example.org"})
-	login := loginID()
+	secret := loginSecret()
+	login := wire.LoginID(secret)
 	type ticketResult struct {
 		status int
 		t      wire.TicketResponse
@@ -194,14 +204,15 @@ func TestRegistryThreeNodes(t *testing.T) {
 	go func() {
 		for {
 			var tr wire.TicketResponse
-			st, _ := call(t, "GET", a+"/v1/auth/tickets/"+login, nil, &tr)
+			st, _ := pollTicket(t, a, secret, &tr)
 			if st != http.StatusAccepted {
 				polled <- ticketResult{st, tr}
 				return
 			}
 		}
 	}()
-	if st, page := browserLogin(t, a, "mock0", login); st != 200 || !strings.Contains(page, "Signed in") {
+	if st, page := browserLogin(t, a, "mock0", login); st != 200 || !strings.Contains(page, "Signed in") ||
+		!strings.Contains(page, `<strong id="confirmation-code">`+wire.LoginCode(login)+`</strong>`) {
 		t.Fatalf("browser login: %d %s", st, page)
 	}
 	res := <-polled
@@ -210,7 +221,8 @@ func TestRegistryThreeNodes(t *testing.T) {
 	}
 	// Handed out once: the next poll waits again.
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-	req, _ := http.NewRequestWithContext(ctx, "GET", a+"/v1/auth/tickets/"+login, nil)
+	body, _ := json.Marshal(wire.TicketRequest{LoginSecret: secret})
+	req, _ := http.NewRequestWithContext(ctx, "POST", a+"/v1/auth/tickets", bytes.NewReader(body))
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == 200 {
@@ -254,12 +266,12 @@ func TestRegistryThreeNodes(t *testing.T) {
 		// The used ticket is gone; a new login with the same account gets
 		// a ticket, but the account already has a user.
 		issuer.QueueUser(&mockoidc.MockUser{Subject: "alice-sub"})
-		l := loginID()
-		if st, _ := browserLogin(t, a, "mock0", l); st != 200 {
+		l := loginSecret()
+		if st, _ := browserLogin(t, a, "mock0", wire.LoginID(l)); st != 200 {
 			t.Fatal("second login failed")
 		}
 		var tr wire.TicketResponse
-		call(t, "GET", a+"/v1/auth/tickets/"+l, nil, &tr)
+		pollTicket(t, a, l, &tr)
 		other := newKeys(t)
 		r2, g2 := registration(t, a, other, tr.Ticket)
 		if st, code := call(t, "POST", a+"/v1/users", r2, nil); st != 409 || code != "already_registered" {
@@ -517,11 +529,11 @@ func TestNonceLimitHTTP(t *testing.T) {
 	if st, c := call(t, "GET", a+"/v1/users/not-a-user", nil, nil); st != 400 || c != "bad_user_id" {
 		t.Fatalf("bad user ID: %d %s", st, c)
 	}
-	if st, c := call(t, "GET", a+"/v1/auth/oidc/nope/start?login="+loginID(), nil, nil); st != 404 || c != "unknown_provider" {
+	if st, c := call(t, "GET", a+"/v1/auth/oidc/nope/start?login="+wire.LoginID(loginSecret()), nil, nil); st != 404 || c != "unknown_provider" {
 		t.Fatalf("unknown provider: %d %s", st, c)
 	}
-	if st, c := call(t, "GET", a+"/v1/auth/tickets/short", nil, nil); st != 400 || c != "bad_login_id" {
-		t.Fatalf("bad login ID: %d %s", st, c)
+	if st, c := pollTicket(t, a, "short", nil); st != 400 || c != "bad_login_secret" {
+		t.Fatalf("bad login secret: %d %s", st, c)
 	}
 	big := append([]byte(`{"ticket":"`), bytes.Repeat([]byte("a"), api.MaxRegistryBodySize)...)
 	if st, c := call(t, "POST", a+"/v1/users", big, nil); st != 413 || c != "too_large" {

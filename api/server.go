@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ type Backend interface {
 // Server is the node's HTTP server.
 type Server struct {
 	cfg     Config
+	proxies []netip.Prefix // cfg.TrustedProxies
 	log     *slog.Logger
 	backend Backend
 	srv     *http.Server
@@ -100,12 +102,14 @@ func New(cfg Config, backend Backend, reg prometheus.Registerer, gatherer promet
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	proxies, _ := cfg.proxies() // Validate checked them
 	ctx, cancel := context.WithCancel(context.Background())
 	drain, cancelDrain := context.WithCancel(context.Background())
 	s := &Server{
 		drain:       drain,
 		cancelDrain: cancelDrain,
 		cfg:         cfg,
+		proxies:     proxies,
 		log:         log,
 		backend:     backend,
 		ctx:         ctx,

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -151,7 +150,7 @@ func (w *wsSession) close(code websocket.StatusCode, reason string) {
 }
 
 func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
-	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	ip := s.clientIP(r)
 	if !s.sessions.admitIP(ip) {
 		WriteError(w, http.StatusTooManyRequests, wire.CodeTooManyConnections,
 			fmt.Sprintf("at most %d WebSocket connections per address", MaxWSConnsPerIP))
@@ -297,6 +296,9 @@ func (s *Server) wsSend(ctx context.Context, limiter *rate.Limiter, raw [][]byte
 	defer cancel()
 	res, err := s.relay.Send(ctx, envs)
 	for j, i := range at {
+		if err == nil {
+			results[i].Relays = uint64(res[j].Relays)
+		}
 		switch {
 		case err != nil:
 			results[i].Code = wire.ResultNoQuorum

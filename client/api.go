@@ -280,17 +280,22 @@ func (a *API) Nonce(ctx context.Context) ([]byte, error) {
 }
 
 // LoginURL is the address the person's browser opens to log in with
-// provider; loginID is the secret the client then polls with.
+// provider; loginID is wire.LoginID of the secret the client then polls
+// with.
 func (a *API) LoginURL(provider, loginID string) string {
 	return a.endpoint("/v1/auth/oidc/"+url.PathEscape(provider)+"/start", url.Values{"login": {loginID}})
 }
 
-// WaitTicket long-polls for the registration ticket of loginID until the
-// login completes or ctx ends.
-func (a *API) WaitTicket(ctx context.Context, loginID string) (string, error) {
+// WaitTicket long-polls for the registration ticket of the login started
+// with the login ID of secret until the login completes or ctx ends.
+func (a *API) WaitTicket(ctx context.Context, secret string) (string, error) {
+	body, err := json.Marshal(wire.TicketRequest{LoginSecret: secret})
+	if err != nil {
+		return "", err
+	}
 	for {
 		var out wire.TicketResponse
-		status, err := a.do(ctx, LongPollTimeout, http.MethodGet, "/v1/auth/tickets/"+url.PathEscape(loginID), nil, "", nil, &out, http.StatusOK, http.StatusAccepted)
+		status, err := a.do(ctx, LongPollTimeout, http.MethodPost, "/v1/auth/tickets", nil, "application/json", body, &out, http.StatusOK, http.StatusAccepted)
 		if err != nil {
 			return "", err
 		}

@@ -32,6 +32,10 @@ type SendReport struct {
 	Message ChatMessage
 	// Devices is the number of devices the message was stored for.
 	Devices int
+	// Stored and Relays describe the least replicated of those devices'
+	// envelopes: it is on Stored of the Relays relays of its mailbox (the
+	// k closest relay nodes, or all there are on a smaller network).
+	Stored, Relays int
 	// Failed holds, per device, why its envelope was not stored (or its key
 	// bundle: the device cannot read the message then).
 	Failed map[ident.DeviceID]error
@@ -643,6 +647,14 @@ func (ch *Chat) report(e *outboxEntry, res []wire.SendResult, conn *Conn) (rep S
 		delete(stored, d)
 	}
 	rep.Devices = len(stored)
+	for i, r := range res {
+		if e.kinds[i] != e2ee.EnvelopeMessage || !stored[e.envs[i].To] {
+			continue
+		}
+		if rep.Relays == 0 || int(r.Stored)*rep.Relays < rep.Stored*int(r.Relays) {
+			rep.Stored, rep.Relays = int(r.Stored), int(r.Relays)
+		}
+	}
 	return rep, transient
 }
 

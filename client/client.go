@@ -23,9 +23,9 @@ import (
 var Version = "0.1.0-dev"
 
 const (
-	// LoginIDSize is the number of random bytes of an OAuth login ID (256
-	// bits; docs/api.md asks for at least 128).
-	LoginIDSize = 32
+	// LoginSecretSize is the number of random bytes of an OAuth login
+	// secret (256 bits; docs/api.md asks for at least 128).
+	LoginSecretSize = 32
 	// LoginTimeout bounds the wait for the person to log in with the
 	// provider; the node's login state lives 10 minutes (docs/api.md).
 	LoginTimeout = 10 * time.Minute
@@ -141,14 +141,25 @@ type UserInfo struct {
 	Revoked []ident.DeviceID
 }
 
+// LoginPage is the page a person logs in on to register: URL is where the
+// browser goes; Code is the confirmation code the node's page shows at the
+// end of the login, to be shown to the person beside it so they can check
+// that the login they finish is the one this client started.
+type LoginPage struct {
+	URL  string
+	Code string
+}
+
 // Register creates a new user with this (new) device as its first device
 // and saves the device in the home, its keys encrypted with passphrase.
 // With provider "" the node must allow open registration; otherwise the
-// client picks a login ID, calls openBrowser with the node's login URL and
-// waits for the node to hand out the registration ticket. When Register
+// client picks a login secret, calls openBrowser with the node's login page
+// (its URL, which carries only the secret's login ID, and the confirmation
+// code the browser will show) and waits for the node to hand out the
+// registration ticket, which it collects with the secret. When Register
 // fails, the home holds nothing it made: no file, and no directory it
 // created.
-func (c *Client) Register(ctx context.Context, provider string, openBrowser func(url string) error, passphrase []byte) (Identity, error) {
+func (c *Client) Register(ctx context.Context, provider string, openBrowser func(LoginPage) error, passphrase []byte) (Identity, error) {
 	if len(passphrase) == 0 {
 		return Identity{}, ErrEmptyPassphrase
 	}
@@ -173,16 +184,17 @@ func (c *Client) Register(ctx context.Context, provider string, openBrowser func
 		if openBrowser == nil {
 			return Identity{}, errors.New("client: register with a provider needs a way to open the login page")
 		}
-		idBytes := make([]byte, LoginIDSize)
-		if _, err := io.ReadFull(c.rand, idBytes); err != nil {
-			return Identity{}, fmt.Errorf("client: login ID: %w", err)
+		raw := make([]byte, LoginSecretSize)
+		if _, err := io.ReadFull(c.rand, raw); err != nil {
+			return Identity{}, fmt.Errorf("client: login secret: %w", err)
 		}
-		loginID := base64.RawURLEncoding.EncodeToString(idBytes)
-		if err := openBrowser(c.api.LoginURL(provider, loginID)); err != nil {
+		secret := base64.RawURLEncoding.EncodeToString(raw)
+		id := wire.LoginID(secret)
+		if err := openBrowser(LoginPage{URL: c.api.LoginURL(provider, id), Code: wire.LoginCode(id)}); err != nil {
 			return Identity{}, fmt.Errorf("client: open the login page: %w", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, LoginTimeout)
-		ticket, err = c.api.WaitTicket(wctx, loginID)
+		ticket, err = c.api.WaitTicket(wctx, secret)
 		cancel()
 		if err != nil {
 			return Identity{}, err

@@ -263,16 +263,18 @@ func TestLinkingRefusesWrongS(t *testing.T) {
 	}
 }
 
-// browser is what a person's browser does with the login URL: follow every
-// redirect (node → provider → node callback) keeping cookies.
-func browser(t *testing.T) func(string) error {
+// browser is what a person's browser does with the login page: follow
+// every redirect (node → provider → node callback) keeping cookies; and
+// what the person does: check that the page ends showing the client's
+// confirmation code.
+func browser(t *testing.T) func(LoginPage) error {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hc := &http.Client{Jar: jar}
-	return func(u string) error {
-		resp, err := hc.Get(u)
+	return func(p LoginPage) error {
+		resp, err := hc.Get(p.URL)
 		if err != nil {
 			return err
 		}
@@ -280,6 +282,9 @@ func browser(t *testing.T) func(string) error {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("login page answered %d: %s", resp.StatusCode, body)
+		}
+		if want := `<strong id="confirmation-code">` + p.Code + `</strong>`; !strings.Contains(string(body), want) {
+			return fmt.Errorf("the login page does not show the confirmation code %s: %s", p.Code, body)
 		}
 		return nil
 	}
@@ -313,7 +318,7 @@ func TestRegisterWithProvider(t *testing.T) {
 	m.QueueUser(&mockoidc.MockUser{Subject: "alice-1", Email: "alice@example.org"})
 	var opened string
 	open := browser(t)
-	id, err := c.Register(t.Context(), "mock", func(u string) error { opened = u; return open(u) }, []byte("p"))
+	id, err := c.Register(t.Context(), "mock", func(p LoginPage) error { opened = p.URL; return open(p) }, []byte("p"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,9 +52,9 @@ func resultError(r wire.SendResult) error {
 	case "":
 		return nil
 	case wire.ResultMailboxFull:
-		return fmt.Errorf("%w (stored on %d relays)", wire.ErrMailboxFull, r.Stored)
+		return fmt.Errorf("%w (stored on %d of %d relays)", wire.ErrMailboxFull, r.Stored, r.Relays)
 	case wire.ResultNoQuorum:
-		return fmt.Errorf("%w: stored on %d relays", ErrNoQuorum, r.Stored)
+		return fmt.Errorf("%w: stored on %d of %d relays", ErrNoQuorum, r.Stored, r.Relays)
 	case wire.ResultBadEnvelope, wire.ResultTooLarge:
 		return fmt.Errorf("%w: %s", ErrEnvelopeRefused, r.Code)
 	}

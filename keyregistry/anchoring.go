@@ -270,7 +270,7 @@ func (a *Anchoring) finish(ctx context.Context, p *pendingBatch) error {
 	} else if ann, err = DecodeAnnouncement(p.Announced); err != nil {
 		return fmt.Errorf("keyregistry: anchoring: pending announcement: %w", err)
 	}
-	if _, err := a.reg.storeProofs(raw, b, t, ann, true); err != nil {
+	if _, err := a.reg.storeProofs(raw, b, t, ann, proofOwn); err != nil {
 		a.reg.am.errors.WithLabelValues("store").Inc()
 		return err
 	}
@@ -381,7 +381,7 @@ func (a *Anchoring) reanchor(ctx context.Context, c cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.reg.storeProofs(raw, b, t, ann, true); err != nil {
+	if _, err := a.reg.storeProofs(raw, b, t, ann, proofOwn); err != nil {
 		return err
 	}
 	if err := a.reg.db.Put(watchKey(c), ann.Encode()); err != nil {

@@ -55,6 +55,11 @@ func (s *Service) serveBatch(st network.Stream) {
 	}
 }
 
+// batchFetchLimit is the most bytes a batch of size leaves can take.
+func batchFetchLimit(size uint64) int64 {
+	return int64(min(uint64(anchorproof.MaxBatchSize), 16+size*anchorproof.MaxLeafSize))
+}
+
 // FetchBatch asks node p for batch c of size leaves over BatchProtocol
 // and returns its bytes; the caller checks them (checkBatch).
 func (s *Service) FetchBatch(ctx context.Context, p peer.ID, c cid.Cid, size uint64) ([]byte, error) {
@@ -74,7 +79,7 @@ func (s *Service) FetchBatch(ctx context.Context, p peer.ID, c cid.Cid, size uin
 		st.Reset()
 		return nil, fmt.Errorf("keyregistry: fetch batch %s from %s: %w", c, p, err)
 	}
-	limit := int64(min(uint64(anchorproof.MaxBatchSize), 16+size*anchorproof.MaxLeafSize))
+	limit := batchFetchLimit(size)
 	raw, err := io.ReadAll(io.LimitReader(st, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("keyregistry: fetch batch %s from %s: %w", c, p, err)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/volo-chat/volo/internal/config"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
 	"github.com/volo-chat/volo/p2p"
@@ -49,6 +51,15 @@ type Config struct {
 	// BatchMaxLinks anchors a batch early once this many links wait, and
 	// bounds the links of one batch (at most MaxBatchLinks).
 	BatchMaxLinks int `toml:"batch_max_links"`
+	// MirrorBytesPerPublisher bounds the batch bytes this node fetches and
+	// stores from one anchor publisher per MirrorBudgetWindow (a token
+	// bucket that refills over the window).
+	MirrorBytesPerPublisher int64 `toml:"mirror_bytes_per_publisher"`
+	// TrustedAnchorPublishers are the peer IDs whose anchors a node without
+	// a chain reader (chain.backend = "none") mirrors on their signature
+	// alone. A node with a chain reader checks every anchor on the chain
+	// and ignores this list.
+	TrustedAnchorPublishers []string `toml:"trusted_anchor_publishers"`
 	// OIDC lists the OpenID Connect providers accounts can register with.
 	OIDC []OIDCProvider `toml:"oidc"`
 }
@@ -67,6 +78,11 @@ type OIDCProvider struct {
 	Scopes []string `toml:"scopes"`
 }
 
+// DefaultMirrorBytesPerPublisher is the default of
+// registry.mirror_bytes_per_publisher: 1 GiB a day, five times the largest
+// batch (anchorproof.MaxBatchSize).
+const DefaultMirrorBytesPerPublisher = 1 << 30
+
 // DefaultConfig is the development registry: open registration and
 // development users accepted, no OAuth provider.
 func DefaultConfig() Config {
@@ -81,6 +97,9 @@ func DefaultConfig() Config {
 		RepublishInterval:     config.Duration(12 * time.Hour),
 		BatchInterval:         config.Duration(5 * time.Second),
 		BatchMaxLinks:         10000,
+
+		MirrorBytesPerPublisher: DefaultMirrorBytesPerPublisher,
+		TrustedAnchorPublishers: []string{},
 	}
 }
 
@@ -114,6 +133,14 @@ func (c Config) Validate() error {
 	}
 	if c.BatchMaxLinks < 1 || c.BatchMaxLinks > anchorproof.MaxBatchLinks {
 		return fmt.Errorf("registry.batch_max_links: %d is not in [1, %d]", c.BatchMaxLinks, anchorproof.MaxBatchLinks)
+	}
+	if c.MirrorBytesPerPublisher <= 0 {
+		return fmt.Errorf("registry.mirror_bytes_per_publisher: must be positive, got %d", c.MirrorBytesPerPublisher)
+	}
+	for i, id := range c.TrustedAnchorPublishers {
+		if _, err := peer.Decode(id); err != nil {
+			return fmt.Errorf("registry.trusted_anchor_publishers[%d]: %q is not a peer ID: %w", i, id, err)
+		}
 	}
 	var names []string
 	for i, p := range c.OIDC {

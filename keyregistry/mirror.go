@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/volo-chat/volo/chain"
 	"github.com/volo-chat/volo/keyregistry/anchorproof"
@@ -23,6 +25,25 @@ const (
 	mirrorQueue = 64
 	// blockCheckTimeout bounds the check of a mirrored anchor on the chain.
 	blockCheckTimeout = 30 * time.Second
+	// MirrorBudgetWindow is the window of registry.mirror_bytes_per_publisher:
+	// a publisher's budget refills fully over this time.
+	MirrorBudgetWindow = 24 * time.Hour
+	// maxBudgetPublishers bounds the publishers whose spent budget the node
+	// remembers; a publisher whose budget refilled is forgotten first.
+	maxBudgetPublishers = 4096
+)
+
+// Why a node refuses to mirror an announced anchor.
+var (
+	// ErrUncheckedAnchor: the node has no chain reader to check the anchor
+	// with, and its publisher is not in registry.trusted_anchor_publishers.
+	ErrUncheckedAnchor = errors.New("keyregistry: anchor not checked: no chain reader, and the publisher is not trusted")
+	// ErrAnchorNotOnChain: the named block does not hold the announced
+	// anchor transaction.
+	ErrAnchorNotOnChain = errors.New("keyregistry: anchor not on the chain")
+	// ErrMirrorBudget: the publisher's batch bytes of the current window
+	// (registry.mirror_bytes_per_publisher) are spent.
+	ErrMirrorBudget = errors.New("keyregistry: the publisher's mirroring budget is spent")
 )
 
 type anchorMetrics struct {
@@ -59,16 +80,72 @@ func (m anchorMetrics) collectors() []prometheus.Collector {
 // its own (written by Anchoring) and other nodes' (announced on
 // AnchorTopic, fetched with BatchProtocol).
 type mirror struct {
-	topic  *pubsub.Topic
-	sub    *pubsub.Subscription
-	queue  chan Announcement
-	reader atomic.Pointer[chain.Reader] // set while an Anchoring service runs
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	queue   chan Announcement
+	reader  atomic.Pointer[chain.Reader] // set while an Anchoring service runs
+	trusted map[peer.ID]bool             // registry.trusted_anchor_publishers
+	budget  *publisherBudget
+}
+
+// publisherBudget is a token bucket of batch bytes per publisher: perWindow
+// bytes, refilled over MirrorBudgetWindow.
+type publisherBudget struct {
+	perWindow int64
+	mu        sync.Mutex
+	lims      map[peer.ID]*rate.Limiter
+}
+
+func newPublisherBudget(perWindow int64) *publisherBudget {
+	return &publisherBudget{perWindow: perWindow, lims: make(map[peer.ID]*rate.Limiter)}
+}
+
+// reserve reports whether p's budget holds at least want bytes (the most
+// the caller may use); spend then charges what was used, at most want.
+func (b *publisherBudget) reserve(p peer.ID, want int64) (spend func(n int64), ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.lims[p]
+	if l == nil {
+		if len(b.lims) >= maxBudgetPublishers {
+			b.forgetRefilled()
+		}
+		if len(b.lims) >= maxBudgetPublishers {
+			return nil, false
+		}
+		l = rate.NewLimiter(rate.Limit(float64(b.perWindow)/MirrorBudgetWindow.Seconds()), int(b.perWindow))
+		b.lims[p] = l
+	}
+	if want > b.perWindow || l.Tokens() < float64(want) {
+		return nil, false
+	}
+	return func(n int64) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		l.ReserveN(time.Now(), int(min(n, want)))
+	}, true
+}
+
+// forgetRefilled drops the publishers whose budget is full again: they are
+// no different from publishers never seen.
+func (b *publisherBudget) forgetRefilled() {
+	for p, l := range b.lims {
+		if l.Tokens() >= float64(b.perWindow) {
+			delete(b.lims, p)
+		}
+	}
 }
 
 // startMirror registers the announcement validator, joins AnchorTopic and
 // serves BatchProtocol; called by Start, which starts the mirroring loops.
 // On an error it undoes what it did.
 func (s *Service) startMirror() error {
+	s.mirror.trusted = make(map[peer.ID]bool, len(s.cfg.TrustedAnchorPublishers))
+	for _, id := range s.cfg.TrustedAnchorPublishers {
+		p, _ := peer.Decode(id) // Config.Validate checked it
+		s.mirror.trusted[p] = true
+	}
+	s.mirror.budget = newPublisherBudget(s.cfg.MirrorBytesPerPublisher)
 	if err := s.net.PubSub.RegisterTopicValidator(AnchorTopic, s.validateAnnouncement); err != nil {
 		return fmt.Errorf("keyregistry: anchor gossip validator: %w", err)
 	}
@@ -147,16 +224,38 @@ func (s *Service) mirrorLoop() {
 	}
 }
 
-// mirrorAnchor fetches the announced batch (unless the node has it),
-// checks it against the anchor, checks the anchor on the chain when the
-// node has a chain reader, and stores the batch and its proofs.
+// mirrorAnchor mirrors announcement a when it can vouch for it: with a
+// chain reader, the named block must hold the announced anchor; without
+// one, the publisher must be trusted (registry.trusted_anchor_publishers).
+// Only then, and within the publisher's budget, it fetches the batch from
+// the publisher (unless the node has it), checks it against the anchor,
+// and stores the batch and its proofs.
 func (s *Service) mirrorAnchor(ctx context.Context, a Announcement) (string, error) {
 	c, _ := cid.Cast(a.anchor.BatchCID)
+	pub := peer.ID(a.anchor.Node)
+	source := proofTrusted
+	if r := s.mirror.reader.Load(); r != nil {
+		cctx, cancel := context.WithTimeout(ctx, blockCheckTimeout)
+		err := checkAnchorOnChain(cctx, *r, a)
+		cancel()
+		if err != nil {
+			return "refused", err
+		}
+		source = proofChecked
+	} else if !s.mirror.trusted[pub] {
+		return "refused", fmt.Errorf("%w: publisher %s", ErrUncheckedAnchor, pub)
+	}
 	raw, err := s.Batch(c)
 	if errors.Is(err, ErrBatchNotFound) {
+		limit := batchFetchLimit(a.anchor.TreeSize)
+		spend, ok := s.mirror.budget.reserve(pub, limit)
+		if !ok {
+			return "refused", fmt.Errorf("%w: publisher %s, batch %s of up to %d bytes", ErrMirrorBudget, pub, c, limit)
+		}
 		fctx, cancel := context.WithTimeout(ctx, BatchFetchTimeout)
-		raw, err = s.FetchBatch(fctx, peer.ID(a.anchor.Node), c, a.anchor.TreeSize)
+		raw, err = s.FetchBatch(fctx, pub, c, a.anchor.TreeSize)
 		cancel()
+		spend(int64(len(raw)))
 	}
 	if err != nil {
 		return "failed", err
@@ -165,17 +264,7 @@ func (s *Service) mirrorAnchor(ctx context.Context, a Announcement) (string, err
 	if err != nil {
 		return "refused", err
 	}
-	checked := false
-	if r := s.mirror.reader.Load(); r != nil {
-		cctx, cancel := context.WithTimeout(ctx, blockCheckTimeout)
-		err := checkAnchorOnChain(cctx, *r, a)
-		cancel()
-		if err != nil {
-			return "refused", err
-		}
-		checked = true
-	}
-	n, err := s.storeProofs(raw, b, t, a, checked)
+	n, err := s.storeProofs(raw, b, t, a, source)
 	if err != nil {
 		return "failed", err
 	}
@@ -211,17 +300,17 @@ func checkAnchorOnChain(ctx context.Context, r chain.Reader, a Announcement) err
 	inc := a.Inclusion()
 	blk, err := r.Block(ctx, inc.Block, inc.Prev)
 	if err != nil {
-		return fmt.Errorf("block %s: %w", inc.Block, err)
+		return fmt.Errorf("%w: block %s: %w", ErrAnchorNotOnChain, inc.Block, err)
 	}
 	for _, tx := range blk.Txs {
 		if tx.ID == inc.TxID {
 			if tx.Anchor == nil || !anchorsEqual(*tx.Anchor, a.anchor) {
-				return fmt.Errorf("transaction %s does not carry the announced anchor", inc.TxID)
+				return fmt.Errorf("%w: transaction %s does not carry the announced anchor", ErrAnchorNotOnChain, inc.TxID)
 			}
 			return nil
 		}
 	}
-	return fmt.Errorf("transaction %s is not in block %s", inc.TxID, inc.Block)
+	return fmt.Errorf("%w: transaction %s is not in block %s", ErrAnchorNotOnChain, inc.TxID, inc.Block)
 }
 
 func anchorsEqual(a, b chain.Anchor) bool {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/volo-chat/volo/wire"
 )
 
 // Limits and lifetimes of the OpenID Connect login.
@@ -47,6 +49,12 @@ var (
 	// ErrBadLoginID reports a login ID that is not 22-64 characters of
 	// base64url.
 	ErrBadLoginID = errors.New("keyregistry: bad login ID")
+	// ErrBadLoginSecret reports a login secret that is not 22-64
+	// characters of base64url.
+	ErrBadLoginSecret = errors.New("keyregistry: bad login secret")
+	// ErrLoginInUse reports a login ID that a login was already started
+	// with: each login ID starts one login.
+	ErrLoginInUse = errors.New("keyregistry: a login was already started with this login ID")
 	// ErrTooManyLogins reports MaxPendingLogins logins in progress.
 	ErrTooManyLogins = errors.New("keyregistry: too many logins in progress")
 	// ErrBadState reports a callback whose state is unknown, used or expired.
@@ -164,6 +172,7 @@ type authState struct {
 
 // loginSlot is where a client waits for the ticket of its login ID.
 type loginSlot struct {
+	started bool // a login was started with the login ID
 	expires time.Time
 	done    chan struct{} // closed when ticket is set
 	ticket  string
@@ -198,11 +207,18 @@ func (l *logins) begin(providerName, loginID, verifier string) (state, nonce str
 	if len(l.states) >= MaxPendingLogins {
 		return "", "", fmt.Errorf("%w: %d", ErrTooManyLogins, MaxPendingLogins)
 	}
-	if _, err := l.slot(loginID, now); err != nil {
+	s, err := l.slot(loginID, now)
+	if err != nil {
 		return "", "", err
 	}
+	if s.started {
+		return "", "", ErrLoginInUse
+	}
+	// The slot, and so the refusal of another start, lives as long as the
+	// state: a slot a poll made earlier would expire first.
+	s.started, s.expires = true, now.Add(LoginTTL)
 	state, nonce = randomToken(), randomToken()
-	l.states[state] = authState{provider: providerName, loginID: loginID, verifier: verifier, nonce: nonce, expires: now.Add(LoginTTL)}
+	l.states[state] = authState{provider: providerName, loginID: loginID, verifier: verifier, nonce: nonce, expires: s.expires}
 	return state, nonce, nil
 }
 
@@ -248,9 +264,7 @@ func (l *logins) complete(loginID string, account Account) error {
 		return err
 	}
 	if s.ticket != "" {
-		// A second login for the same login ID: the newer one wins.
-		delete(l.tickets, s.ticket)
-		s.done = make(chan struct{})
+		return ErrLoginInUse // one login per login ID; its ticket stays
 	}
 	t := randomToken()
 	l.tickets[t] = ticketEntry{account: account, expires: now.Add(TicketTTL)}
@@ -345,8 +359,9 @@ func (s *Service) CallbackURL(name string) string {
 }
 
 // StartLogin begins an authorization-code login with PKCE at provider name
-// for the client waiting on loginID, and returns the URL to send the
-// browser to.
+// for the client waiting on loginID (wire.LoginID of the client's login
+// secret), and returns the URL to send the browser to. Each login ID
+// starts one login: another start with it is ErrLoginInUse.
 func (s *Service) StartLogin(ctx context.Context, name, loginID string) (string, error) {
 	p, ok := s.providers[name]
 	if !ok {
@@ -360,6 +375,10 @@ func (s *Service) StartLogin(ctx context.Context, name, loginID string) (string,
 	}
 	verifier := oauth2.GenerateVerifier()
 	state, nonce, err := s.logins.begin(name, loginID, verifier)
+	if errors.Is(err, ErrLoginInUse) {
+		s.reject("login_in_use")
+		return "", err
+	}
 	if err != nil {
 		s.reject("too_many_logins")
 		return "", err
@@ -373,20 +392,21 @@ func (s *Service) StartLogin(ctx context.Context, name, loginID string) (string,
 
 // FinishLogin handles the provider's redirect: it uses up state, exchanges
 // code with the PKCE verifier, verifies the ID token and makes a
-// registration ticket bound to the token's issuer and subject, which the
-// client polling the login ID receives.
-func (s *Service) FinishLogin(ctx context.Context, name, code, state string) error {
+// registration ticket bound to the token's issuer and subject, which only
+// the client holding the login secret receives. It returns the login's
+// confirmation code (wire.LoginCode), which the browser page shows.
+func (s *Service) FinishLogin(ctx context.Context, name, code, state string) (string, error) {
 	p, ok := s.providers[name]
 	if !ok {
-		return fmt.Errorf("%w: %q", ErrUnknownProvider, name)
+		return "", fmt.Errorf("%w: %q", ErrUnknownProvider, name)
 	}
 	st, err := s.logins.takeState(name, state)
 	if err != nil {
 		s.reject("bad_state")
-		return err
+		return "", err
 	}
 	if err := p.discover(ctx); err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, ExchangeTimeout)
 	defer cancel()
@@ -397,19 +417,19 @@ func (s *Service) FinishLogin(ctx context.Context, name, code, state string) err
 	tok, err := oc.Exchange(context.WithValue(ctx, oauth2.HTTPClient, p.client), code, oauth2.VerifierOption(st.verifier))
 	if err != nil {
 		s.reject("oidc_exchange")
-		return fmt.Errorf("%w: %s: %v", ErrOIDCExchange, name, err)
+		return "", fmt.Errorf("%w: %s: %v", ErrOIDCExchange, name, err)
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	acct, err := s.verifyIDToken(ctx, p, raw, st.nonce)
 	if err != nil {
 		s.reject("bad_id_token")
-		return err
+		return "", err
 	}
 	if err := s.logins.complete(st.loginID, acct); err != nil {
-		return err
+		return "", err
 	}
 	s.log.Info("OIDC login completed", "provider", name)
-	return nil
+	return wire.LoginCode(st.loginID), nil
 }
 
 // verifyIDToken checks raw with go-oidc (signature against the issuer's
@@ -437,11 +457,13 @@ func (s *Service) verifyIDToken(ctx context.Context, p *provider, raw, nonce str
 	return Account{Issuer: idt.Issuer, Subject: idt.Subject}, nil
 }
 
-// PollTicket waits (long poll) for the ticket of loginID; ok is false when
-// the wait ended first.
-func (s *Service) PollTicket(ctx context.Context, loginID string) (ticket string, expires time.Time, ok bool, err error) {
-	if !loginIDPattern.MatchString(loginID) {
-		return "", time.Time{}, false, ErrBadLoginID
+// PollTicket waits (long poll) for the ticket of the login started with
+// the login ID of secret (wire.LoginID); ok is false when the wait ended
+// first. Only the holder of the secret gets the ticket: the login ID alone,
+// which the browser's address shows, does not.
+func (s *Service) PollTicket(ctx context.Context, secret string) (ticket string, expires time.Time, ok bool, err error) {
+	if !loginIDPattern.MatchString(secret) {
+		return "", time.Time{}, false, ErrBadLoginSecret
 	}
-	return s.logins.poll(ctx, loginID)
+	return s.logins.poll(ctx, wire.LoginID(secret))
 }

@@ -13,10 +13,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/oauth2-proxy/mockoidc"
+
+	"github.com/volo-chat/volo/wire"
 )
 
 // tokenSwap is an HTTP transport that passes everything to the real
@@ -99,10 +102,11 @@ func authorize(t *testing.T, s *Service, authURL string) (code, state, nonce str
 	return loc.Query().Get("code"), loc.Query().Get("state"), nonce
 }
 
-func pending(t *testing.T, s *Service, login string) bool {
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	_, _, ok, err := s.PollTicket(ctx, login)
+// pending reports whether the holder of secret, polling, finds no ticket.
+func pending(t *testing.T, s *Service, secret string) bool {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // a poll with an ended context answers what is there now
+	_, _, ok, err := s.PollTicket(ctx, secret)
 	return err == nil && !ok
 }
 
@@ -119,8 +123,8 @@ func TestOIDCLogin(t *testing.T) {
 	cfg.OIDC = []OIDCProvider{providerCfg("mock", good)}
 	s, _ := newTestService(t, cfg, WithHTTPClient(&http.Client{Transport: swap}))
 
-	login := func(t *testing.T, id string) (code, state, nonce string) {
-		u, err := s.StartLogin(t.Context(), "mock", id)
+	login := func(t *testing.T, secret string) (code, state, nonce string) {
+		u, err := s.StartLogin(t.Context(), "mock", wire.LoginID(secret))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,8 +149,8 @@ func TestOIDCLogin(t *testing.T) {
 		good.QueueUser(&mockoidc.MockUser{Subject: "alice"})
 		id := "good-login-aaaaaaaaaaaaaaa"
 		code, state, _ := login(t, id)
-		if err := s.FinishLogin(t.Context(), "mock", code, state); err != nil {
-			t.Fatal(err)
+		if confirm, err := s.FinishLogin(t.Context(), "mock", code, state); err != nil || confirm != wire.LoginCode(wire.LoginID(id)) {
+			t.Fatalf("finish: code %q, %v", confirm, err)
 		}
 		tk, _, ok, err := s.PollTicket(t.Context(), id)
 		if err != nil || !ok {
@@ -157,7 +161,7 @@ func TestOIDCLogin(t *testing.T) {
 			t.Fatalf("ticket bound to %+v, %v", a, err)
 		}
 		// The state is single use.
-		if err := s.FinishLogin(t.Context(), "mock", code, state); !errors.Is(err, ErrBadState) {
+		if _, err := s.FinishLogin(t.Context(), "mock", code, state); !errors.Is(err, ErrBadState) {
 			t.Fatalf("replayed callback: %v", err)
 		}
 	})
@@ -216,7 +220,7 @@ func TestOIDCLogin(t *testing.T) {
 			code, state, nonce := login(t, id)
 			swap.set(c.swap(nonce))
 			defer swap.set(nil)
-			err := s.FinishLogin(t.Context(), "mock", code, state)
+			_, err := s.FinishLogin(t.Context(), "mock", code, state)
 			if !errors.Is(err, ErrBadIDToken) {
 				t.Fatalf("err = %v, want ErrBadIDToken", err)
 			}
@@ -233,7 +237,7 @@ func TestOIDCLogin(t *testing.T) {
 			return sign(good.Keypair, claims(good.Issuer(), good.ClientID, nonce, time.Now().Add(time.Hour)))
 		})
 		defer swap.set(nil)
-		if err := s.FinishLogin(t.Context(), "mock", code, state); err != nil {
+		if _, err := s.FinishLogin(t.Context(), "mock", code, state); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -247,7 +251,7 @@ func TestOIDCLogin(t *testing.T) {
 				t.Errorf("login ID %q: %v", id, err)
 			}
 		}
-		if err := s.FinishLogin(t.Context(), "mock", "code", "made-up-state"); !errors.Is(err, ErrBadState) {
+		if _, err := s.FinishLogin(t.Context(), "mock", "code", "made-up-state"); !errors.Is(err, ErrBadState) {
 			t.Errorf("made-up state: %v", err)
 		}
 	})
@@ -282,4 +286,88 @@ func TestProviderDownDoesNotStopTheNode(t *testing.T) {
 	if _, err := s.StartLogin(t.Context(), "down", "some-login-aaaaaaaaaaaaaaa"); err != nil {
 		t.Fatalf("after the provider came up: %v", err)
 	}
+}
+
+// An OIDC login is bound to the client that started it. The client's login
+// ID is in the address its browser opens, so anyone who sees that address
+// knows it; still, polling takes the login secret, so that person cannot
+// collect the victim's ticket, and a second login started with the same
+// login ID is refused, so that person cannot swap the victim's login for a
+// login into their own account. The victim's own login goes through, and
+// the page the browser ends on shows the code the victim's client shows.
+func TestOIDCLoginIsBoundToItsClient(t *testing.T) {
+	issuer := runIssuer(t, nil)
+	cfg := DefaultConfig()
+	cfg.OpenRegistration = false
+	cfg.OIDC = []OIDCProvider{providerCfg("mock", issuer)}
+	s, _ := newTestService(t, cfg)
+
+	victimSecret := "victim-secret-" + strings.Repeat("v", 20)
+	victimID := wire.LoginID(victimSecret)
+	victimURL, err := s.StartLogin(t.Context(), "mock", victimID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	issuer.QueueUser(&mockoidc.MockUser{Subject: "victim"})
+	code, state, _ := authorize(t, s, victimURL)
+	confirm, err := s.FinishLogin(t.Context(), "mock", code, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if confirm != wire.LoginCode(victimID) {
+		t.Fatalf("the page shows code %q, the victim's client %q", confirm, wire.LoginCode(victimID))
+	}
+
+	// Before the victim's client collects its ticket, the attacker starts
+	// a login with the victim's login ID and logs in with their own
+	// account, hoping the victim's client collects that one.
+	if attackerURL, err := s.StartLogin(t.Context(), "mock", victimID); !errors.Is(err, ErrLoginInUse) {
+		issuer.QueueUser(&mockoidc.MockUser{Subject: "mallory"})
+		code, state, _ := authorize(t, s, attackerURL)
+		_, _ = s.FinishLogin(t.Context(), "mock", code, state)
+		t.Errorf("a second login with the victim's login ID: %v, want ErrLoginInUse", err)
+	}
+
+	// The attacker polls with what they know: the login ID.
+	if !pending(t, s, victimID) {
+		t.Fatal("the login ID alone collected the victim's ticket")
+	}
+
+	// Positive control: the victim's client collects the ticket of the
+	// victim's account.
+	tk, _, ok, err := s.PollTicket(t.Context(), victimSecret)
+	if err != nil || !ok {
+		t.Fatalf("victim's poll: %v %v", ok, err)
+	}
+	if a, err := s.logins.peekTicket(tk); err != nil || a.Subject != "victim" {
+		t.Fatalf("the victim's ticket is for %+v (%v), want the victim's account", a, err)
+	}
+}
+
+// A login ID stays used for as long as the login started with it lives,
+// even when its client started polling long before the browser opened the
+// start address.
+func TestLoginIDStartsOneLoginForItsLifetime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLogins()
+		id := wire.LoginID("early-poller-secret-aaaaaa")
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, ok, err := l.poll(ctx, id); ok || err != nil {
+			t.Fatalf("poll before the start: %v %v", ok, err)
+		}
+		time.Sleep(LoginTTL - time.Minute)
+		if _, _, err := l.begin("mock", id, "verifier"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute) // past the first poll's slot, inside the login
+		if _, _, err := l.begin("mock", id, "verifier"); !errors.Is(err, ErrLoginInUse) {
+			t.Fatalf("second start inside the first login's lifetime: %v", err)
+		}
+		time.Sleep(LoginTTL)
+		if _, _, err := l.begin("mock", id, "verifier"); err != nil {
+			t.Fatalf("start after the first login expired: %v", err)
+		}
+	})
 }

@@ -36,13 +36,26 @@ type storedProof struct {
 	Node  []byte `cbor:"2,keyasint"`
 }
 
+// proofSource is how far the node vouches for the anchor of proofs it
+// stores; it decides whether they replace stored ones.
+type proofSource int
+
+const (
+	// proofTrusted: signed by a trusted publisher, not checked on a chain.
+	proofTrusted proofSource = iota
+	// proofChecked: checked on this node's chain reader.
+	proofChecked
+	// proofOwn: this node's own anchor.
+	proofOwn
+)
+
 // storeProofs stores batch raw and, for each of its leaves, the proof under
 // announcement a. A proof already stored is replaced when the new one is
 // for the same batch by the same publisher (a re-anchor after a rollback),
-// when replace is set (the anchor was checked on the chain, or it is this
-// node's own), or when it was published by this node. It returns the
+// when it is this node's own, or when it was checked on the chain and
+// names an earlier block (the first anchor of a link wins). It returns the
 // number of proofs written.
-func (s *Service) storeProofs(raw []byte, b anchorproof.Batch, t *anchorproof.Tree, a Announcement, replace bool) (int, error) {
+func (s *Service) storeProofs(raw []byte, b anchorproof.Batch, t *anchorproof.Tree, a Announcement, source proofSource) (int, error) {
 	c, _ := cid.Cast(a.anchor.BatchCID)
 	ctx := context.Background()
 	wb, _ := s.d.Batch(ctx) // a badger write batch: split as large batches need, and idempotent
@@ -61,12 +74,13 @@ func (s *Service) storeProofs(raw []byte, b anchorproof.Batch, t *anchorproof.Tr
 			continue
 		}
 		key := proofKey(user, link.ID())
-		if old, err := s.db.Get(key); err == nil && !replace {
+		if old, err := s.db.Get(key); err == nil && source != proofOwn {
 			var sp storedProof
 			if recDec.Unmarshal(old, &sp) == nil {
 				op, err := anchorproof.DecodeAnchorProof(sp.Proof)
 				same := err == nil && bytes.Equal(op.BatchCID, a.anchor.BatchCID) && bytes.Equal(sp.Node, a.anchor.Node)
-				if !same {
+				earlier := err == nil && source == proofChecked && a.BlockNo < op.BlockNo
+				if !same && !earlier {
 					continue
 				}
 			}

@@ -337,6 +337,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.log.Debug("service started", "service", s.name)
 	}
 	n.log.Info("node started", "peer_id", n.host.ID().String(), "api", n.api.URL(), "version", Version)
+	n.logAlone()
 	n.logChain()
 	return nil
 }
@@ -453,3 +454,28 @@ func (n *Node) WaitRoutingTable(ctx context.Context, want int) error {
 
 // routingRefreshWait bounds one refresh in WaitRoutingTable.
 const routingRefreshWait = 2 * time.Second
+
+// logAlone says, at start, what a node without bootstrap peers is: a
+// network of one, where every mailbox and backup has this node as its only
+// relay and storage node until others join (fewer nodes than the replicas
+// setting: the node stores on every one there is).
+func (n *Node) logAlone() {
+	if len(n.cfg.P2P.Bootstrap) > 0 {
+		return
+	}
+	relays, storage := 0, 0
+	if n.cfg.Relay.Enabled {
+		relays = 1
+	}
+	if n.cfg.Backup.Enabled {
+		storage = 1
+	}
+	msg := fmt.Sprintf("no bootstrap peers: this node is a network of one until other nodes join it; "+
+		"messages are stored on %d of %d relays, backups on %d of %d storage nodes", relays, relays, storage, storage)
+	if relays == 0 || storage == 0 {
+		n.log.Warn(msg+" (enable relay and backup, or join a network, to send or back up)",
+			"relay.replicas", n.cfg.Relay.Replicas, "backup.replicas", n.cfg.Backup.Replicas)
+		return
+	}
+	n.log.Info(msg, "relay.replicas", n.cfg.Relay.Replicas, "backup.replicas", n.cfg.Backup.Replicas)
+}

@@ -66,6 +66,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 		}
 		for _, i := range idx {
 			need[i], quorum[i] = len(peers), s.quorum(len(peers))
+			results[i].Relays = len(peers)
 		}
 		for _, p := range peers {
 			perPeer[p] = append(perPeer[p], idx...)
@@ -135,7 +136,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrBadEnvelope):
 			results[i].Err = f
 		default:
-			results[i].Err = fmt.Errorf("%w: %d of %d relays stored envelope %s (last error: %v)", ErrNoQuorum, results[i].Stored, quorum[i], envs[i].ID, f)
+			results[i].Err = fmt.Errorf("%w: envelope %s stored on %d of %d relays, %d needed (last error: %v)", ErrNoQuorum, envs[i].ID, results[i].Stored, need[i], quorum[i], f)
 		}
 	}
 	s.log.Debug("sent envelopes", "count", len(envs), "stored", stored, "relays", len(perPeer))

@@ -41,6 +41,10 @@ type Host interface {
 type SendResult struct {
 	// Stored is the number of relays that have the envelope on disk.
 	Stored int
+	// Relays is the number of relays of the envelope's mailbox: the
+	// relay.replicas relay nodes closest to it, or every relay node there
+	// is when the network has fewer. The write quorum is at most this.
+	Relays int
 	// Err is nil once WriteQuorum relays have it; else wire.ErrMailboxFull,
 	// wire.ErrExpired, wire.ErrBadEnvelope or ErrNoQuorum.
 	Err error

@@ -113,6 +113,10 @@ type SendResult struct {
 	Stored uint64 `cbor:"1,keyasint"`
 	// Code is empty on success, else one of the ResultXxx codes.
 	Code string `cbor:"2,keyasint,omitempty"`
+	// Relays is the number of relays of the envelope's mailbox (the k
+	// closest relay nodes, or all there are on a smaller network); 0 when
+	// the node did not get as far as placing it.
+	Relays uint64 `cbor:"3,keyasint,omitempty"`
 }
 
 // Error codes of a send result and of error frames.

@@ -27,6 +27,8 @@ const (
 	CodeBadUserID           = "bad_user_id"
 	CodeUnknownProvider     = "unknown_provider"
 	CodeBadLoginID          = "bad_login_id"
+	CodeBadLoginSecret      = "bad_login_secret"
+	CodeLoginInUse          = "login_in_use"
 	CodeTooManyLogins       = "too_many_logins"
 	CodeProviderUnavailable = "provider_unavailable"
 	CodeBadState            = "bad_state"
@@ -89,14 +91,20 @@ type NonceResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// TicketResponse is the body of GET /v1/auth/tickets/{login_id} once the
-// login completed (200).
+// TicketRequest is the body of POST /v1/auth/tickets: the login secret
+// whose login ID (LoginID) the login was started with.
+type TicketRequest struct {
+	LoginSecret string `json:"login_secret"`
+}
+
+// TicketResponse is the body of POST /v1/auth/tickets once the login
+// completed (200).
 type TicketResponse struct {
 	Ticket    string    `json:"ticket"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// TicketPending is the body of GET /v1/auth/tickets/{login_id} while the
+// TicketPending is the body of POST /v1/auth/tickets while the
 // login is not complete (202): {"status": "pending"}.
 type TicketPending struct {
 	Status string `json:"status"`

@@ -223,6 +223,13 @@ cannot be reached it stays there, pending, and is sent the next time
 			default:
 				fmt.Fprintf(r.stdout, "Sent to %s.\n", plural(rep.Devices, "device"))
 			}
+			switch {
+			case rep.Relays == 0:
+			case rep.Devices == 1:
+				fmt.Fprintf(r.stdout, "Stored on %d of %d relays.\n", rep.Stored, rep.Relays)
+			default:
+				fmt.Fprintf(r.stdout, "Its least replicated copy is stored on %d of %d relays.\n", rep.Stored, rep.Relays)
+			}
 			return nil
 		},
 	}

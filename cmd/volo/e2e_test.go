@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -166,7 +167,8 @@ func TestCLIRegisterLinkRevoke(t *testing.T) {
 
 // "volo register --provider" prints the login address and waits; a browser
 // (an HTTP client with a cookie jar) that opens it and follows the
-// redirects through a real OpenID Connect issuer completes the registration.
+// redirects through a real OpenID Connect issuer completes the registration,
+// ending on a page that shows the confirmation code the CLI printed.
 func TestCLIRegisterWithProvider(t *testing.T) {
 	m, err := mockoidc.Run()
 	if err != nil {
@@ -192,12 +194,16 @@ func TestCLIRegisterWithProvider(t *testing.T) {
 		out, err = a.run(ctx, "register", "--provider", "mock")
 		done <- err
 	}()
-	var login string
-	for login == "" {
+	var login, code string
+	for login == "" || code == "" {
 		select {
 		case line := <-a.stdout.lines:
-			if s := strings.TrimSpace(line); strings.HasPrefix(s, nw.Nodes[0].APIURL()+"/v1/auth/oidc/mock/start?login=") {
+			s := strings.TrimSpace(line)
+			if strings.HasPrefix(s, nw.Nodes[0].APIURL()+"/v1/auth/oidc/mock/start?login=") {
 				login = s
+			}
+			if c, ok := strings.CutPrefix(s, "Confirmation code: "); ok {
+				code = c
 			}
 		case err := <-done:
 			t.Fatalf("register ended before printing the login address: %v", err)
@@ -211,9 +217,13 @@ func TestCLIRegisterWithProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login page: %s", resp.Status)
+	}
+	if !strings.Contains(string(page), `<strong id="confirmation-code">`+code+`</strong>`) {
+		t.Fatalf("the login page does not show the CLI's confirmation code %s:\n%s", code, page)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("register: %v\n%s", err, out)

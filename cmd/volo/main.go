@@ -87,7 +87,8 @@ type env struct {
 	// kdf is the Argon2id cost of encrypting new keys and new backups
 	// (default if zero).
 	kdf e2ee.BackupParams
-	// openBrowser opens the login page; nil prints its address.
+	// openBrowser opens the login page; nil prints its address. Either
+	// way the confirmation code is printed.
 	openBrowser func(url string) error
 }
 
@@ -321,12 +322,15 @@ there.`,
 			if err != nil {
 				return err
 			}
-			open := r.openBrowser
-			if open == nil {
-				open = func(u string) error {
-					fmt.Fprintf(r.stdout, "Open this address in your browser and log in:\n\n  %s\n\nWaiting for the login...\n", u)
-					return nil
+			open := func(p client.LoginPage) error {
+				if r.openBrowser == nil {
+					fmt.Fprintf(r.stdout, "Open this address in your browser and log in:\n\n  %s\n\n", p.URL)
 				}
+				fmt.Fprintf(r.stdout, "Confirmation code: %s\nThe page you end on after logging in must show the same code; if it shows\nanother one, stop (press Ctrl-C): that login is not yours.\nWaiting for the login...\n", p.Code)
+				if r.openBrowser != nil {
+					return r.openBrowser(p.URL)
+				}
+				return nil
 			}
 			id, err := c.Register(cmd.Context(), provider, open, pass)
 			if err != nil {
