@@ -86,9 +86,9 @@ func (s *Service) consider(ctx context.Context, c Chain) (ident.ChainRelation, e
 	case err != nil:
 		return 0, err
 	}
-	rel := ident.Relate(cur.Set, c.Set)
-	if rel == ident.ChainExtends {
-		return rel, s.save(ctx, c)
+	res := ident.ResolveFork(cur.Set, c.Set, s.anchoredAt(user))
+	if res.Candidate {
+		return res.Relation, s.save(ctx, c)
 	}
-	return rel, nil
+	return res.Relation, nil
 }

@@ -133,8 +133,12 @@ func userFromKey(key string) (ident.UserID, error) {
 
 // Validator is the DHT record validator of the volo-user namespace. Every
 // node registers it, so no node stores, serves or forwards a chain that
-// does not verify from the user ID in its key.
-type Validator struct{}
+// does not verify from the user ID in its key. The zero Validator knows
+// of no anchor proofs; the registry's knows the ones in its store.
+type Validator struct {
+	// anchored, if set, gives the anchors the node holds for user's links.
+	anchored func(user ident.UserID) ident.AnchoredAt
+}
 
 var _ record.Validator = Validator{}
 
@@ -149,37 +153,32 @@ func (Validator) Validate(key string, value []byte) error {
 	return err
 }
 
-// Select implements record.Validator. It picks the longest valid chain;
-// among valid chains of the same length (a fork), the one whose last link
-// ID is smallest bytewise, then the first given. Invalid values are never
+// Select implements record.Validator with the fork rule
+// (ident.ResolveFork): among the valid values, a chain that extends
+// another wins over it, and of two forked chains the one the rule picks;
+// among identical chains, the first given. Invalid values are never
 // selected; if none is valid, Select fails.
-func (Validator) Select(key string, values [][]byte) (int, error) {
+func (v Validator) Select(key string, values [][]byte) (int, error) {
 	user, err := userFromKey(key)
 	if err != nil {
 		return 0, err
 	}
-	best, bestHead := -1, ident.ChainHead{}
-	for i, v := range values {
-		c, err := DecodeRecord(v, user)
+	var anchored ident.AnchoredAt
+	if v.anchored != nil {
+		anchored = v.anchored(user)
+	}
+	best, bestSet := -1, ident.DeviceSet{}
+	for i, val := range values {
+		c, err := DecodeRecord(val, user)
 		if err != nil {
 			continue
 		}
-		h := c.Set.Head()
-		if best < 0 || better(h, bestHead) {
-			best, bestHead = i, h
+		if best < 0 || ident.ResolveFork(bestSet, c.Set, anchored).Candidate {
+			best, bestSet = i, c.Set
 		}
 	}
 	if best < 0 {
 		return 0, fmt.Errorf("%w: none of %d values of %s is valid", ErrBadRecord, len(values), key)
 	}
 	return best, nil
-}
-
-// better reports whether head a wins over head b: a longer chain, or at
-// equal length the bytewise smaller last link ID.
-func better(a, b ident.ChainHead) bool {
-	if a.Version != b.Version {
-		return a.Version > b.Version
-	}
-	return bytes.Compare(a.Link.Bytes(), b.Link.Bytes()) < 0
 }

@@ -155,7 +155,7 @@ func New(cfg Config, net Network, db *store.Prefixed, anchors AnchorQueue, publi
 			return nil, fmt.Errorf("keyregistry: register metrics: %w", err)
 		}
 	}
-	if err := net.Validators.Add(Namespace, Validator{}); err != nil {
+	if err := net.Validators.Add(Namespace, Validator{anchored: s.anchoredAt}); err != nil {
 		return nil, fmt.Errorf("keyregistry: %w", err)
 	}
 	return s, nil
