@@ -3,8 +3,16 @@ package keyregistry
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/volo-chat/volo/internal/tstest"
 
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/ident"
@@ -137,5 +145,132 @@ func TestSelectPaddedForkDoesNotWin(t *testing.T) {
 	}
 	if got, _ := noAnchors.Select(key, [][]byte{f.thief.Record().Encode(), f.base.Record().Encode()}); got != 0 {
 		t.Errorf("rollback won: %d", got)
+	}
+}
+
+// twoRegistries is two registries on loopback libp2p hosts, connected,
+// each a member of the other's gossip topic.
+func twoRegistries(t *testing.T) [2]*Service {
+	t.Helper()
+	var s [2]*Service
+	for i := range s {
+		s[i], _ = newTestService(t, DefaultConfig())
+	}
+	h0 := s[0].net.Host.(host.Host)
+	h1 := s[1].net.Host.(host.Host)
+	if err := h0.Connect(t.Context(), peer.AddrInfo{ID: h1.ID(), Addrs: h1.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range s {
+		other := s[1-i].net.Host.ID()
+		tstest.WaitFor(t, time.Minute, func() error {
+			if !slices.Contains(r.topic.ListPeers(), other) {
+				return fmt.Errorf("registry %d never saw %s join the topic", i, other)
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+// TestNodesResolveAForkAlike is the attack on the registries, which kept
+// the first copy they saw: two nodes get the two branches of a fork in
+// opposite orders (each holds one branch, then the other node announces
+// its own) and end with the same chain, which the thief's padding does
+// not win; both remember the fork with both heads.
+func TestNodesResolveAForkAlike(t *testing.T) {
+	f := newForkScenario(t)
+	// Without an anchor or a recovery link the smaller divergent link ID
+	// wins; make it the owner's, as it is for half of all forks.
+	for f.thiefWinsByLinkID() {
+		f = newForkScenario(t)
+	}
+	user := f.base.Set.User()
+	s := twoRegistries(t)
+	ctx := t.Context()
+	if _, _, err := s[0].consider(ctx, f.legit); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s[1].consider(ctx, f.padded); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []Chain{f.legit, f.padded} {
+		if err := s[i].topic.Publish(ctx, c.Record().Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range s {
+		tstest.WaitFor(t, time.Minute, func() error {
+			got, err := r.local(ctx, user)
+			if err != nil {
+				return err
+			}
+			if got.Set.Head() != f.legit.Set.Head() {
+				return fmt.Errorf("node %d keeps version %d (%s), want the owner's version %d", i, got.Version(), got.Set.Head().Link, f.legit.Version())
+			}
+			fork, ok, err := r.Fork(ctx, user)
+			if err != nil || !ok {
+				return fmt.Errorf("node %d knows no fork: %v", i, err)
+			}
+			if fork.At != 3 || fork.Rule != ident.RuleLinkID || fork.Kept != f.legit.Set.Head() || fork.Other != f.padded.Set.Head() {
+				return fmt.Errorf("node %d: fork %+v", i, fork)
+			}
+			return nil
+		})
+	}
+}
+
+// TestRecoveryLinkTakesOverAFork: the thief's branch won a fork by its
+// link ID; the owner's recovery-key link, appended on a node to the other
+// branch of the known fork, makes that branch win on every node.
+func TestRecoveryLinkTakesOverAFork(t *testing.T) {
+	f := newForkScenario(t)
+	for !f.thiefWinsByLinkID() {
+		f = newForkScenario(t)
+	}
+	user := f.base.Set.User()
+	s := twoRegistries(t)
+	ctx := t.Context()
+	for _, r := range s {
+		if _, _, err := r.consider(ctx, f.padded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The owner's branch loses and is remembered on node 0 only.
+	if res, _, err := s[0].consider(ctx, f.legit); err != nil || res.Candidate || res.Rule != ident.RuleLinkID {
+		t.Fatalf("the owner's branch: %+v %v", res, err)
+	}
+	// A link after the losing branch that does not win is refused.
+	plain, err := e2ee.NewAddDeviceRequest(f.legit.Set.Head(), testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := e2ee.NewAddDevice(f.legit.Set, f.phone, plain, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s[0].AppendLink(ctx, user, l.Encode()); !errors.Is(err, ErrStaleChain) {
+		t.Fatalf("a device link on the losing branch: %v", err)
+	}
+	// The recovery link wins.
+	rec := f.recovered.Links[len(f.recovered.Links)-1]
+	if _, err := s[0].AppendLink(ctx, user, rec); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range s {
+		tstest.WaitFor(t, time.Minute, func() error {
+			got, err := r.local(ctx, user)
+			if err != nil {
+				return err
+			}
+			if got.Set.Head() != f.recovered.Set.Head() {
+				return fmt.Errorf("node %d keeps version %d, want the recovered chain", i, got.Version())
+			}
+			return nil
+		})
+	}
+	fork, ok, err := s[1].Fork(ctx, user)
+	if err != nil || !ok || fork.Rule != ident.RuleRecovery || fork.Other != f.padded.Set.Head() {
+		t.Fatalf("node 1: fork %+v %v %v", fork, ok, err)
 	}
 }
