@@ -352,10 +352,8 @@ func (c *Client) acceptOwnChain(st State, set ident.DeviceSet, links []ident.Lin
 	case ident.ChainExtends:
 		st.Chain = encodeLinks(links)
 		return st, c.home.SaveState(st)
-	case ident.ChainRollback:
-		return st, fmt.Errorf("%w: version %d, verified before: %d", ErrChainRollback, set.Version(), known.Version())
 	default:
-		return st, fmt.Errorf("%w (%s at version %d)", ErrChainForked, r, set.Version())
+		return st, conflict(known, set)
 	}
 }
 

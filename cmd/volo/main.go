@@ -62,6 +62,11 @@ func explain(err error) string {
 	if errors.As(err, &h) {
 		return h.msg
 	}
+	var cc *client.ChainConflictError
+	if errors.As(err, &cc) {
+		return fmt.Sprintf("%v\nNothing is sent to user %s until the node serves the chain verified before or an extension of it. "+
+			"If the user made the node's chain (with their recovery key), accept it: volo accept-chain %s", err, cc.User, cc.User)
+	}
 	var nu *client.NodeUnreachableError
 	if errors.As(err, &nu) {
 		return fmt.Sprintf("cannot reach the node at %s (%s): is it running? Pick another node with --node URL or $%s", nu.URL, nu.Reason(), EnvNode)
@@ -132,6 +137,7 @@ characters.`, client.MinPassphraseLength),
 		r.devicesCmd(),
 		r.revokeCmd(),
 		r.recoverCmd(),
+		r.acceptChainCmd(),
 		r.lookupCmd(),
 		r.whoamiCmd(),
 		r.versionCmd(),

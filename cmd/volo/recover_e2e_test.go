@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/volo-chat/volo/client"
+	"github.com/volo-chat/volo/e2ee"
+	"github.com/volo-chat/volo/ident"
 	"github.com/volo-chat/volo/internal/testnet"
 	"github.com/volo-chat/volo/node"
 )
@@ -59,5 +64,31 @@ func TestCLIRecoverRevokesADevice(t *testing.T) {
 		if err != nil || !strings.Contains(out, "revoked "+devB) || !strings.Contains(out, "chain version 3") {
 			t.Fatalf("devices after recover: %v\n%s", err, out)
 		}
+	}
+}
+
+// A chain the node serves that forks from the one verified before is shown
+// by the user's name (ID) with both heads and what to do.
+func TestExplainChainConflict(t *testing.T) {
+	keys, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e2ee.NewGenesis(keys, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := ident.ChainHead{User: g.UserID(), Version: 3, Link: g.ID()}
+	offered := ident.ChainHead{User: g.UserID(), Version: 23, Link: g.ID()}
+	err = fmt.Errorf("send: %w", &client.ChainConflictError{User: g.UserID(), Relation: ident.ChainForked, Pinned: pinned, Offered: offered})
+	got := explain(err)
+	for _, want := range []string{"forked chain of user " + g.UserID().String(), "version 3, head " + g.ID().String(),
+		"version 23, head", "volo accept-chain " + g.UserID().String()} {
+		if !strings.Contains(got, want) {
+			t.Errorf("explain lacks %q:\n%s", want, got)
+		}
+	}
+	if !errors.Is(err, client.ErrChainForked) || errors.Is(err, client.ErrChainRollback) {
+		t.Error("errors.Is does not see the fork")
 	}
 }
