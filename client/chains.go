@@ -100,12 +100,14 @@ func (ch *Chat) chain(ctx context.Context, user ident.UserID, maxAge time.Durati
 // none pinned, when it extends the pinned one, or when winner is set and
 // it wins the fork rule over the pinned one (no anchor counts: a client
 // verifies none). It refuses anything else with a *ChainConflictError (or
-// ErrChainNotWinner when winner is set).
+// ErrChainNotWinner when winner is set). The pin takes effect at once and
+// is written with the next record of the chat store (commitLocked), so
+// that a store that cannot be written now never costs a message.
 func (ch *Chat) pin(set ident.DeviceSet, links []ident.Link, winner bool) error {
 	user := set.User()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if old, ok := ch.st.pins[user]; ok {
+	if old, ok := ch.pinnedLocked(user); ok {
 		res := ident.ResolveFork(old.set, set, nil)
 		switch {
 		case res.Relation == ident.ChainSame:
@@ -118,12 +120,18 @@ func (ch *Chat) pin(set ident.DeviceSet, links []ident.Link, winner bool) error 
 			return conflict(old.set, set)
 		}
 	}
-	p := pin{set: set, links: encodeLinks(links)}
-	if err := ch.store.append(chatRecord{Pins: []pinWire{{User: user.Bytes(), Links: p.links}}}); err != nil {
-		return err
-	}
-	ch.st.pins[user] = p
+	ch.unpinned[user] = pin{set: set, links: encodeLinks(links)}
 	return nil
+}
+
+// pinnedLocked returns the chain pinned for user, written or not yet.
+// ch.mu is held.
+func (ch *Chat) pinnedLocked(user ident.UserID) (pin, bool) {
+	if p, ok := ch.unpinned[user]; ok {
+		return p, true
+	}
+	p, ok := ch.st.pins[user]
+	return p, ok
 }
 
 // AcceptChain resolves a conflict (ChainConflictError) over user's chain
@@ -154,8 +162,17 @@ func (ch *Chat) AcceptChain(ctx context.Context, user ident.UserID) (ident.Chain
 		if err := ch.c.home.SaveState(st); err != nil {
 			return ident.ChainHead{}, err
 		}
-	} else if err := ch.pin(set, links, true); err != nil {
-		return ident.ChainHead{}, err
+	} else {
+		if err := ch.pin(set, links, true); err != nil {
+			return ident.ChainHead{}, err
+		}
+		// Written at once: the user decided.
+		ch.mu.Lock()
+		err := ch.commitLocked(chatRecord{})
+		ch.mu.Unlock()
+		if err != nil {
+			return ident.ChainHead{}, err
+		}
 	}
 	ch.mu.Lock()
 	ch.chains[user] = cachedChain{set: set, fetched: time.Now()}
