@@ -228,6 +228,13 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Fork first: it applies the fork rule again, which may change the
+	// chain Lookup returns.
+	fork, forked, err := s.keys.Fork(r.Context(), id)
+	if err != nil {
+		s.writeRegistryError(w, err)
+		return
+	}
 	c, err := s.keys.Lookup(r.Context(), id)
 	if err != nil {
 		s.writeRegistryError(w, err)
@@ -238,7 +245,13 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
 		s.writeRegistryError(w, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, wire.UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links, Proofs: proofsJSON(proofs)})
+	out := wire.UserResponse{UserID: id.String(), Version: c.Version(), Links: c.Links, Proofs: proofsJSON(proofs)}
+	if forked {
+		out.Fork = &wire.ChainFork{At: fork.At, Rule: fork.Rule.String(),
+			Kept:  wire.ForkHead{Version: fork.Kept.Version, Link: fork.Kept.Link.String()},
+			Other: wire.ForkHead{Version: fork.Other.Version, Link: fork.Other.Link.String()}}
+	}
+	WriteJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {

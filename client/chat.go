@@ -127,11 +127,14 @@ type Chat struct {
 	policy e2ee.RenewalPolicy
 	log    *slog.Logger
 
-	mu      sync.Mutex // guards st, store, chains, orphans
-	st      *chatState
-	store   *chatLog
-	chains  map[ident.UserID]cachedChain
-	orphans []orphan
+	mu     sync.Mutex // guards st, store, chains, orphans
+	st     *chatState
+	store  *chatLog
+	chains map[ident.UserID]cachedChain
+	// unpinned holds the chains pinned (Chat.pin) and not yet written to
+	// the store: the next record carries them.
+	unpinned map[ident.UserID]pin
+	orphans  []orphan
 	// orphanBytes is the size of the orphans' bodies (MaxOrphanBytes).
 	orphanBytes int
 
@@ -193,6 +196,7 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 		st:          state,
 		store:       store,
 		chains:      map[ident.UserID]cachedChain{},
+		unpinned:    map[ident.UserID]pin{},
 		attempts:    map[uint64]*attempt{},
 		ended:       map[uint64]*attempt{},
 		receipts:    map[ident.UserID][]receiptWire{},

@@ -221,6 +221,10 @@ func (b *batchSessions) lookup(k receiverKey) (*e2ee.ReceiverSession, error) {
 // the log nor ch.st changed. A compaction that fails leaves the log whole
 // (rec in it) and is tried again at the next commit. ch.mu is held.
 func (ch *Chat) commitLocked(rec chatRecord) error {
+	// The chains pinned since the last record go with this one.
+	for user, p := range ch.unpinned {
+		rec.Pins = append(rec.Pins, pinWire{User: user.Bytes(), Links: p.links})
+	}
 	// A record that would not replay is never written: the home could
 	// not be opened again.
 	if err := newChatState().apply(rec); err != nil {
@@ -236,6 +240,7 @@ func (ch *Chat) commitLocked(rec chatRecord) error {
 	if err := ch.st.apply(rec); err != nil {
 		return fmt.Errorf("client: chat store: record does not apply: %w", err) // it applied above
 	}
+	clear(ch.unpinned)
 	if ch.store.needsCompaction() {
 		if err := ch.store.compact(ch.st); err != nil {
 			ch.log.Warn("could not compact the chat store; will try again", "err", err)

@@ -336,8 +336,11 @@ func (ch *Chat) startLocked(ctx context.Context, conn *Conn, q queued, e *outbox
 }
 
 // permanent reports an error that sending again cannot cure.
+// A chain conflict is: nothing is sent to the user until it is resolved
+// (ChainConflictError).
 func permanent(err error) bool {
-	return IsCode(err, CodeUserNotFound) || errors.Is(err, ErrTextTooLarge)
+	var conflict *ChainConflictError
+	return IsCode(err, CodeUserNotFound) || errors.Is(err, ErrTextTooLarge) || errors.As(err, &conflict)
 }
 
 // sealLocked seals this device's pending message q for every device of its

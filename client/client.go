@@ -44,6 +44,9 @@ var (
 	ErrNodeMisbehaved = errors.New("client: the node answered inconsistently")
 	// ErrChainRollback: the node served an older chain than this device verified before.
 	ErrChainRollback = errors.New("client: node served an older chain than the one verified before")
+	// ErrNotRecoveryKey: the recovery key given is not the one the
+	// user's genesis link names (or it names none).
+	ErrNotRecoveryKey = errors.New("client: not this user's recovery key")
 	// ErrChainForked: the node served a chain that contradicts the one verified before.
 	ErrChainForked = errors.New("client: node served a chain that contradicts the one verified before")
 	// ErrDeviceRevoked: this device was revoked from its user's chain.
@@ -160,6 +163,26 @@ type LoginPage struct {
 // fails, the home holds nothing it made: no file, and no directory it
 // created.
 func (c *Client) Register(ctx context.Context, provider string, openBrowser func(LoginPage) error, passphrase []byte) (Identity, error) {
+	return c.register(ctx, provider, openBrowser, passphrase, ident.SigningPublic{})
+}
+
+// RegisterWithRecovery is Register with a new recovery key, whose public
+// key the genesis link names. The key is returned to be shown to the user
+// once (RecoveryKey.Text) and is kept nowhere: with it, Recover revokes a
+// stolen device, and its links win a fork of the user's chain.
+func (c *Client) RegisterWithRecovery(ctx context.Context, provider string, openBrowser func(LoginPage) error, passphrase []byte) (Identity, e2ee.RecoveryKey, error) {
+	rk, err := e2ee.GenerateRecoveryKey(c.rand)
+	if err != nil {
+		return Identity{}, e2ee.RecoveryKey{}, fmt.Errorf("client: %w", err)
+	}
+	id, err := c.register(ctx, provider, openBrowser, passphrase, rk.Public())
+	if err != nil {
+		return Identity{}, e2ee.RecoveryKey{}, err
+	}
+	return id, rk, nil
+}
+
+func (c *Client) register(ctx context.Context, provider string, openBrowser func(LoginPage) error, passphrase []byte, recovery ident.SigningPublic) (Identity, error) {
 	if len(passphrase) == 0 {
 		return Identity{}, ErrEmptyPassphrase
 	}
@@ -210,7 +233,7 @@ func (c *Client) Register(ctx context.Context, provider string, openBrowser func
 		return Identity{}, err
 	}
 	proof := e2ee.SignRegistration(keys, nonce)
-	genesis, err := e2ee.NewGenesis(keys, c.now())
+	genesis, err := e2ee.NewGenesisWithRecovery(keys, recovery, c.now())
 	if err != nil {
 		return Identity{}, fmt.Errorf("client: genesis link: %w", err)
 	}
@@ -341,10 +364,8 @@ func (c *Client) acceptOwnChain(st State, set ident.DeviceSet, links []ident.Lin
 	case ident.ChainExtends:
 		st.Chain = encodeLinks(links)
 		return st, c.home.SaveState(st)
-	case ident.ChainRollback:
-		return st, fmt.Errorf("%w: version %d, verified before: %d", ErrChainRollback, set.Version(), known.Version())
 	default:
-		return st, fmt.Errorf("%w (%s at version %d)", ErrChainForked, r, set.Version())
+		return st, conflict(known, set)
 	}
 }
 
@@ -449,4 +470,47 @@ func (c *Client) revokeOnce(ctx context.Context, target ident.DeviceID, passphra
 		return 0, err
 	}
 	return next.Version(), nil
+}
+
+// Recover revokes target, a device of this user (a stolen one), with the
+// user's recovery key: no passphrase and no active device are needed. The
+// link extends the chain the node serves when that extends the chain this
+// device verified before; else (the node serves a rollback or a fork, for
+// instance the thief's branch) it extends the chain verified before, and
+// wins the fork by the recovery-key step of the fork rule. It returns the
+// new chain's version.
+func (c *Client) Recover(ctx context.Context, rk e2ee.RecoveryKey, target ident.DeviceID) (uint64, error) {
+	st, err := c.home.State()
+	if err != nil {
+		return 0, err
+	}
+	set, links, err := savedChain(st)
+	if err != nil {
+		return 0, err
+	}
+	netSet, netLinks, err := c.fetchChain(ctx, c.api, set.User())
+	if err != nil {
+		return 0, err
+	}
+	if ident.Relate(set, netSet) == ident.ChainExtends {
+		set, links = netSet, netLinks
+	}
+	if pub, ok := set.Recovery(); !ok || !pub.Equal(rk.Public()) {
+		return 0, fmt.Errorf("%w: %s", ErrNotRecoveryKey, set.User())
+	}
+	if _, ok := set.Lookup(target); !ok {
+		return 0, fmt.Errorf("%w: %s", ErrUnknownDevice, target)
+	}
+	link, err := e2ee.NewRecoveryRevokeDevice(set, rk, target, c.now())
+	if err != nil {
+		return 0, fmt.Errorf("client: recover: revoke %s: %w", target, err)
+	}
+	if err := c.api.AppendLink(ctx, set.User(), link.Encode()); err != nil {
+		return 0, err
+	}
+	st.Chain = append(encodeLinks(links), link.Encode())
+	if err := c.home.SaveState(st); err != nil {
+		return 0, err
+	}
+	return set.Version() + 1, nil
 }

@@ -182,6 +182,15 @@ type chatRecord struct {
 	Done      []doneWire        `cbor:"6,keyasint,omitempty"`
 	Delivered []msgRefWire      `cbor:"7,keyasint,omitempty"`
 	Seen      []seenWire        `cbor:"8,keyasint,omitempty"`
+	Pins      []pinWire         `cbor:"9,keyasint,omitempty"`
+}
+
+// pinWire is the chain of a user this device verified and pinned: the
+// user ID and the chain's links, genesis first (a later pin of the same
+// user replaces it).
+type pinWire struct {
+	User  []byte   `cbor:"1,keyasint"`
+	Links [][]byte `cbor:"2,keyasint"`
 }
 
 var (
@@ -225,6 +234,15 @@ type chatState struct {
 	// and sealed receipts), in sequence order.
 	outbox map[uint64]*outboxEntry
 	queue  []queued
+	// pins holds the chains of other users this device verified: a chain
+	// a node serves must be the pinned one or extend it (Chat.chain).
+	pins map[ident.UserID]pin
+}
+
+// pin is a pinned chain, verified, and its links.
+type pin struct {
+	set   ident.DeviceSet
+	links [][]byte
 }
 
 // outboxEntry is a sealed message or receipt waiting for the relays.
@@ -256,6 +274,7 @@ func newChatState() *chatState {
 		receivers: map[receiverKey]*e2ee.ReceiverSession{},
 		seen:      map[ident.UserID]uint64{},
 		outbox:    map[uint64]*outboxEntry{},
+		pins:      map[ident.UserID]pin{},
 	}
 }
 
@@ -410,7 +429,27 @@ func (s *chatState) apply(r chatRecord) error {
 		}
 		s.seen[peer] = max(s.seen[peer], w.Local)
 	}
+	for _, w := range r.Pins {
+		p, err := decodePin(w)
+		if err != nil {
+			return fmt.Errorf("pinned chain: %w", err)
+		}
+		s.pins[p.set.User()] = p
+	}
 	return nil
+}
+
+// decodePin verifies a pinned chain from its user ID.
+func decodePin(w pinWire) (pin, error) {
+	user, err := ident.UserIDFromBytes(w.User)
+	if err != nil {
+		return pin{}, err
+	}
+	set, _, err := ident.DecodeChain(user, w.Links)
+	if err != nil {
+		return pin{}, err
+	}
+	return pin{set: set, links: w.Links}, nil
 }
 
 // enqueue adds q to the send queue, keeping it in sequence order.
@@ -698,11 +737,11 @@ func (l *chatLog) write(r chatRecord, sync bool) error {
 }
 
 // durable reports whether r must be on disk before its change takes
-// effect: it holds messages, sealed envelopes or sender sessions (a
-// message key must never be used twice). Anything else may be lost in a
+// effect: it holds messages, sealed envelopes, sender sessions (a
+// message key must never be used twice) or pinned chains. Anything else may be lost in a
 // crash at no cost but a repeat.
 func (r chatRecord) durable() bool {
-	return len(r.History) > 0 || len(r.Outbox) > 0 || len(r.Senders) > 0
+	return len(r.History) > 0 || len(r.Outbox) > 0 || len(r.Senders) > 0 || len(r.Pins) > 0
 }
 
 // rewrite replaces the log with records holding all of st: its history
@@ -828,6 +867,9 @@ func (l *chatLog) compact(st *chatState) error {
 // and seen marks.
 func (s *chatState) snapshotSessions() (chatRecord, error) {
 	r := chatRecord{Seq: s.seq}
+	for user, p := range s.pins {
+		r.Pins = append(r.Pins, pinWire{User: user.Bytes(), Links: p.links})
+	}
 	for peer, l := range s.seen {
 		r.Seen = append(r.Seen, seenWire{Peer: peer.Bytes(), Local: l})
 	}

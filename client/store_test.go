@@ -242,6 +242,15 @@ func FuzzSplitChatLog(f *testing.F) {
 
 // FuzzChatRecord: any decrypted record decodes or errs, and applying one
 // never panics; what applies re-snapshots.
+// newDeviceKeys makes random device keys.
+func newDeviceKeys(t testing.TB) e2ee.DeviceKeys {
+	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func FuzzChatRecord(f *testing.F) {
 	_, _, msg := storeFixture(f)
 	good, _ := storeEnc.Marshal(chatRecord{History: []chatMessageWire{encodeChatMessage(msg(1, "x"))}, Seq: 2})
@@ -257,6 +266,14 @@ func FuzzChatRecord(f *testing.F) {
 	f.Add(states)
 	f.Add([]byte{0xa0})
 	f.Add([]byte{0xa1, 0x03, 0x81, 0x40})
+	// A pinned chain: genesis and an add-device link.
+	pk := newDeviceKeys(f)
+	g, _ := e2ee.NewGenesis(pk, testTime)
+	set, _ := ident.VerifyChain(g.UserID(), []ident.Link{g})
+	req, _ := e2ee.NewAddDeviceRequest(set.Head(), newDeviceKeys(f))
+	add, _ := e2ee.NewAddDevice(set, pk, req, testTime)
+	pins, _ := storeEnc.Marshal(chatRecord{Pins: []pinWire{{User: g.UserID().Bytes(), Links: [][]byte{g.Encode(), add.Encode()}}}})
+	f.Add(pins)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := decodeChatRecord(data)
 		if err != nil {
@@ -266,8 +283,14 @@ func FuzzChatRecord(f *testing.F) {
 		if err := st.apply(r); err != nil {
 			return
 		}
-		if _, err := st.snapshotSessions(); err != nil {
+		snap, err := st.snapshotSessions()
+		if err != nil {
 			t.Fatalf("applied record does not snapshot: %v", err)
+		}
+		for _, w := range snap.Pins {
+			if _, err := decodePin(w); err != nil {
+				t.Fatalf("a pinned chain does not verify again: %v", err)
+			}
 		}
 		for _, h := range st.history {
 			for _, m := range h {

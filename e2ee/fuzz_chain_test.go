@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/volo-chat/volo/ident"
@@ -14,6 +15,10 @@ func FuzzDecodeLink(f *testing.F) {
 	for _, l := range fx.links {
 		f.Add(l.Encode())
 	}
+	// A genesis naming a recovery key, and a link signed by it.
+	rf := newForkFixture(f)
+	f.Add(rf.base.links[0].Encode())
+	f.Add(rf.legitRecovered.links[len(rf.legitRecovered.links)-1].Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := ident.DecodeLink(data)
 		if err != nil {
@@ -60,6 +65,7 @@ func FuzzVerifyChain(f *testing.F) {
 	f.Add(frameLinks(enc))
 	f.Add(frameLinks(enc[:2]))
 	f.Add(frameLinks([][]byte{enc[0], enc[2], enc[1]}))
+	f.Add(frameLinks(encodeLinks(newForkFixture(f).legitRecovered.links)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		links := unframeLinks(data)
 		if len(links) == 0 {
@@ -113,6 +119,28 @@ func FuzzDecodeAddDeviceRequest(f *testing.F) {
 		}
 		if err := r.Verify(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+func FuzzParseRecoveryKey(f *testing.F) {
+	k := fixedRecoveryKey(f, "alice recovery")
+	f.Add(k.Text())
+	f.Add(strings.ToUpper(k.Text()))
+	f.Add(strings.ReplaceAll(k.Text(), "-", " "))
+	f.Add("")
+	f.Add("abcd-efgh")
+	f.Fuzz(func(t *testing.T, text string) {
+		r, err := ParseRecoveryKey(text)
+		if err != nil {
+			if !errors.Is(err, ident.ErrBadKey) {
+				t.Fatalf("error without sentinel: %v", err)
+			}
+			return
+		}
+		again, err := ParseRecoveryKey(r.Text())
+		if err != nil || !again.Public().Equal(r.Public()) {
+			t.Fatalf("the text form does not read back: %v", err)
 		}
 	})
 }

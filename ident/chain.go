@@ -90,7 +90,16 @@ type Link struct {
 	// Sig is Signer's signature (DomainLink) over the link's encoding
 	// without this field.
 	Sig []byte
+	// Recovery is, in a genesis link only and optionally, the user's
+	// recovery public key: a later link whose Signer is RecoveryID(Recovery)
+	// is signed by it and may add or revoke any device.
+	Recovery SigningPublic
 }
+
+// RecoveryID is the signer ID of the links a recovery key signs: the CID
+// (CIDv1, raw, sha2-256) of the 32 bytes of the public key. It cannot be
+// the ID of a device, whose CID is over a DevicePublic encoding.
+func RecoveryID(pub SigningPublic) DeviceID { return DeviceID{sumCID(pub.k[:])} }
 
 type linkWire struct {
 	Seq       uint64            `cbor:"1,keyasint"`
@@ -102,6 +111,7 @@ type linkWire struct {
 	Signer    []byte            `cbor:"7,keyasint"`
 	DeviceSig []byte            `cbor:"8,keyasint,omitempty"`
 	Sig       []byte            `cbor:"9,keyasint,omitempty"`
+	Recovery  []byte            `cbor:"10,keyasint,omitempty"`
 }
 
 func idBytes(defined bool, b func() []byte) []byte {
@@ -120,6 +130,7 @@ func (l Link) wire(withSig bool) linkWire {
 		Revoked:   idBytes(!l.Revoked.IsZero(), l.Revoked.Bytes),
 		Signer:    idBytes(!l.Signer.IsZero(), l.Signer.Bytes),
 		DeviceSig: l.DeviceSig,
+		Recovery:  idBytes(!l.Recovery.IsZero(), l.Recovery.Bytes),
 	}
 	if !l.Device.Signing.IsZero() || !l.Device.Messaging.IsZero() {
 		w.Device = &devicePublicWire{Signing: l.Device.Signing.k[:], Messaging: []byte(l.Device.Messaging.raw)}
@@ -177,6 +188,14 @@ func DecodeLink(data []byte) (Link, error) {
 			return bad("revoked: %v", err)
 		}
 	}
+	if w.Recovery != nil {
+		if l.Kind != LinkGenesis {
+			return bad("a recovery key in a %s link", l.Kind)
+		}
+		if l.Recovery, err = ParseSigningPublic(w.Recovery); err != nil {
+			return bad("recovery: %v", err)
+		}
+	}
 	if l.Signer, err = DeviceIDFromBytes(w.Signer); err != nil {
 		return bad("signer: %v", err)
 	}
@@ -186,7 +205,7 @@ func DecodeLink(data []byte) (Link, error) {
 	switch l.Kind {
 	case LinkGenesis:
 		if w.Prev != nil || w.Device == nil || w.Revoked != nil || w.DeviceSig != nil {
-			return bad("genesis needs exactly seq, kind, time, device, signer, sig")
+			return bad("genesis needs exactly seq, kind, time, device, signer, sig and an optional recovery key")
 		}
 	case LinkAddDevice:
 		if w.Prev == nil || w.Device == nil || w.Revoked != nil || len(w.DeviceSig) != SignatureSize {
@@ -260,6 +279,19 @@ type DeviceSet struct {
 	revoked map[DeviceID]struct{}
 	links   []LinkID // links[i] is the ID of the link with seq i+1
 	last    time.Time
+	// recovery is the recovery key named in genesis (zero: none);
+	// byRecovery[i] says the link with seq i+1 was signed by it.
+	recovery   SigningPublic
+	byRecovery []bool
+}
+
+// Recovery returns the user's recovery public key, if genesis named one.
+func (s DeviceSet) Recovery() (SigningPublic, bool) { return s.recovery, !s.recovery.IsZero() }
+
+// SignedByRecovery reports whether the link with sequence number seq was
+// signed by the user's recovery key.
+func (s DeviceSet) SignedByRecovery(seq uint64) bool {
+	return seq >= 1 && seq <= uint64(len(s.byRecovery)) && s.byRecovery[seq-1]
 }
 
 // User returns the user the chain belongs to.
@@ -457,6 +489,9 @@ func verifyGenesis(user UserID, l Link) (DeviceSet, error) {
 		return DeviceSet{}, fmt.Errorf("genesis hashes to %s, want %s: %w", id, user, ErrUserIDMismatch)
 	}
 	devID := l.Device.ID()
+	if !l.Recovery.IsZero() && l.Recovery.Equal(l.Device.Signing) {
+		return DeviceSet{}, fmt.Errorf("genesis recovery key is the device's signing key: %w", ErrInvalidLink)
+	}
 	if !l.Signer.Equal(devID) {
 		return DeviceSet{}, fmt.Errorf("genesis signer %s is not its device %s: %w", l.Signer, devID, ErrForgedLink)
 	}
@@ -464,11 +499,13 @@ func verifyGenesis(user UserID, l Link) (DeviceSet, error) {
 		return DeviceSet{}, err
 	}
 	return DeviceSet{
-		user:    user,
-		active:  map[DeviceID]DevicePublic{devID: l.Device},
-		revoked: map[DeviceID]struct{}{},
-		links:   []LinkID{id},
-		last:    l.Time,
+		user:       user,
+		active:     map[DeviceID]DevicePublic{devID: l.Device},
+		revoked:    map[DeviceID]struct{}{},
+		links:      []LinkID{id},
+		last:       l.Time,
+		recovery:   l.Recovery,
+		byRecovery: []bool{false},
 	}, nil
 }
 
@@ -496,7 +533,7 @@ func checkFields(l Link) error {
 	switch l.Kind {
 	case LinkGenesis:
 		if !l.Prev.IsZero() || !hasDevice || !l.Revoked.IsZero() || l.DeviceSig != nil {
-			return fmt.Errorf("genesis needs exactly seq, kind, time, device, signer, sig: %w", ErrMalformed)
+			return fmt.Errorf("genesis needs exactly seq, kind, time, device, signer, sig and an optional recovery key: %w", ErrMalformed)
 		}
 	case LinkAddDevice:
 		if l.Prev.IsZero() || !hasDevice || !l.Revoked.IsZero() || len(l.DeviceSig) != SignatureSize {
@@ -508,6 +545,9 @@ func checkFields(l Link) error {
 		}
 	default:
 		return fmt.Errorf("unknown link kind %d: %w", l.Kind, ErrMalformed)
+	}
+	if l.Kind != LinkGenesis && !l.Recovery.IsZero() {
+		return fmt.Errorf("a recovery key in a %s link: %w", l.Kind, ErrMalformed)
 	}
 	return nil
 }
@@ -547,18 +587,24 @@ func (s DeviceSet) apply(l Link) (DeviceSet, error) {
 	if l.Time.Before(s.last) {
 		return DeviceSet{}, fmt.Errorf("time %v before previous link's %v: %w", l.Time, s.last, ErrChainOrder)
 	}
-	signer, ok := s.active[l.Signer]
-	if !ok {
-		if s.Revoked(l.Signer) {
-			return DeviceSet{}, fmt.Errorf("signer %s: %w", l.Signer, ErrRevokedDevice)
+	byRecovery := !s.recovery.IsZero() && l.Signer.Equal(RecoveryID(s.recovery))
+	signerKey := s.recovery
+	if !byRecovery {
+		signer, ok := s.active[l.Signer]
+		if !ok {
+			if s.Revoked(l.Signer) {
+				return DeviceSet{}, fmt.Errorf("signer %s: %w", l.Signer, ErrRevokedDevice)
+			}
+			return DeviceSet{}, fmt.Errorf("signer %s: %w", l.Signer, ErrForgedLink)
 		}
-		return DeviceSet{}, fmt.Errorf("signer %s: %w", l.Signer, ErrForgedLink)
+		signerKey = signer.Signing
 	}
-	if err := signer.Signing.Verify(DomainLink, l.SignedBytes(), l.Sig); err != nil {
+	if err := signerKey.Verify(DomainLink, l.SignedBytes(), l.Sig); err != nil {
 		return DeviceSet{}, err
 	}
 	n := DeviceSet{user: s.user, active: maps.Clone(s.active), revoked: s.revoked,
-		links: append(slices.Clip(s.links), linkID), last: l.Time}
+		links: append(slices.Clip(s.links), linkID), last: l.Time,
+		recovery: s.recovery, byRecovery: append(slices.Clip(s.byRecovery), byRecovery)}
 	switch l.Kind {
 	case LinkAddDevice:
 		id := l.Device.ID()
@@ -585,6 +631,9 @@ func (s DeviceSet) apply(l Link) (DeviceSet, error) {
 		}
 		if _, ok := s.active[l.Revoked]; !ok {
 			return DeviceSet{}, fmt.Errorf("device %s is not in the chain: %w", l.Revoked, ErrInvalidLink)
+		}
+		if byRecovery && len(s.active) == 1 {
+			return DeviceSet{}, fmt.Errorf("recovery key revokes %s, the last device: %w", l.Revoked, ErrInvalidLink)
 		}
 		delete(n.active, l.Revoked)
 		n.revoked = maps.Clone(s.revoked)

@@ -41,8 +41,11 @@ func (v Validator) decodeAnnouncement(data []byte) (Chain, error) {
 	return v.decode(data, ident.UserID{}, true)
 }
 
-// readGossip keeps the announced chains that are new to the node or extend
-// its copy; rollbacks and forks are ignored with a log line.
+// readGossip keeps the announced chains that are new to the node, extend
+// its copy or win a fork with it (ident.ResolveFork); rollbacks are
+// ignored with a log line, forks remembered (Fork); when the announced
+// chain loses a fork, the node announces the winner, so the nodes that
+// hold the losing branch switch to it.
 func (s *Service) readGossip() {
 	self := s.net.Host.ID()
 	for {
@@ -57,20 +60,29 @@ func (s *Service) readGossip() {
 		if !ok {
 			continue
 		}
-		rel, err := s.consider(s.ctx, c)
+		res, kept, err := s.consider(s.ctx, c)
 		switch {
 		case err != nil:
 			s.log.Error("store a gossiped chain", "user", c.Set.User().String(), "err", err)
-		case rel == ident.ChainExtends:
+		case res.Relation == ident.ChainExtends:
 			s.m.gossip.WithLabelValues("stored").Inc()
-		case rel == ident.ChainSame:
+		case res.Relation == ident.ChainSame:
 			s.m.gossip.WithLabelValues("same").Inc()
-		case rel == ident.ChainRollback:
+		case res.Relation == ident.ChainRollback:
 			s.m.gossip.WithLabelValues("rollback").Inc()
 			s.log.Info("ignored a gossiped chain older than ours", "user", c.Set.User().String(), "version", c.Version(), "from", msg.GetFrom().String())
+		case res.Candidate:
+			s.m.gossip.WithLabelValues("fork_won").Inc()
+			s.log.Warn("a gossiped chain forks from ours and wins the fork rule: kept it", "user", c.Set.User().String(),
+				"version", c.Version(), "at", res.At, "rule", res.Rule.String(), "from", msg.GetFrom().String())
 		default:
-			s.m.gossip.WithLabelValues("forked").Inc()
-			s.log.Warn("ignored a gossiped chain that forks from ours", "user", c.Set.User().String(), "version", c.Version(), "from", msg.GetFrom().String())
+			s.m.gossip.WithLabelValues("fork_lost").Inc()
+			s.log.Warn("a gossiped chain forks from ours and loses the fork rule: kept ours", "user", c.Set.User().String(),
+				"version", c.Version(), "at", res.At, "rule", res.Rule.String(), "from", msg.GetFrom().String())
+			// The nodes that sent the losing branch learn the winner.
+			if err := s.topic.Publish(s.ctx, kept.Record().Encode()); err != nil {
+				s.log.Warn("gossip of a fork's winning chain failed", "user", c.Set.User().String(), "err", err)
+			}
 		}
 	}
 }

@@ -160,3 +160,18 @@ func (s *Service) LinkProof(user ident.UserID, link ident.LinkID) (anchorproof.A
 	p, err := anchorproof.DecodeAnchorProof(sp.Proof)
 	return p, err == nil, err
 }
+
+// anchoredAt is the fork rule's view (ident.ResolveFork) of the anchor
+// proofs this node holds for user's links: the block number of each
+// stored proof. Stored proofs were checked when they were stored (batch
+// root, publisher signature, and the transaction in its block when the
+// node has a chain reader: docs/anchoring.md).
+func (s *Service) anchoredAt(user ident.UserID) ident.AnchoredAt {
+	return func(link ident.LinkID) (uint64, bool) {
+		p, ok, err := s.LinkProof(user, link)
+		if err != nil || !ok {
+			return 0, false
+		}
+		return p.BlockNo, true
+	}
+}

@@ -159,13 +159,16 @@ func userFromKey(key string) (ident.UserID, error) {
 // node registers it, so no node stores, serves or forwards a chain that
 // does not verify from the user ID in its key, nor a user without a valid
 // registration attestation it accepts. The zero Validator refuses
-// development attestations and counts no budget; the registry's own also
-// counts every new user against its attesting node's budget.
+// development attestations, counts no budget and knows of no anchor
+// proofs; the registry's own also counts every new user against its
+// attesting node's budget and knows the anchors in its store.
 type Validator struct {
 	// AllowDevelopment accepts users whose attestation is of kind
 	// development.
 	AllowDevelopment bool
 	budget           *newUsers
+	// anchored, if set, gives the anchors the node holds for user's links.
+	anchored func(user ident.UserID) ident.AnchoredAt
 }
 
 var _ record.Validator = Validator{}
@@ -202,38 +205,33 @@ func (v Validator) decode(data []byte, user ident.UserID, count bool) (Chain, er
 	return c, nil
 }
 
-// Select implements record.Validator. Among the values Validate would
-// accept (not counted again), it picks the longest valid chain;
-// among valid chains of the same length (a fork), the one whose last link
-// ID is smallest bytewise, then the first given. Invalid values are never
+// Select implements record.Validator with the fork rule
+// (ident.ResolveFork): among the values Validate would accept (not
+// counted again), a chain that extends another wins over it, and of two
+// forked chains the one the rule picks; among identical chains, the first
+// given. Invalid values are never
 // selected; if none is valid, Select fails.
 func (v Validator) Select(key string, values [][]byte) (int, error) {
 	user, err := userFromKey(key)
 	if err != nil {
 		return 0, err
 	}
-	best, bestHead := -1, ident.ChainHead{}
+	var anchored ident.AnchoredAt
+	if v.anchored != nil {
+		anchored = v.anchored(user)
+	}
+	best, bestSet := -1, ident.DeviceSet{}
 	for i, val := range values {
 		c, err := v.decode(val, user, false)
 		if err != nil {
 			continue
 		}
-		h := c.Set.Head()
-		if best < 0 || better(h, bestHead) {
-			best, bestHead = i, h
+		if best < 0 || ident.ResolveFork(bestSet, c.Set, anchored).Candidate {
+			best, bestSet = i, c.Set
 		}
 	}
 	if best < 0 {
 		return 0, fmt.Errorf("%w: none of %d values of %s is valid", ErrBadRecord, len(values), key)
 	}
 	return best, nil
-}
-
-// better reports whether head a wins over head b: a longer chain, or at
-// equal length the bytewise smaller last link ID.
-func better(a, b ident.ChainHead) bool {
-	if a.Version != b.Version {
-		return a.Version > b.Version
-	}
-	return bytes.Compare(a.Link.Bytes(), b.Link.Bytes()) < 0
 }

@@ -100,7 +100,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 	return b
 }
 
-func TestSelectLongestValidChain(t *testing.T) {
+func TestSelectNewestValidChain(t *testing.T) {
 	k := []e2ee.DeviceKeys{testKeys(t), testKeys(t), testKeys(t)}
 	full := testChain(t, k...)
 	user := full.Set.User()
@@ -118,8 +118,9 @@ func TestSelectLongestValidChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	fork := Record{User: user, Links: [][]byte{full.Links[0], alt.Encode()}, Attestation: full.Record().Attestation}.Encode()
-	// Of two chains of equal length the one with the smaller head link ID
-	// wins, whatever the order they come in.
+	// Of two forked chains with no recovery link and no anchor, the one
+	// whose divergent link ID is smaller wins, whatever the order they come
+	// in and whatever their lengths.
 	forkWins := bytes.Compare(alt.ID().Bytes(), mustLinkID(t, full.Links[1])) < 0
 	sel := Validator{}
 	key := RecordKey(user)
@@ -134,7 +135,7 @@ func TestSelectLongestValidChain(t *testing.T) {
 		{"invalid first", [][]byte{[]byte("x"), v1}, 1},
 		{"fork, ours first", [][]byte{v2, fork}, map[bool]int{true: 1, false: 0}[forkWins]},
 		{"fork, theirs first", [][]byte{fork, v2}, map[bool]int{true: 0, false: 1}[forkWins]},
-		{"longer beats a fork", [][]byte{fork, v3}, 1},
+		{"a longer branch does not beat a fork by length", [][]byte{fork, v3}, map[bool]int{true: 0, false: 1}[forkWins]},
 	} {
 		got, err := sel.Select(key, c.values)
 		if err != nil || got != c.want {

@@ -171,17 +171,41 @@ func (s *Service) appendLink(ctx context.Context, user ident.UserID, encoded []b
 	if err != nil {
 		return Chain{}, err
 	}
-	head := cur.Set.Head()
-	if link.Seq != head.Version+1 || !link.Prev.Equal(head.Link) {
-		return Chain{}, fmt.Errorf("%w: link %d after %s, newest is version %d (%s)", ErrStaleChain, link.Seq, link.Prev, head.Version, head.Link)
+	base, loser := cur, Chain{}
+	if head := cur.Set.Head(); link.Seq != head.Version+1 || !link.Prev.Equal(head.Link) {
+		// A link may extend the other branch of a known fork when the
+		// longer branch then wins the fork: a recovery-key link does.
+		_, other, ok, ferr := s.forkBranches(ctx, user)
+		if ferr != nil {
+			return Chain{}, ferr
+		}
+		oh := other.Set.Head()
+		if !ok || link.Seq != oh.Version+1 || !link.Prev.Equal(oh.Link) {
+			return Chain{}, fmt.Errorf("%w: link %d after %s, newest is version %d (%s)", ErrStaleChain, link.Seq, link.Prev, head.Version, head.Link)
+		}
+		base, loser = other, cur
 	}
-	set, err := cur.Set.Apply(link)
+	set, err := base.Set.Apply(link)
 	if err != nil {
 		return Chain{}, fmt.Errorf("%w: %w", ErrInvalidLink, err)
 	}
-	next := Chain{Set: set, Links: append(cur.Links[:len(cur.Links):len(cur.Links)], link.Encode()), Attestation: cur.Attestation}
-	// The chain and the anchor queue entry: one transaction.
+	next := Chain{Set: set, Links: append(base.Links[:len(base.Links):len(base.Links)], link.Encode()), Attestation: base.Attestation}
+	if loser.Version() != 0 {
+		if !ident.ResolveFork(loser.Set, next.Set, s.anchoredAt(user)).Candidate {
+			head := cur.Set.Head()
+			return Chain{}, fmt.Errorf("%w: link %d extends the losing branch of a fork; newest is version %d (%s)", ErrStaleChain, link.Seq, head.Version, head.Link)
+		}
+		s.m.forks.Inc()
+		s.log.Warn("a link makes the other branch of a fork win", "user", user.String(), "version", next.Version(), "kind", link.Kind)
+	}
+	// The chain (and, when it takes over from the other branch of a fork,
+	// the branch it replaces) and the anchor queue entry: one transaction.
 	err = s.anchors.EnqueueWith(user, link, func(txn *badger.Txn) error {
+		if loser.Version() != 0 {
+			if err := txn.Set(s.db.Key(forkKey(user).Bytes()), loser.Record().Encode()); err != nil {
+				return err
+			}
+		}
 		return txn.Set(s.db.Key(chainKey(user).Bytes()), next.Record().Encode())
 	})
 	if err != nil {

@@ -66,6 +66,7 @@ type metrics struct {
 	gossip        *prometheus.CounterVec
 	publishErrors prometheus.Counter
 	republished   prometheus.Counter
+	forks         prometheus.Counter
 }
 
 // Option configures what New builds besides Config.
@@ -137,13 +138,15 @@ func New(cfg Config, net Network, db *store.Prefixed, anchors AnchorQueue, publi
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "volo_registry_rejections_total", Help: "Requests and records refused, by reason."}, []string{"reason"}),
 		gossip: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "volo_registry_gossip_received_total", Help: "Chain announcements received, by outcome (stored, same, rollback, forked)."}, []string{"outcome"}),
+			Name: "volo_registry_gossip_received_total", Help: "Chain announcements received, by outcome (stored, same, rollback, fork_won, fork_lost)."}, []string{"outcome"}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "volo_registry_publish_errors_total", Help: "DHT puts of chains that failed (retried by the next republish)."}),
 		republished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "volo_registry_republished_total", Help: "Chains put in the DHT again by the periodic republish."}),
 	}
-	cs := []prometheus.Collector{s.m.registrations, s.m.links, s.m.lookups, s.m.rejections, s.m.gossip, s.m.publishErrors, s.m.republished,
+	s.m.forks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "volo_registry_forks_total", Help: "Forks of user chains seen (the fork rule kept one branch, the other is remembered)."})
+	cs := []prometheus.Collector{s.m.registrations, s.m.links, s.m.lookups, s.m.rejections, s.m.gossip, s.m.publishErrors, s.m.republished, s.m.forks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "volo_registry_nonces", Help: "Unexpired, unused registration nonces."},
 			func() float64 { return float64(s.nonces.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "volo_registry_mailboxes", Help: "Live device-linking mailboxes."},
@@ -160,6 +163,7 @@ func New(cfg Config, net Network, db *store.Prefixed, anchors AnchorQueue, publi
 		AllowDevelopment: cfg.AllowDevelopmentUsers,
 		budget: newNewUsers(cfg.NewUsersPerAttester, cfg.NewUsersWindow.Std(), s.holds, s.log,
 			func() { s.reject("attest_budget") }),
+		anchored: s.anchoredAt,
 	}
 	if err := net.Validators.Add(Namespace, s.val); err != nil {
 		return nil, fmt.Errorf("keyregistry: %w", err)

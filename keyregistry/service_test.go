@@ -154,7 +154,7 @@ func TestRegisterWithTicket(t *testing.T) {
 	}
 }
 
-func TestGossipKeepsOnlyExtensions(t *testing.T) {
+func TestGossipKeepsExtensionsAndForkWinners(t *testing.T) {
 	s, _ := newTestService(t, DefaultConfig())
 	k := []e2ee.DeviceKeys{testKeys(t), testKeys(t), testKeys(t)}
 	full := testChain(t, k...)
@@ -173,28 +173,34 @@ func TestGossipKeepsOnlyExtensions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No recovery key, no anchor: the smaller divergent link ID wins, and
+	// full, which extends part(2), loses to fork exactly when part(2) does.
+	forkWins := bytes.Compare(alt.ID().Bytes(), part(2).Set.Head().Link.Bytes()) < 0
+	winner := map[bool]Chain{true: fork, false: full}[forkWins]
 	ctx := t.Context()
 	for _, step := range []struct {
 		c    Chain
 		rel  ident.ChainRelation
-		keep uint64
+		keep Chain
 	}{
-		{part(2), ident.ChainExtends, 2}, // new to the node
-		{part(1), ident.ChainRollback, 2},
-		{fork, ident.ChainForked, 2},
-		{part(2), ident.ChainSame, 2},
-		{full, ident.ChainExtends, 3},
+		{part(2), ident.ChainExtends, part(2)}, // new to the node
+		{part(1), ident.ChainRollback, part(2)},
+		{fork, ident.ChainForked, map[bool]Chain{true: fork, false: part(2)}[forkWins]},
+		{full, map[bool]ident.ChainRelation{true: ident.ChainForked, false: ident.ChainExtends}[forkWins], winner},
+		{fork, map[bool]ident.ChainRelation{true: ident.ChainSame, false: ident.ChainForked}[forkWins], winner},
 	} {
-		rel, err := s.consider(ctx, step.c)
-		if err != nil || rel != step.rel {
-			t.Fatalf("version %d: %v %v, want %v", step.c.Version(), rel, err, step.rel)
+		res, _, err := s.consider(ctx, step.c)
+		if err != nil || res.Relation != step.rel {
+			t.Fatalf("version %d: %+v %v, want %v", step.c.Version(), res, err, step.rel)
 		}
-		if got, _ := s.local(ctx, user); got.Version() != step.keep {
-			t.Fatalf("after version %d the node keeps %d, want %d", step.c.Version(), got.Version(), step.keep)
+		if got, _ := s.local(ctx, user); got.Set.Head() != step.keep.Set.Head() {
+			t.Fatalf("after version %d the node keeps %+v, want %+v", step.c.Version(), got.Set.Head(), step.keep.Set.Head())
 		}
 	}
-	if _, err := s.consider(ctx, fork); err != nil {
-		t.Fatal(err)
+	f, ok, err := s.Fork(ctx, user)
+	loser := map[bool]Chain{true: full, false: fork}[forkWins]
+	if err != nil || !ok || f.At != 2 || f.Rule != ident.RuleLinkID || f.Kept != winner.Set.Head() || f.Other != loser.Set.Head() {
+		t.Fatalf("Fork = %+v, %v, %v", f, ok, err)
 	}
 }
 

@@ -132,6 +132,24 @@ type UserResponse struct {
 	// Proofs holds the anchor proof of each link (Proofs[i] for Links[i]),
 	// null for a link not anchored yet.
 	Proofs []*AnchorProof `json:"proofs"`
+	// Fork is the known fork of the chain, absent when the node knows none.
+	Fork *ChainFork `json:"fork,omitempty"`
+}
+
+// ChainFork is a fork of a user's chain a node knows: Links above are the
+// branch the fork rule kept, Other the head of the branch it did not.
+type ChainFork struct {
+	At    uint64   `json:"at"`   // sequence number of the first link that differs
+	Rule  string   `json:"rule"` // the step that decided: recovery-key, anchored-first, smaller-link-id
+	Kept  ForkHead `json:"kept"`
+	Other ForkHead `json:"other"`
+}
+
+// ForkHead is the head of one branch of a fork: its version (the sequence
+// number of its last link) and the ID of its last link.
+type ForkHead struct {
+	Version uint64 `json:"version"`
+	Link    string `json:"link"`
 }
 
 // AnchorProof is one entry of UserResponse.Proofs: the proof (the CBOR a

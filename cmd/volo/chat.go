@@ -354,6 +354,37 @@ your messages that are not simply sent ([pending], [delivered],
 	}
 }
 
+func (r *runner) acceptChainCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "accept-chain USER",
+		Short: "Accept the node's chain of a user that forks from the one verified before",
+		Long: `accept-chain resolves a fork of USER's chain (a user ID) that send, chat or
+devices refused: it fetches USER's chain from the node and keeps it instead
+of the one this device verified before, only if it wins the fork rule
+(docs/protocol.md, Fork rule): for instance a branch on which the user's
+recovery key revoked a stolen device. A rollback (an older chain) or a
+branch that loses the rule is refused, and sending to USER stays stopped.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			user, err := parseUser(args[0])
+			if err != nil {
+				return err
+			}
+			ch, err := r.openChat()
+			if err != nil {
+				return err
+			}
+			defer ch.Close()
+			head, err := ch.AcceptChain(cmd.Context(), user)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(r.stdout, "Accepted the chain of user %s: version %d, head %s\n", user, head.Version, head.Link)
+			return nil
+		},
+	}
+}
+
 func (r *runner) chatCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "chat [USER]",

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -36,6 +37,8 @@ const (
 	EnvHome       = "VOLO_HOME"
 	EnvNode       = "VOLO_NODE"
 	EnvPassphrase = "VOLO_PASSPHRASE"
+	// EnvRecoveryKey holds the recovery key for "volo recover".
+	EnvRecoveryKey = "VOLO_RECOVERY_KEY"
 
 	// maxPassphraseFileSize bounds what --passphrase-file reads.
 	maxPassphraseFileSize = 4096
@@ -58,6 +61,11 @@ func explain(err error) string {
 	var h *hint
 	if errors.As(err, &h) {
 		return h.msg
+	}
+	var cc *client.ChainConflictError
+	if errors.As(err, &cc) {
+		return fmt.Sprintf("%v\nNothing is sent to user %s until the node serves the chain verified before or an extension of it. "+
+			"If the user made the node's chain (with their recovery key), accept it: volo accept-chain %s", err, cc.User, cc.User)
 	}
 	var nu *client.NodeUnreachableError
 	if errors.As(err, &nu) {
@@ -129,6 +137,8 @@ characters.`, client.MinPassphraseLength),
 		r.linkCmd(),
 		r.devicesCmd(),
 		r.revokeCmd(),
+		r.recoverCmd(),
+		r.acceptChainCmd(),
 		r.lookupCmd(),
 		r.whoamiCmd(),
 		r.versionCmd(),
@@ -300,8 +310,8 @@ func (r *runner) registerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "register",
 		Short: "Create a new user with this device as its first device",
-		Long: `register creates this device's keys, registers a new user with it on the node
-and prints the user ID. With --provider NAME it prints the address of the
+		Long: `register creates this device's keys and a recovery key, registers a new user
+with them on the node and prints the user ID and, once, the recovery key. With --provider NAME it prints the address of the
 provider's login page: open it in a browser and log in; the command waits for
 the login to finish. Without --provider the node must allow open registration
 (development configurations only). The home must not hold a device yet; it
@@ -332,11 +342,14 @@ there.`,
 				}
 				return nil
 			}
-			id, err := c.Register(cmd.Context(), provider, open, pass)
+			id, rk, err := c.RegisterWithRecovery(cmd.Context(), provider, open, pass)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(r.stdout, "Registered.\nuser    %s\ndevice  %s\nnode    %s\n", id.User, id.Device, id.Node)
+			fmt.Fprintf(r.stdout, "\nYour recovery key, shown this once and kept nowhere (write it on paper, keep it\n"+
+				"offline). It can revoke any of your devices, with \"volo recover\", and it wins\n"+
+				"if a thief forks your chain:\n\n  %s\n", rk.Text())
 			return nil
 		},
 	}
@@ -513,6 +526,76 @@ func (r *runner) revokeCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (r *runner) recoverCmd() *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "recover DEVICE",
+		Short: "Revoke a device (a stolen one) with your recovery key",
+		Long: `recover signs, with the recovery key "volo register" showed, a link that
+revokes DEVICE (an ID from "volo devices") and submits it. It needs no
+passphrase and works when the node serves a thief's fork of your chain: the
+link extends the chain this device verified before, and a link signed by
+the recovery key wins the fork. The key comes from --recovery-file (first
+line), else $` + EnvRecoveryKey + `, else a prompt; never give it on the command line.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, err := ident.ParseDeviceID(args[0])
+			if err != nil {
+				return fmt.Errorf("device %q: %w", args[0], err)
+			}
+			c, err := r.open("")
+			if err != nil {
+				return err
+			}
+			text, err := r.secret(keyFile, EnvRecoveryKey, "Recovery key")
+			if err != nil {
+				return err
+			}
+			rk, err := e2ee.ParseRecoveryKey(string(text))
+			if err != nil {
+				return err
+			}
+			v, err := c.Recover(cmd.Context(), rk, target)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(r.stdout, "Revoked device %s with the recovery key (chain version %d)\n", target, v)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "recovery-file", "", "read the recovery key from this file (first line)")
+	return cmd
+}
+
+// secret reads a secret that is not the passphrase: the first line of
+// file, else $envName, else a prompt without echo on a terminal.
+func (r *runner) secret(file, envName, prompt string) ([]byte, error) {
+	if file != "" {
+		data, err := readSmallFile(file, maxPassphraseFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("%s file: %w", prompt, err)
+		}
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			data = data[:i]
+		}
+		return bytes.TrimSuffix(data, []byte("\r")), nil
+	}
+	if v := r.getenv(envName); v != "" {
+		return []byte(v), nil
+	}
+	f, ok := r.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil, fmt.Errorf("no %s: use the file flag, set $%s, or run in a terminal", strings.ToLower(prompt), envName)
+	}
+	fmt.Fprint(r.stderr, prompt+": ")
+	p, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(r.stderr)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", strings.ToLower(prompt), err)
+	}
+	return p, nil
 }
 
 func (r *runner) lookupCmd() *cobra.Command {

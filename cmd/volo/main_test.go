@@ -119,10 +119,10 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		}
 	}
 	walk(root)
-	// volo, register, link, show, join, devices, revoke, lookup, whoami, version,
+	// volo, register, link, show, join, devices, revoke, recover, accept-chain, lookup, whoami, version,
 	// send, chat, inbox, history, backup, status, restore.
-	if seen != 18 {
-		t.Errorf("%d commands, want 18", seen)
+	if seen != 20 {
+		t.Errorf("%d commands, want 20", seen)
 	}
 	c := newCLI(t, t.TempDir(), nil)
 	out, err := c.run(t.Context(), "link", "join", "--help")
