@@ -3,9 +3,10 @@ package relay
 import (
 	"context"
 	"crypto/rand"
-	"github.com/volo-chat/volo/wire"
 	"testing"
 	"time"
+
+	"github.com/volo-chat/volo/wire"
 )
 
 // BenchmarkDurablePut measures durable envelope writes (fsync before the

@@ -37,7 +37,7 @@ func (s *Service) handle(st network.Stream) {
 	defer cancel()
 	switch req.Type {
 	case msgStore, msgHandover:
-		res, err := s.box.Put(ctx, req.Envelopes)
+		res, err := s.putResponsible(ctx, req.Envelopes)
 		if err != nil {
 			s.log.Warn("store envelopes", "peer", remote.String(), "err", err)
 			s.refuse(st, codeInternal, errors.New("store failed"))
@@ -70,6 +70,39 @@ func (s *Service) handle(st network.Stream) {
 		cancel()
 		s.serveSubscription(st, br, req.Device)
 	}
+}
+
+// putResponsible stores the envelopes whose mailboxes this relay is among
+// the closest relays of; the others get ErrNotResponsible.
+func (s *Service) putResponsible(ctx context.Context, envs []Envelope) ([]PutResult, error) {
+	res := make([]PutResult, len(envs))
+	mine := make([]Envelope, 0, len(envs))
+	at := make([]int, 0, len(envs))
+	verdict := make(map[string]bool, 1)
+	for i, e := range envs {
+		k := string(e.To.Bytes())
+		ok, seen := verdict[k]
+		if !seen {
+			ok = s.responsible(ctx, e.To)
+			verdict[k] = ok
+		}
+		if !ok {
+			res[i].Err = ErrNotResponsible
+			continue
+		}
+		mine, at = append(mine, e), append(at, i)
+	}
+	if len(mine) == 0 {
+		return res, nil
+	}
+	put, err := s.box.Put(ctx, mine)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range at {
+		res[i] = put[j]
+	}
+	return res, nil
 }
 
 // serveSubscription pushes the device's envelopes until the subscriber

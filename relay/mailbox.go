@@ -67,7 +67,8 @@ type PutResult struct {
 	Seq uint64
 	// Duplicate reports that the mailbox already held this envelope ID.
 	Duplicate bool
-	// Err is wire.ErrMailboxFull, wire.ErrExpired or wire.ErrBadEnvelope; nil when stored.
+	// Err is wire.ErrMailboxFull, wire.ErrExpired, wire.ErrFromFuture or
+	// wire.ErrBadEnvelope; nil when stored.
 	Err error
 }
 
@@ -343,8 +344,8 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	if e.TTL > m.maxTTL {
 		return PutResult{Err: fmt.Errorf("%w: TTL %s above this relay's %s", wire.ErrBadEnvelope, e.TTL, m.maxTTL)}, nil
 	}
-	if !e.Expiry().After(now) {
-		return PutResult{Err: wire.ErrExpired}, nil
+	if err := e.CheckTime(now); err != nil {
+		return PutResult{Err: err}, nil
 	}
 	dev := e.To.Bytes()
 	idKey := m.key(pID, e.ID[:])

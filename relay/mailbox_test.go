@@ -252,3 +252,22 @@ func TestMailboxSurvivesReopen(t *testing.T) {
 		t.Error("dedup index lost across reopen")
 	}
 }
+
+func TestMailboxRefusesEnvelopesFromTheFuture(t *testing.T) {
+	c := &clock{now: t0}
+	m, _ := openMailboxes(t, t.TempDir(), 0, c)
+	dev := testDevice(t)
+	edge, late := env(dev, "edge", time.Hour), env(dev, "late", time.Hour)
+	edge.Time = t0.Add(wire.MaxClockSkew)
+	late.Time = t0.Add(wire.MaxClockSkew + time.Millisecond)
+	res, err := m.Put(t.Context(), []wire.Envelope{edge, late})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Err != nil || !errors.Is(res[1].Err, wire.ErrFromFuture) {
+		t.Fatalf("results %+v", res)
+	}
+	if n, _ := m.Count(dev); n != 1 {
+		t.Fatalf("%d envelopes stored, want 1", n)
+	}
+}

@@ -63,13 +63,15 @@ const (
 
 // Result and error codes on the wire.
 const (
-	codeOK          = ""
-	codeMailboxFull = "mailbox_full"
-	codeExpired     = "expired"
-	codeBadEnvelope = "bad_envelope"
-	codeInternal    = "internal"
-	codeBadRequest  = "bad_request"
-	codeBadAck      = "bad_ack"
+	codeOK             = ""
+	codeMailboxFull    = "mailbox_full"
+	codeExpired        = "expired"
+	codeFuture         = "future"
+	codeNotResponsible = "not_responsible"
+	codeBadEnvelope    = "bad_envelope"
+	codeInternal       = "internal"
+	codeBadRequest     = "bad_request"
+	codeBadAck         = "bad_ack"
 )
 
 // Errors callers of the relay branch on.
@@ -84,6 +86,9 @@ var (
 	ErrBadFrame = errors.New("relay: bad frame")
 	// ErrRemote reports an error frame from a relay.
 	ErrRemote = errors.New("relay: relay refused")
+	// ErrNotResponsible reports an envelope sent to a relay that is not
+	// among the Replicas closest relays of its mailbox.
+	ErrNotResponsible = errors.New("relay: not a relay of the mailbox")
 	// ErrNoRelays reports that no relay node was found for a mailbox.
 	ErrNoRelays = errors.New("relay: no relay nodes")
 	// ErrStopped reports a call on a stopped service.
@@ -324,7 +329,7 @@ func decodeReply(b []byte) (reply, error) {
 		}
 		for _, c := range f.Results {
 			switch c {
-			case codeOK, codeMailboxFull, codeExpired, codeBadEnvelope, codeInternal:
+			case codeOK, codeMailboxFull, codeExpired, codeFuture, codeNotResponsible, codeBadEnvelope, codeInternal:
 			default:
 				return reply{}, badFrame("store result: unknown code %q", c)
 			}
@@ -406,6 +411,8 @@ func (s *Service) roundTrip(ctx context.Context, p peer.ID, f frame, want uint8)
 var storeCodes = service.Codes{
 	{Code: codeMailboxFull, Err: wire.ErrMailboxFull},
 	{Code: codeExpired, Err: wire.ErrExpired},
+	{Code: codeFuture, Err: wire.ErrFromFuture},
+	{Code: codeNotResponsible, Err: ErrNotResponsible},
 	{Code: codeBadEnvelope, Err: wire.ErrBadEnvelope},
 }
 

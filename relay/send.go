@@ -40,6 +40,10 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			results[i].Err = fmt.Errorf("%w: TTL %s above %s", wire.ErrBadEnvelope, envs[i].TTL, s.cfg.MaxTTL)
 			continue
 		}
+		if err := envs[i].CheckTime(s.now()); err != nil {
+			results[i].Err = err
+			continue
+		}
 		k := string(envs[i].To.Bytes())
 		if byDevice[k] == nil {
 			order = append(order, k)
@@ -132,7 +136,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			continue
 		}
 		switch f := failure[i]; {
-		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrBadEnvelope):
+		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrFromFuture), errors.Is(f, wire.ErrBadEnvelope):
 			results[i].Err = f
 		default:
 			results[i].Err = fmt.Errorf("%w: %d of %d relays stored envelope %s (last error: %v)", ErrNoQuorum, results[i].Stored, quorum[i], envs[i].ID, f)

@@ -42,7 +42,7 @@ type SendResult struct {
 	// Stored is the number of relays that have the envelope on disk.
 	Stored int
 	// Err is nil once WriteQuorum relays have it; else wire.ErrMailboxFull,
-	// wire.ErrExpired, wire.ErrBadEnvelope or ErrNoQuorum.
+	// wire.ErrExpired, wire.ErrFromFuture, wire.ErrBadEnvelope or ErrNoQuorum.
 	Err error
 }
 

@@ -27,6 +27,9 @@ const (
 	DefaultTTL = 30 * 24 * time.Hour
 	// MaxTTL is the longest TTL a relay accepts.
 	MaxTTL = DefaultTTL
+	// MaxClockSkew is how far in the future of a relay's clock an
+	// envelope's Time may be; later envelopes are refused (ErrFromFuture).
+	MaxClockSkew = 5 * time.Minute
 )
 
 // Errors of envelopes and mailboxes.
@@ -37,6 +40,9 @@ var (
 	ErrMailboxFull = errors.New("wire: mailbox full")
 	// ErrExpired reports an envelope whose TTL has passed.
 	ErrExpired = errors.New("wire: envelope expired")
+	// ErrFromFuture reports an envelope dated more than MaxClockSkew after
+	// the clock of the node that checks it.
+	ErrFromFuture = errors.New("wire: envelope dated in the future")
 )
 
 // EnvelopeID names an envelope: random, chosen by the sender, the key
@@ -123,6 +129,20 @@ func (e Envelope) Check() error {
 		return fmt.Errorf("%w: TTL %s not in (0, %s]", ErrBadEnvelope, e.TTL, MaxTTL)
 	case len(e.Ciphertext) == 0 || len(e.Ciphertext) > MaxCiphertextSize:
 		return fmt.Errorf("%w: ciphertext of %d bytes (1 to %d)", ErrBadEnvelope, len(e.Ciphertext), MaxCiphertextSize)
+	}
+	return nil
+}
+
+// CheckTime reports whether e may be stored at now: dated at most
+// MaxClockSkew after now (else ErrFromFuture) and not expired (else
+// ErrExpired).
+func (e Envelope) CheckTime(now time.Time) error {
+	if e.Time.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("%w: %s is more than %s after %s", ErrFromFuture,
+			e.Time.UTC().Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339))
+	}
+	if !e.Expiry().After(now) {
+		return ErrExpired
 	}
 	return nil
 }

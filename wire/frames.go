@@ -120,6 +120,7 @@ const (
 	ResultMailboxFull = "mailbox_full"
 	ResultNoQuorum    = "no_quorum"
 	ResultBadEnvelope = "bad_envelope"
+	ResultFuture      = "future"
 	ResultRateLimited = "rate_limited"
 	ResultTooLarge    = "too_large"
 )
