@@ -78,7 +78,11 @@ func connect(t *testing.T, ctx context.Context, apiURL string, d wsDevice, sign 
 	}
 	dev := d.keys.ID()
 	sig := sign.Sign(wire.DomainWSAuth, wire.WSAuthMessage(ch.Nonce, ch.PeerID, d.user, dev))
-	writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameAuth, User: &d.user, Device: &dev, Sig: sig})
+	tok, err := wire.NewSubscribeToken(d.keys, ch.PeerID, time.Now(), nil).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameAuth, User: &d.user, Device: &dev, Sig: sig, Token: tok})
 	return c, readFrame(t, ctx, c)
 }
 

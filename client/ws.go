@@ -67,6 +67,7 @@ func resultError(r wire.SendResult) error {
 type Conn struct {
 	ws      *websocket.Conn
 	device  ident.DeviceID
+	keys    e2ee.DeviceKeys
 	signing e2ee.SigningKey
 	peerID  string
 
@@ -118,7 +119,12 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 	}
 	dev := keys.ID()
 	sig := keys.Signing.Sign(wire.DomainWSAuth, wire.WSAuthMessage(f.Nonce, f.PeerID, user, dev))
-	if err := writeFrame(dctx, ws, wire.Frame{Type: wire.FrameAuth, User: &user, Device: &dev, Sig: sig}); err != nil {
+	tok, err := subscribeToken(keys, f.PeerID)
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("client: %s: subscribe token: %w", apiURL, err)
+	}
+	if err := writeFrame(dctx, ws, wire.Frame{Type: wire.FrameAuth, User: &user, Device: &dev, Sig: sig, Token: tok}); err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: authenticate: %w", apiURL, err)
 	}
@@ -137,12 +143,44 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 		return nil, fmt.Errorf("%w: %s answered the authentication with frame type %d", ErrNodeMisbehaved, apiURL, r.Type)
 	}
 	c := &Conn{
-		ws: ws, device: dev, signing: keys.Signing, peerID: f.PeerID,
+		ws: ws, device: dev, keys: keys, signing: keys.Signing, peerID: f.PeerID,
 		deliveries: make(chan []wire.Envelope, deliverQueue), wantDeliver: deliver,
 		pending: map[uint64]chan []wire.SendResult{}, done: make(chan struct{}),
 	}
 	go c.readLoop()
+	go c.refreshToken()
 	return c, nil
+}
+
+// subscribeToken is keys' encoded subscribe token for the node peerID,
+// made now.
+func subscribeToken(keys e2ee.DeviceKeys, peerID string) ([]byte, error) {
+	return wire.NewSubscribeToken(keys, peerID, time.Now(), nil).Encode()
+}
+
+// refreshToken sends the node a new subscribe token every
+// wire.SubscribeTokenRefresh until the connection ends, so that the node
+// can always open the device's relay subscriptions again.
+func (c *Conn) refreshToken() {
+	t := time.NewTicker(wire.SubscribeTokenRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		tok, err := subscribeToken(c.keys, c.peerID)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), DialTimeout)
+			err = writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameToken, Token: tok})
+			cancel()
+		}
+		if err != nil {
+			c.fail(fmt.Errorf("send subscribe token: %w", err))
+			return
+		}
+	}
 }
 
 func readFrame(ctx context.Context, ws *websocket.Conn) (wire.Frame, error) {

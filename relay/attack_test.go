@@ -1,11 +1,18 @@
 package relay_test
 
 import (
+	"bufio"
+	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/relay"
 	"github.com/volo-chat/volo/wire"
 )
@@ -79,4 +86,96 @@ func TestRelayStoresOnlyMailboxesItIsCloseTo(t *testing.T) {
 		}
 	}
 	waitCount(t, nw, nodeOf(nw, relays[1]), dev, 3)
+}
+
+// rawSubscribe opens a relay stream from node from to relay p as a bare
+// libp2p peer would, writes req (a CBOR map of the relay protocol) and
+// returns the first frame the relay answers, decoded.
+func rawSubscribe(t *testing.T, from *node.Node, p peer.ID, req map[int]any) map[int]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st, err := from.Host().Libp2p().NewStream(ctx, p, relay.ProtocolID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Reset()
+	b, err := cbor.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(binary.AppendUvarint(nil, uint64(len(b)))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(st)
+	n, err := binary.ReadUvarint(br)
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	reply := make([]byte, n)
+	if _, err := io.ReadFull(br, reply); err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	var m map[int]any
+	if err := cbor.Unmarshal(reply, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A stranger peer (no device keys) cannot subscribe to a device's mailbox
+// on its relay, neither by naming the device, nor with a token it forged,
+// nor with the device's genuine token for another node; the device,
+// through its own node, still gets its envelopes.
+func TestStrangerSubscribeRefused(t *testing.T) {
+	nw := relayNet(t, 3, 3, 2, nil)
+	victim := deviceKeys(t)
+	dev := victim.ID()
+	envs := envelopes(dev, 4, "secret")
+	send(t, nw.Nodes[1], envs, 2)
+	waitCount(t, nw, 0, dev, len(envs))
+	stranger, target := nw.Nodes[0], nw.Nodes[1].PeerID()
+
+	mallory := deviceKeys(t)
+	forged := wire.NewSubscribeToken(mallory, stranger.PeerID().String(), time.Now(), nil)
+	forged.Device = dev // keys that are not the victim's
+	forged.Sig = mallory.Signing.Sign(wire.DomainSubscribe, forged.SignedBytes())
+	forgedRaw, err := cbor.Marshal(map[int]any{1: dev, 2: forged.Node, 3: uint64(forged.Time.UnixMilli()), 5: mallory.Public().Encode(), 6: forged.Sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherNode, err := wire.NewSubscribeToken(victim, nw.Nodes[2].PeerID().String(), time.Now(), nil).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, req := range map[string]map[int]any{
+		"device only":       {1: 2, 2: dev.Bytes()},
+		"forged token":      {1: 2, 11: forgedRaw},
+		"another node's":    {1: 2, 11: otherNode},
+		"no token, no name": {1: 2},
+	} {
+		r := rawSubscribe(t, stranger, target, req)
+		if r[1] != uint64(8) || r[9] != "unauthorized" || r[3] != nil {
+			t.Errorf("%s: relay answered %v, want an unauthorized error frame and no envelopes", name, r)
+		}
+	}
+
+	// The device's own subscription through its node gets everything.
+	c := subscribe(t, nw.Nodes[2], victim)
+	got := c.waitFor(t, envs[len(envs)-1].ID)
+	if len(got) != len(envs) {
+		t.Fatalf("device got %d envelopes, want %d", len(got), len(envs))
+	}
+	// A token the device made for node 2 does not open a subscription on
+	// node 0 either, even through the service.
+	err = nw.Nodes[0].Relay().Subscribe(t.Context(), tokenFor(nw.Nodes[2], victim), func([]wire.Envelope) {
+		t.Error("delivered with another node's token")
+	})
+	if !errors.Is(err, relay.ErrUnauthorized) {
+		t.Fatalf("subscribe with another node's token: %v", err)
+	}
 }

@@ -25,8 +25,11 @@ func (s *Service) handle(st network.Stream) {
 	req, err := decodeRequest(b)
 	if err != nil {
 		code := codeBadRequest
-		if errors.Is(err, ErrBadAck) {
+		switch {
+		case errors.Is(err, ErrBadAck):
 			code = codeBadAck
+		case errors.Is(err, ErrUnauthorized):
+			code = codeUnauthorized
 		}
 		s.log.Debug("refused relay request", "peer", remote.String(), "err", err)
 		s.refuse(st, code, err)
@@ -67,6 +70,11 @@ func (s *Service) handle(st network.Stream) {
 		s.met.acked.Add(float64(n))
 		s.reply(st, frame{Type: msgAckResult, Deleted: uint64(n)})
 	case msgSubscribe:
+		if err := req.Token.CheckFor(remote.String(), s.now()); err != nil {
+			s.log.Debug("refused subscription", "peer", remote.String(), "device", req.Device.String(), "err", err)
+			s.refuse(st, codeUnauthorized, err)
+			return
+		}
 		cancel()
 		s.serveSubscription(st, br, req.Device)
 	}

@@ -124,13 +124,20 @@ type collector struct {
 	more chan struct{}
 }
 
-func subscribe(t testing.TB, nd *node.Node, dev ident.DeviceID) *collector {
+// tokenFor returns keys' subscribe token for nd, made now.
+func tokenFor(nd *node.Node, keys e2ee.DeviceKeys) func() wire.SubscribeToken {
+	tok := wire.NewSubscribeToken(keys, nd.PeerID().String(), time.Now(), nil)
+	return func() wire.SubscribeToken { return tok }
+}
+
+func subscribe(t testing.TB, nd *node.Node, keys e2ee.DeviceKeys) *collector {
 	c := &collector{more: make(chan struct{}, 1)}
+	token := tokenFor(nd, keys)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		nd.Relay().Subscribe(ctx, dev, func(envs []wire.Envelope) {
+		nd.Relay().Subscribe(ctx, token, func(envs []wire.Envelope) {
 			c.mu.Lock()
 			c.got = append(c.got, envs...)
 			c.mu.Unlock()
@@ -218,7 +225,7 @@ func TestSendSubscribeAckOnClosestRelays(t *testing.T) {
 	}
 
 	// A subscription on another node gets each envelope once, in order.
-	c := subscribe(t, nw.Nodes[reader], dev)
+	c := subscribe(t, nw.Nodes[reader], bob)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[sender], marker, quorum)
@@ -277,7 +284,8 @@ func TestSendSubscribeAckOnClosestRelays(t *testing.T) {
 func TestCrashedRelayLosesNothing(t *testing.T) {
 	const k, quorum = 3, 2
 	nw := relayNet(t, 3, k, quorum, nil)
-	dev := deviceKeys(t).ID()
+	keys := deviceKeys(t)
+	dev := keys.ID()
 	var envs []wire.Envelope
 	for range 10 {
 		batch := envelopes(dev, 50, fmt.Sprintf("b%d", len(envs)))
@@ -290,7 +298,7 @@ func TestCrashedRelayLosesNothing(t *testing.T) {
 	// Node 2, one of the device's relays, crashes while they wait; the
 	// device comes back through node 1.
 	nw.HardStop(2)
-	c := subscribe(t, nw.Nodes[1], dev)
+	c := subscribe(t, nw.Nodes[1], keys)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[0], marker, quorum)
@@ -300,7 +308,8 @@ func TestCrashedRelayLosesNothing(t *testing.T) {
 func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 	const k, quorum = 3, 2
 	nw := relayNet(t, 3, k, quorum, nil)
-	dev := deviceKeys(t).ID()
+	keys := deviceKeys(t)
+	dev := keys.ID()
 	envs := envelopes(dev, 100, "r")
 	send(t, nw.Nodes[0], envs, quorum)
 	for i := range nw.Nodes {
@@ -321,7 +330,7 @@ func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 			}
 		}
 	}
-	c := subscribe(t, nw.Nodes[2], dev)
+	c := subscribe(t, nw.Nodes[2], keys)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[1], marker, quorum)
@@ -422,9 +431,11 @@ func TestLargestEnvelopesHandedOverAndPushed(t *testing.T) {
 	nw := relayNet(t, 2, 1, 1, nil)
 	// A device whose one relay is node 1; node 0 holds its mailbox as a
 	// relay that no longer should.
+	var keys e2ee.DeviceKeys
 	var dev ident.DeviceID
 	for dev.IsZero() || expectedRelays(nw, nil, dev, 1)[0] != nw.Nodes[1].PeerID() {
-		dev = deviceKeys(t).ID()
+		keys = deviceKeys(t)
+		dev = keys.ID()
 	}
 	envs := largestEnvelopes(t, dev, count)
 	res, err := nw.Nodes[0].Relay().Local().Put(t.Context(), envs)
@@ -445,7 +456,7 @@ func TestLargestEnvelopesHandedOverAndPushed(t *testing.T) {
 	}
 	waitCount(t, nw, 1, dev, count)
 
-	got := subscribe(t, nw.Nodes[0], dev).waitFor(t, envs[count-1].ID)
+	got := subscribe(t, nw.Nodes[0], keys).waitFor(t, envs[count-1].ID)
 	if len(got) != count {
 		t.Fatalf("%d envelopes pushed, want %d", len(got), count)
 	}

@@ -52,7 +52,7 @@ const (
 // Frame types. Requests go from the asking node to the relay; replies back.
 const (
 	msgStore       uint8 = 1 // request: Envelopes
-	msgSubscribe   uint8 = 2 // request: Device
+	msgSubscribe   uint8 = 2 // request: Token
 	msgAck         uint8 = 3 // request: DevicePublic, IDs, Sig
 	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device)
 	msgStoreResult uint8 = 5 // reply to store and handover: Results, one per envelope
@@ -72,6 +72,7 @@ const (
 	codeInternal       = "internal"
 	codeBadRequest     = "bad_request"
 	codeBadAck         = "bad_ack"
+	codeUnauthorized   = "unauthorized"
 )
 
 // Errors callers of the relay branch on.
@@ -84,6 +85,9 @@ var (
 	// ErrBadFrame reports a relay protocol frame that does not decode or
 	// breaks a limit.
 	ErrBadFrame = errors.New("relay: bad frame")
+	// ErrUnauthorized reports a subscription without a valid, fresh
+	// subscribe token for the subscribing node.
+	ErrUnauthorized = errors.New("relay: unauthorized")
 	// ErrRemote reports an error frame from a relay.
 	ErrRemote = errors.New("relay: relay refused")
 	// ErrNotResponsible reports an envelope sent to a relay that is not
@@ -108,16 +112,18 @@ type frame struct {
 	Deleted      uint64   `cbor:"8,keyasint,omitempty"`
 	Code         string   `cbor:"9,keyasint,omitempty"`
 	Message      string   `cbor:"10,keyasint,omitempty"`
+	Token        []byte   `cbor:"11,keyasint,omitempty"`
 }
 
 // request is a decoded, checked request.
 type request struct {
 	Type      uint8
-	Device    ident.DeviceID     // subscribe, handover, ack
-	Envelopes []wire.Envelope    // store, handover
-	Public    ident.DevicePublic // ack
-	IDs       []wire.EnvelopeID  // ack
-	Sig       []byte             // ack
+	Device    ident.DeviceID      // subscribe, handover, ack
+	Envelopes []wire.Envelope     // store, handover
+	Public    ident.DevicePublic  // ack
+	IDs       []wire.EnvelopeID   // ack
+	Sig       []byte              // ack
+	Token     wire.SubscribeToken // subscribe
 }
 
 // reply is a decoded, checked reply.
@@ -234,6 +240,9 @@ func decodeRequest(b []byte) (request, error) {
 	}
 	r := request{Type: f.Type}
 	extra := len(f.Results) > 0 || f.Deleted != 0 || f.Code != "" || f.Message != ""
+	if f.Token != nil && f.Type != msgSubscribe {
+		return request{}, badFrame("token in a request of type %d", f.Type)
+	}
 	switch f.Type {
 	case msgStore:
 		if extra || f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
@@ -263,14 +272,16 @@ func decodeRequest(b []byte) (request, error) {
 		}
 		r.Device, r.Envelopes = dev, envs
 	case msgSubscribe:
-		if extra || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		// A subscribe without a valid token is unauthorized, whatever else
+		// it carries.
+		tok, err := wire.DecodeSubscribeToken(f.Token)
+		if err != nil {
+			return request{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		}
+		if extra || f.Device != nil || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
 			return request{}, badFrame("subscribe: unexpected fields")
 		}
-		dev, err := ident.DeviceIDFromBytes(f.Device)
-		if err != nil {
-			return request{}, badFrame("subscribe: %v", err)
-		}
-		r.Device = dev
+		r.Device, r.Token = tok.Device, tok
 	case msgAck:
 		if extra || f.Envelopes != nil || f.Device != nil {
 			return request{}, badFrame("ack: unexpected fields")
@@ -315,7 +326,7 @@ func decodeReply(b []byte) (reply, error) {
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		return reply{}, badFrame("%v", err)
 	}
-	if f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+	if f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil || f.Token != nil {
 		return reply{}, badFrame("reply with request fields")
 	}
 	r := reply{Type: f.Type}
@@ -395,8 +406,11 @@ func (r reply) Refusal() (code, message string, ok bool) {
 
 // refused is the error of an error frame from relay p.
 func refused(p peer.ID, code, msg string) error {
-	if code == codeBadAck {
+	switch code {
+	case codeBadAck:
 		return fmt.Errorf("%w: relay %s: %s", ErrBadAck, p, msg)
+	case codeUnauthorized:
+		return fmt.Errorf("%w: relay %s: %s", ErrUnauthorized, p, msg)
 	}
 	return fmt.Errorf("%w: %s: %s: %s", ErrRemote, p, code, msg)
 }

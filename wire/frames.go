@@ -81,13 +81,14 @@ type FrameType uint8
 // Frame types; the direction is in the comment.
 const (
 	FrameChallenge  FrameType = 1 // node → client: Nonce, PeerID
-	FrameAuth       FrameType = 2 // client → node: User, Device, Sig
+	FrameAuth       FrameType = 2 // client → node: User, Device, Sig, Token
 	FrameReady      FrameType = 3 // node → client
 	FrameSend       FrameType = 4 // client → node: RequestID, Envelopes
 	FrameSendResult FrameType = 5 // node → client: RequestID, Results
 	FrameDeliver    FrameType = 6 // node → client: Envelopes
 	FrameAck        FrameType = 7 // client → node: IDs, Sig
 	FrameError      FrameType = 8 // node → client: Code, Message
+	FrameToken      FrameType = 9 // client → node: Token
 )
 
 // Frame is one WebSocket message: a CBOR map whose keys are the field
@@ -105,6 +106,8 @@ type Frame struct {
 	IDs       [][]byte        `cbor:"10,keyasint,omitempty"`
 	Code      string          `cbor:"11,keyasint,omitempty"`
 	Message   string          `cbor:"12,keyasint,omitempty"`
+	// Token is an encoded SubscribeToken.
+	Token []byte `cbor:"13,keyasint,omitempty"`
 }
 
 // SendResult is the fate of one envelope of a send frame.
@@ -123,6 +126,9 @@ const (
 	ResultFuture      = "future"
 	ResultRateLimited = "rate_limited"
 	ResultTooLarge    = "too_large"
+	// CodeBadToken is the code of the error frame answering a token
+	// frame whose token does not verify or is not fresh.
+	CodeBadToken = "bad_token"
 )
 
 // Encode returns the frame's canonical CBOR encoding; it refuses a frame
@@ -165,8 +171,12 @@ func (f Frame) check() error {
 			return bad("needs a 32-byte nonce and a peer ID")
 		}
 	case FrameAuth:
-		if f.User == nil || f.Device == nil || len(f.Sig) != 64 {
-			return bad("needs user, device and a 64-byte signature")
+		if f.User == nil || f.Device == nil || len(f.Sig) != 64 || len(f.Token) == 0 || len(f.Token) > MaxSubscribeTokenSize {
+			return bad("needs user, device, a 64-byte signature and a subscribe token")
+		}
+	case FrameToken:
+		if len(f.Token) == 0 || len(f.Token) > MaxSubscribeTokenSize {
+			return bad("needs a subscribe token")
 		}
 	case FrameReady:
 	case FrameSend, FrameDeliver:

@@ -17,8 +17,9 @@ func TestFramesRoundTrip(t *testing.T) {
 	id := NewEnvelopeID()
 	frames := []Frame{
 		{Type: FrameChallenge, Nonce: bytes.Repeat([]byte{1}, 32), PeerID: "12D3KooW"},
-		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64)},
+		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64), Token: []byte{0xa0}},
 		{Type: FrameReady},
+		{Type: FrameToken, Token: []byte{0xa0}},
 		{Type: FrameSend, RequestID: 7, Envelopes: [][]byte{e}},
 		{Type: FrameSendResult, RequestID: 7, Results: []SendResult{{Stored: 2}, {Code: ResultMailboxFull}}},
 		{Type: FrameDeliver, Envelopes: [][]byte{e, e}},
@@ -43,6 +44,9 @@ func TestFramesRoundTrip(t *testing.T) {
 		{Type: 99},
 		{Type: FrameChallenge, PeerID: "p"},
 		{Type: FrameAuth, User: &user, Sig: make([]byte, 64)},
+		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64)},
+		{Type: FrameToken},
+		{Type: FrameToken, Token: make([]byte, MaxSubscribeTokenSize+1)},
 		{Type: FrameSend, RequestID: 1},
 		{Type: FrameSend, Envelopes: make([][]byte, MaxSendBatch+1)},
 		{Type: FrameAck, IDs: [][]byte{{1, 2}}, Sig: make([]byte, 64)},

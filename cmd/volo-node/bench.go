@@ -202,7 +202,8 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 	defer stopSub()
 	subDone := make(chan error, 1)
 	go func() {
-		subDone <- to.Relay().Subscribe(sctx, dev.ID(), func(envs []wire.Envelope) {
+		tok := wire.NewSubscribeToken(dev, to.PeerID().String(), time.Now(), nil)
+		subDone <- to.Relay().Subscribe(sctx, func() wire.SubscribeToken { return tok }, func(envs []wire.Envelope) {
 			now := time.Now()
 			mu.Lock()
 			defer mu.Unlock()
