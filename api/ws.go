@@ -51,7 +51,7 @@ const (
 type Relay interface {
 	Send(ctx context.Context, envs []wire.Envelope) ([]relay.SendResult, error)
 	Subscribe(ctx context.Context, token func() wire.SubscribeToken, deliver func([]wire.Envelope)) error
-	Ack(ctx context.Context, dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error
+	Ack(ctx context.Context, dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error
 }
 
 // WithRelay mounts GET /v1/ws, the devices' live connection.
@@ -299,7 +299,11 @@ func (s *Server) wsReadLoop(ctx context.Context, sess *wsSession) error {
 				s.queue(sess, wire.Frame{Type: wire.FrameError, Code: wire.CodeBadToken, Message: err.Error()})
 			}
 		case wire.FrameAck:
-			if err := s.relay.Ack(ctx, sess.public, wire.IDsOf(f.IDs), f.Sig); err != nil {
+			refs, err := wire.RefsOf(f.Refs) // DecodeFrame checked their sizes
+			if err == nil {
+				err = s.relay.Ack(ctx, sess.public, refs, f.Sig)
+			}
+			if err != nil {
 				s.queue(sess, wire.Frame{Type: wire.FrameError, Code: "ack_failed", Message: err.Error()})
 			}
 		default:

@@ -117,13 +117,11 @@ func receive(t *testing.T, ctx context.Context, c *websocket.Conn, n int) []wire
 }
 
 func ack(d wsDevice, envs []wire.Envelope) wire.Frame {
-	ids := make([]wire.EnvelopeID, len(envs))
-	raw := make([][]byte, len(envs))
+	ids := make([]wire.EnvelopeRef, len(envs))
 	for i, e := range envs {
-		ids[i] = e.ID
-		raw[i] = ids[i][:]
+		ids[i] = e.Ref()
 	}
-	return wire.Frame{Type: wire.FrameAck, IDs: raw, Sig: d.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(d.keys.ID(), ids))}
+	return wire.Frame{Type: wire.FrameAck, Refs: wire.RefBytes(ids), Sig: d.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(d.keys.ID(), ids))}
 }
 
 // pendingOn counts the envelopes for dev on every node's local mailboxes.
@@ -171,7 +169,7 @@ func TestWebSocketDelivery(t *testing.T) {
 	}
 	// A forged ack deletes nothing; Bob's own ack deletes every copy.
 	forged := ack(bob, got)
-	forged.Sig = alice.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(bob.keys.ID(), []wire.EnvelopeID{e1.ID}))
+	forged.Sig = alice.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(bob.keys.ID(), []wire.EnvelopeRef{e1.Ref()}))
 	writeFrame(t, ctx, b, forged)
 	if f := readFrame(t, ctx, b); f.Type != wire.FrameError || f.Code != "ack_failed" {
 		t.Fatalf("forged ack answered %+v", f)

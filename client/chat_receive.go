@@ -31,13 +31,13 @@ type opened struct {
 // moved: the relays deliver the batch again and it opens again.
 func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
 	ch.log.Debug("delivery", "envelopes", len(envs))
-	var acks []wire.EnvelopeID
+	var acks []wire.EnvelopeRef
 	var bundles, msgs []opened
 	for _, e := range envs {
 		c, err := e2ee.OpenEnvelope(ch.keys, e.Ciphertext)
 		if err != nil {
 			ch.log.Info("dropped an envelope that does not open", "envelope", e.ID.String(), "err", err)
-			acks = append(acks, e.ID)
+			acks = append(acks, e.Ref())
 			continue
 		}
 		if c.Kind == e2ee.EnvelopeKeyBundle {
@@ -49,7 +49,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	// Bundles are opened without ch.mu: they may fetch chains.
 	opening := map[receiverKey]*e2ee.ReceiverSession{}
 	for _, o := range bundles {
-		acks = append(acks, o.env.ID)
+		acks = append(acks, o.env.Ref())
 		if err := ch.openBundle(ctx, o.content, opening); err != nil {
 			ch.log.Info("dropped a key bundle", "envelope", o.env.ID.String(), "err", err)
 		}
@@ -91,7 +91,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		default:
 			fresh = append(fresh, m)
 		}
-		acks = append(acks, o.env.ID)
+		acks = append(acks, o.env.Ref())
 	}
 	slices.SortStableFunc(fresh, func(a, b ChatMessage) int {
 		if c := a.Device.Compare(b.Device); c != 0 {

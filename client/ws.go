@@ -380,22 +380,19 @@ func (c *Conn) Send(ctx context.Context, envs []wire.Envelope) ([]wire.SendResul
 	return out, nil
 }
 
-// Ack tells the node that the device processed the envelopes; the device's
-// signature lets the relays delete them.
-func (c *Conn) Ack(ctx context.Context, ids []wire.EnvelopeID) error {
-	for len(ids) > 0 {
-		n := min(len(ids), wire.MaxAckBatch)
-		chunk := ids[:n]
-		raw := make([][]byte, n)
-		for i := range chunk {
-			raw[i] = chunk[i][:]
-		}
+// Ack tells the node that the device processed the envelopes refs; the
+// device's signature lets the relays delete exactly those (ID and
+// ciphertext).
+func (c *Conn) Ack(ctx context.Context, refs []wire.EnvelopeRef) error {
+	for len(refs) > 0 {
+		n := min(len(refs), wire.MaxAckBatch)
+		chunk := refs[:n]
 		sig := c.signing.Sign(wire.DomainAck, wire.AckMessage(c.device, chunk))
-		if err := writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameAck, IDs: raw, Sig: sig}); err != nil {
+		if err := writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameAck, Refs: wire.RefBytes(chunk), Sig: sig}); err != nil {
 			c.fail(err)
 			return c.Err()
 		}
-		ids = ids[n:]
+		refs = refs[n:]
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -177,5 +178,76 @@ func TestStrangerSubscribeRefused(t *testing.T) {
 	})
 	if !errors.Is(err, relay.ErrUnauthorized) {
 		t.Fatalf("subscribe with another node's token: %v", err)
+	}
+}
+
+// One relay out of three cannot suppress a message by pushing junk under
+// its genuine ID first: relays keep both (they differ in ciphertext), the
+// recipient gets both, and its ack of the junk, which it cannot open,
+// deletes only the junk.
+func TestJunkUnderAGenuineIDSuppressesNothing(t *testing.T) {
+	const k, quorum = 3, 2
+	nw := relayNet(t, 3, k, quorum, nil)
+	bob := deviceKeys(t)
+	dev := bob.ID()
+	genuine := envelopes(dev, 1, "genuine")[0]
+	junk := genuine
+	junk.Ciphertext = []byte("junk under the genuine ID")
+
+	// The malicious relay (node 2) has the junk stored everywhere before
+	// the genuine envelope arrives.
+	if res, err := nw.Nodes[2].Relay().Local().Put(t.Context(), []wire.Envelope{junk}); err != nil || res[0].Err != nil {
+		t.Fatalf("junk on the malicious relay: %v %+v", err, res)
+	}
+	for _, nd := range nw.Nodes[:2] {
+		for _, err := range nw.Nodes[2].Relay().StoreOnRelay(t.Context(), nd.PeerID(), []wire.Envelope{junk}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(t, nw.Nodes[0], []wire.Envelope{genuine}, quorum)
+	for i := range nw.Nodes {
+		waitCount(t, nw, i, dev, 2)
+	}
+
+	// Bob's node delivers both, the junk once and the genuine once.
+	c := subscribe(t, nw.Nodes[1], bob)
+	var got []wire.Envelope
+	for len(got) < 2 {
+		got = c.waitFor(t, genuine.ID)
+		if len(got) < 2 {
+			<-c.more
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("delivered %d envelopes, want the junk and the genuine once each", len(got))
+	}
+	var sawGenuine bool
+	for _, e := range got {
+		sawGenuine = sawGenuine || bytes.Equal(e.Ciphertext, genuine.Ciphertext)
+	}
+	if !sawGenuine {
+		t.Fatal("the genuine envelope was not delivered")
+	}
+
+	// Bob acks the junk (it does not open): the genuine copies stay.
+	refs := []wire.EnvelopeRef{junk.Ref()}
+	if err := nw.Nodes[1].Relay().Ack(t.Context(), bob.Public(), refs, bob.Signing.Sign(wire.DomainAck, wire.AckMessage(dev, refs))); err != nil {
+		t.Fatal(err)
+	}
+	for i, nd := range nw.Nodes {
+		left, err := nd.Relay().Local().List(dev, 0, 10)
+		if err != nil || len(left) != 1 || !bytes.Equal(left[0].Envelope.Ciphertext, genuine.Ciphertext) {
+			t.Fatalf("node %d after the junk's ack holds %d envelopes (%v), want the genuine one", i, len(left), err)
+		}
+	}
+	// Its ack of the genuine envelope deletes it.
+	refs = []wire.EnvelopeRef{genuine.Ref()}
+	if err := nw.Nodes[1].Relay().Ack(t.Context(), bob.Public(), refs, bob.Signing.Sign(wire.DomainAck, wire.AckMessage(dev, refs))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nw.Nodes {
+		waitCount(t, nw, i, dev, 0)
 	}
 }

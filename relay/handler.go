@@ -61,7 +61,7 @@ func (s *Service) handle(st network.Stream) {
 		}
 		s.reply(st, frame{Type: msgStoreResult, Results: codes})
 	case msgAck:
-		n, err := s.box.Ack(req.Device, req.IDs)
+		n, err := s.box.Ack(req.Device, req.Refs)
 		if err != nil {
 			s.log.Warn("ack envelopes", "peer", remote.String(), "err", err)
 			s.refuse(st, codeInternal, errors.New("ack failed"))

@@ -43,7 +43,7 @@ const (
 // 36-byte binary CIDs; numbers are big-endian so keys sort by them.
 //
 //	m/<device>/<seq>          → encoded envelope     (the mailbox, in arrival order)
-//	i/<envelope ID>           → device, seq, expiry  (dedup and ack lookup)
+//	i/<envelope ref>          → device, seq, expiry  (dedup and ack lookup; ref = ID ‖ SHA-256 of the ciphertext)
 //	x/<expiry ms>/<device>/<seq> → empty             (expiry index)
 //	n/<device>                → count                (cap)
 //	s/<device>                → last seq
@@ -65,7 +65,8 @@ type Stored struct {
 type PutResult struct {
 	// Seq is the envelope's place in its mailbox.
 	Seq uint64
-	// Duplicate reports that the mailbox already held this envelope ID.
+	// Duplicate reports that the mailbox already held this envelope
+	// (the same ID and ciphertext).
 	Duplicate bool
 	// Err is wire.ErrMailboxFull, wire.ErrExpired, wire.ErrFromFuture or
 	// wire.ErrBadEnvelope; nil when stored.
@@ -73,7 +74,7 @@ type PutResult struct {
 }
 
 // Mailboxes is the relay's pending store: an ordered mailbox per device,
-// deduplicated by envelope ID, capped, expiring without scanning.
+// deduplicated by envelope reference (ID and ciphertext hash), capped, expiring without scanning.
 //
 // Every write (puts, acks, expiry, handover deletes) goes through one
 // committer goroutine (from Start to Close), so writes never conflict and the committer keeps
@@ -118,8 +119,8 @@ type op struct {
 	envs []wire.Envelope
 	res  []PutResult
 	// opAck
-	dev []byte
-	ids []wire.EnvelopeID
+	dev  []byte
+	refs []wire.EnvelopeRef
 	// opDeleteAt
 	at []location
 	// results
@@ -146,7 +147,7 @@ func NewMailboxes(view *store.Prefixed, capacity int, now func() time.Time) *Mai
 	m.committer = service.NewCommitter(service.CommitterConfig[*op]{
 		Commit:    m.commitBatch,
 		Queue:     maxQueuedOps,
-		Weight:    func(o *op) int { return len(o.envs) + len(o.ids) + len(o.at) },
+		Weight:    func(o *op) int { return len(o.envs) + len(o.refs) + len(o.at) },
 		MaxWeight: maxCommitBatch,
 		Closed:    ErrStopped,
 	})
@@ -181,11 +182,12 @@ func (m *Mailboxes) Put(ctx context.Context, envs []wire.Envelope) ([]PutResult,
 	return o.res, nil
 }
 
-// Ack deletes the envelopes ids from device's mailbox: the device has them.
-// IDs that are unknown, already deleted or addressed to another device are
-// ignored. It returns how many were deleted.
-func (m *Mailboxes) Ack(device ident.DeviceID, ids []wire.EnvelopeID) (int, error) {
-	o := &op{kind: opAck, dev: device.Bytes(), ids: ids}
+// Ack deletes the envelopes refs from device's mailbox: the device has
+// them. References that are unknown, already deleted or of envelopes
+// addressed to another device are ignored: only an exact match (ID and
+// ciphertext hash) is deleted. It returns how many were deleted.
+func (m *Mailboxes) Ack(device ident.DeviceID, refs []wire.EnvelopeRef) (int, error) {
+	o := &op{kind: opAck, dev: device.Bytes(), refs: refs}
 	if err := m.submit(context.Background(), o); err != nil {
 		return 0, err
 	}
@@ -261,13 +263,13 @@ func (m *Mailboxes) commit(batch []*op) error {
 				o.res[i] = res
 			}
 		case opAck:
-			for _, id := range o.ids {
+			for _, ref := range o.refs {
 				if err := room(envelopeWriteOverhead); err != nil {
 					return err
 				}
-				ok, err := m.ackOne(txn, o.dev, id)
+				ok, err := m.ackOne(txn, o.dev, ref)
 				if err != nil {
-					return fmt.Errorf("relay: ack %s: %w", id, err)
+					return fmt.Errorf("relay: ack %s: %w", ref, err)
 				}
 				if ok {
 					o.deleted++
@@ -348,7 +350,7 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 		return PutResult{Err: err}, nil
 	}
 	dev := e.To.Bytes()
-	idKey := m.key(pID, e.ID[:])
+	idKey := m.key(pID, e.Ref().Bytes())
 	if item, err := txn.Get(idKey); err == nil {
 		var seq uint64
 		err := item.Value(func(v []byte) error {
@@ -390,9 +392,10 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	return PutResult{Seq: seq}, nil
 }
 
-// ackOne deletes envelope id if it is in dev's mailbox.
-func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, id wire.EnvelopeID) (bool, error) {
-	item, err := txn.Get(m.key(pID, id[:]))
+// ackOne deletes envelope ref if it is in dev's mailbox.
+func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, ref wire.EnvelopeRef) (bool, error) {
+	rb := ref.Bytes()
+	item, err := txn.Get(m.key(pID, rb))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -406,7 +409,7 @@ func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, id wire.EnvelopeID) (boo
 	if len(v) != len(dev)+16 || string(v[:len(dev)]) != string(dev) {
 		return false, nil
 	}
-	return true, m.delete(txn, dev, id[:], v[len(dev):len(dev)+8], v[len(dev)+8:])
+	return true, m.delete(txn, dev, rb, v[len(dev):len(dev)+8], v[len(dev)+8:])
 }
 
 // deleteAt deletes the envelope at l if it is still there.
@@ -418,21 +421,21 @@ func (m *Mailboxes) deleteAt(txn *badger.Txn, l location) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var id wire.EnvelopeID
+	var ref []byte
 	var exp [8]byte
 	err = item.Value(func(v []byte) error {
 		e, err := wire.DecodeEnvelope(v)
 		if err != nil {
 			return err
 		}
-		id = e.ID
+		ref = e.Ref().Bytes()
 		binary.BigEndian.PutUint64(exp[:], uint64(e.Expiry().UnixMilli()))
 		return nil
 	})
 	if err != nil {
 		return false, err
 	}
-	return true, m.delete(txn, l.dev, id[:], l.seq, exp[:])
+	return true, m.delete(txn, l.dev, ref, l.seq, exp[:])
 }
 
 // List returns up to limit envelopes of device with Seq > after, oldest
@@ -525,8 +528,8 @@ func (m *Mailboxes) expireSome(now time.Time) (int, error) {
 
 // delete removes one envelope and its index entries, and decrements the
 // device's count. It runs in the committer.
-func (m *Mailboxes) delete(txn *badger.Txn, dev, id, seq, exp []byte) error {
-	for _, k := range [][]byte{m.key(pMail, dev, seq), m.key(pID, id), m.key(pExpiry, exp, dev, seq)} {
+func (m *Mailboxes) delete(txn *badger.Txn, dev, ref, seq, exp []byte) error {
+	for _, k := range [][]byte{m.key(pMail, dev, seq), m.key(pID, ref), m.key(pExpiry, exp, dev, seq)} {
 		if err := txn.Delete(k); err != nil {
 			return err
 		}

@@ -82,10 +82,10 @@ func TestMailboxPutListAck(t *testing.T) {
 		t.Errorf("bob: %s", bodies(got))
 	}
 	// An ack from the wrong device deletes nothing.
-	if n, err := m.Ack(bob, []wire.EnvelopeID{a1.ID}); n != 0 || err != nil {
+	if n, err := m.Ack(bob, []wire.EnvelopeRef{a1.Ref()}); n != 0 || err != nil {
 		t.Errorf("bob acked alice's envelope: %d %v", n, err)
 	}
-	if n, err := m.Ack(alice, []wire.EnvelopeID{a1.ID, a1.ID, wire.NewEnvelopeID()}); n != 1 || err != nil {
+	if n, err := m.Ack(alice, []wire.EnvelopeRef{a1.Ref(), a1.Ref(), {ID: wire.NewEnvelopeID()}}); n != 1 || err != nil {
 		t.Errorf("ack: %d %v", n, err)
 	}
 	if got, _ := m.List(alice, 0, 10); bodies(got) != "[2:a2]" {
@@ -138,7 +138,7 @@ func TestMailboxCap(t *testing.T) {
 	if res, _ := m.Put(t.Context(), []wire.Envelope{env(other, "x", time.Hour)}); res[0].Err != nil {
 		t.Errorf("other device: %v", res[0].Err)
 	}
-	m.Ack(dev, []wire.EnvelopeID{envs[0].ID})
+	m.Ack(dev, []wire.EnvelopeRef{envs[0].Ref()})
 	if res, _ := m.Put(t.Context(), []wire.Envelope{envs[3]}); res[0].Err != nil || res[0].Seq != 4 {
 		t.Errorf("after ack: %+v", res[0])
 	}
@@ -163,7 +163,7 @@ func TestMailboxExpiry(t *testing.T) {
 		t.Errorf("count %d", n)
 	}
 	// An acked envelope's expiry entry is gone too: nothing to expire twice.
-	m.Ack(dev, []wire.EnvelopeID{long.ID})
+	m.Ack(dev, []wire.EnvelopeRef{long.Ref()})
 	if n, _ := m.Expire(t0.Add(2 * time.Hour)); n != 0 {
 		t.Errorf("expired %d after ack", n)
 	}

@@ -232,9 +232,9 @@ func TestSendSubscribeAckOnClosestRelays(t *testing.T) {
 	checkOnceInOrder(t, c.waitFor(t, marker[0].ID), envs, marker[0])
 
 	all := append(slices.Clone(envs), marker...)
-	ids := make([]wire.EnvelopeID, len(all))
+	ids := make([]wire.EnvelopeRef, len(all))
 	for i, e := range all {
-		ids[i] = e.ID
+		ids[i] = e.Ref()
 	}
 	for i := range nw.Nodes {
 		if isRelay[i] {

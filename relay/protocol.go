@@ -39,8 +39,8 @@ const (
 	// wire.MaxEnvelopeSize - wire.MaxCiphertextSize) and its byte-string
 	// head.
 	envelopeCost = 256
-	// MaxAckIDs bounds the envelope IDs of one ack.
-	MaxAckIDs = wire.MaxAckBatch
+	// MaxAckRefs bounds the envelope references of one ack.
+	MaxAckRefs = wire.MaxAckBatch
 	// RequestTimeout bounds a store, handover or ack exchange, dial included.
 	RequestTimeout = 20 * time.Second
 	// PushTimeout bounds writing one push frame to a subscriber.
@@ -53,7 +53,7 @@ const (
 const (
 	msgStore       uint8 = 1 // request: Envelopes
 	msgSubscribe   uint8 = 2 // request: Token
-	msgAck         uint8 = 3 // request: DevicePublic, IDs, Sig
+	msgAck         uint8 = 3 // request: DevicePublic, Refs, Sig
 	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device)
 	msgStoreResult uint8 = 5 // reply to store and handover: Results, one per envelope
 	msgPush        uint8 = 6 // reply to subscribe, repeated: Envelopes
@@ -106,7 +106,7 @@ type frame struct {
 	Device       []byte   `cbor:"2,keyasint,omitempty"`
 	Envelopes    [][]byte `cbor:"3,keyasint,omitempty"`
 	DevicePublic []byte   `cbor:"4,keyasint,omitempty"`
-	IDs          [][]byte `cbor:"5,keyasint,omitempty"`
+	Refs         [][]byte `cbor:"5,keyasint,omitempty"`
 	Sig          []byte   `cbor:"6,keyasint,omitempty"`
 	Results      []string `cbor:"7,keyasint,omitempty"`
 	Deleted      uint64   `cbor:"8,keyasint,omitempty"`
@@ -121,7 +121,7 @@ type request struct {
 	Device    ident.DeviceID      // subscribe, handover, ack
 	Envelopes []wire.Envelope     // store, handover
 	Public    ident.DevicePublic  // ack
-	IDs       []wire.EnvelopeID   // ack
+	Refs      []wire.EnvelopeRef  // ack
 	Sig       []byte              // ack
 	Token     wire.SubscribeToken // subscribe
 }
@@ -144,7 +144,7 @@ var (
 		}
 		return m
 	}()
-	decMode = wire.StrictDecMode(max(MaxAckIDs, MaxBatch))
+	decMode = wire.StrictDecMode(max(MaxAckRefs, MaxBatch))
 )
 
 func badFrame(format string, a ...any) error {
@@ -204,12 +204,8 @@ func frameRun(stored []Stored) int {
 	return len(stored)
 }
 
-func ackFrame(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {
-	raw := make([][]byte, len(ids))
-	for i := range ids {
-		raw[i] = ids[i][:]
-	}
-	return frame{Type: msgAck, DevicePublic: dev.Encode(), IDs: raw, Sig: sig}
+func ackFrame(dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) frame {
+	return frame{Type: msgAck, DevicePublic: dev.Encode(), Refs: wire.RefBytes(refs), Sig: sig}
 }
 
 func decodeEnvelopes(raw [][]byte) ([]wire.Envelope, error) {
@@ -245,7 +241,7 @@ func decodeRequest(b []byte) (request, error) {
 	}
 	switch f.Type {
 	case msgStore:
-		if extra || f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		if extra || f.Device != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("store: unexpected fields")
 		}
 		envs, err := decodeEnvelopes(f.Envelopes)
@@ -254,7 +250,7 @@ func decodeRequest(b []byte) (request, error) {
 		}
 		r.Envelopes = envs
 	case msgHandover:
-		if extra || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		if extra || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("handover: unexpected fields")
 		}
 		dev, err := ident.DeviceIDFromBytes(f.Device)
@@ -278,7 +274,7 @@ func decodeRequest(b []byte) (request, error) {
 		if err != nil {
 			return request{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 		}
-		if extra || f.Device != nil || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		if extra || f.Device != nil || f.Envelopes != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("subscribe: unexpected fields")
 		}
 		r.Device, r.Token = tok.Device, tok
@@ -290,16 +286,15 @@ func decodeRequest(b []byte) (request, error) {
 		if err != nil {
 			return request{}, badFrame("ack: device: %v", err)
 		}
-		if len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
-			return request{}, badFrame("ack: %d IDs, want 1 to %d", len(f.IDs), MaxAckIDs)
+		if len(f.Refs) == 0 || len(f.Refs) > MaxAckRefs {
+			return request{}, badFrame("ack: %d references, want 1 to %d", len(f.Refs), MaxAckRefs)
 		}
-		for _, id := range f.IDs {
-			if len(id) != wire.EnvelopeIDSize {
-				return request{}, badFrame("ack: envelope ID of %d bytes", len(id))
-			}
+		refs, err := wire.RefsOf(f.Refs)
+		if err != nil {
+			return request{}, badFrame("ack: %v", err)
 		}
-		r.Public, r.Device, r.IDs, r.Sig = pub, pub.ID(), wire.IDsOf(f.IDs), f.Sig
-		if err := verifyAck(r.Public, r.IDs, r.Sig); err != nil {
+		r.Public, r.Device, r.Refs, r.Sig = pub, pub.ID(), refs, f.Sig
+		if err := verifyAck(r.Public, r.Refs, r.Sig); err != nil {
 			return request{}, err
 		}
 	default:
@@ -309,8 +304,8 @@ func decodeRequest(b []byte) (request, error) {
 }
 
 // verifyAck checks the device's signature over wire.AckMessage.
-func verifyAck(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error {
-	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), ids), sig); err != nil {
+func verifyAck(dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error {
+	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), refs), sig); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadAck, err)
 	}
 	return nil
@@ -326,7 +321,7 @@ func decodeReply(b []byte) (reply, error) {
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		return reply{}, badFrame("%v", err)
 	}
-	if f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil || f.Token != nil {
+	if f.Device != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil || f.Token != nil {
 		return reply{}, badFrame("reply with request fields")
 	}
 	r := reply{Type: f.Type}
@@ -359,7 +354,7 @@ func decodeReply(b []byte) (reply, error) {
 		if f.Results != nil || f.Envelopes != nil || f.Code != "" || f.Message != "" {
 			return reply{}, badFrame("ack result: unexpected fields")
 		}
-		if f.Deleted > MaxAckIDs {
+		if f.Deleted > MaxAckRefs {
 			return reply{}, badFrame("ack result: %d deleted", f.Deleted)
 		}
 		r.Deleted = f.Deleted

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Rebalance checks, for every mailbox this relay holds, that it is still
@@ -77,10 +78,10 @@ func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []p
 			})
 		}
 		wg.Wait()
-		var done []EnvelopeID
+		var done []wire.EnvelopeRef
 		for i, n := range ok {
 			if n >= need {
-				done = append(done, envs[i].ID)
+				done = append(done, envs[i].Ref())
 			}
 		}
 		if len(done) == 0 {

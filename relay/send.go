@@ -191,14 +191,14 @@ func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device 
 }
 
 // Ack deletes envelopes on every relay of the device. sig is the device's
-// signature (wire.DomainAck) over wire.AckMessage(dev.ID(), ids); this node
+// signature (wire.DomainAck) over wire.AckMessage(dev.ID(), refs); this node
 // and every relay verify it. Ack succeeds when at least one relay deleted
 // or confirmed; the errors of the others are logged.
-func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, ids []EnvelopeID, sig []byte) error {
-	if len(ids) == 0 || len(ids) > MaxAckIDs {
-		return fmt.Errorf("%w: %d envelope IDs, want 1 to %d", ErrBadAck, len(ids), MaxAckIDs)
+func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error {
+	if len(refs) == 0 || len(refs) > MaxAckRefs {
+		return fmt.Errorf("%w: %d envelope references, want 1 to %d", ErrBadAck, len(refs), MaxAckRefs)
 	}
-	if err := verifyAck(dev, ids, sig); err != nil {
+	if err := verifyAck(dev, refs, sig); err != nil {
 		return err
 	}
 	device := dev.ID()
@@ -215,12 +215,12 @@ func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, ids []Envelop
 					errs[i] = fmt.Errorf("%w: this node is not a relay", ErrRemote)
 					return
 				}
-				n, err := s.box.Ack(device, ids)
+				n, err := s.box.Ack(device, refs)
 				s.met.acked.Add(float64(n))
 				errs[i] = err
 				return
 			}
-			_, errs[i] = s.roundTrip(ctx, p, ackFrame(dev, ids, sig), msgAckResult)
+			_, errs[i] = s.roundTrip(ctx, p, ackFrame(dev, refs, sig), msgAckResult)
 		})
 	}
 	wg.Wait()

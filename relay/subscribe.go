@@ -26,7 +26,8 @@ const (
 )
 
 // Subscribe delivers the pending envelopes of the device of token, from
-// each of its relays in that relay's order, deduplicated, and then new
+// each of its relays in that relay's order, deduplicated by envelope reference (ID and ciphertext hash: copies
+// under one ID with other bytes are all delivered), and then new
 // ones as they arrive, by calling deliver (never concurrently) until ctx
 // ends; it then returns ctx's error. Relays are looked up again every
 // resolveInterval, and a relay whose stream fails is retried with backoff.
@@ -209,7 +210,7 @@ func (sub *subscription) offer(envs []Envelope) {
 	defer sub.mu.Unlock()
 	fresh := envs[:0:0]
 	for _, e := range envs {
-		if sub.seen.add(e.ID) {
+		if sub.seen.add(e.Ref()) {
 			fresh = append(fresh, e)
 		}
 	}
@@ -224,20 +225,20 @@ func (sub *subscription) offer(envs []Envelope) {
 	sub.deliver(fresh)
 }
 
-// seenSet remembers the last limit envelope IDs.
+// seenSet remembers the last limit envelope references.
 type seenSet struct {
-	ids   map[EnvelopeID]struct{}
-	ring  []EnvelopeID
+	ids   map[wire.EnvelopeRef]struct{}
+	ring  []wire.EnvelopeRef
 	next  int
 	limit int
 }
 
 func newSeenSet(n int) *seenSet {
-	return &seenSet{ids: make(map[EnvelopeID]struct{}), limit: max(1, min(n, seenLimit))}
+	return &seenSet{ids: make(map[wire.EnvelopeRef]struct{}), limit: max(1, min(n, seenLimit))}
 }
 
 // add reports whether id is new, and remembers it.
-func (s *seenSet) add(id EnvelopeID) bool {
+func (s *seenSet) add(id wire.EnvelopeRef) bool {
 	if _, ok := s.ids[id]; ok {
 		return false
 	}
@@ -252,5 +253,5 @@ func (s *seenSet) add(id EnvelopeID) bool {
 	return true
 }
 
-// seenLimit bounds the envelope IDs one subscription remembers.
+// seenLimit bounds the envelope references one subscription remembers.
 const seenLimit = 1 << 20

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -67,6 +68,38 @@ type Envelope struct {
 	Time       time.Time     // when the sender made it (millisecond precision)
 	TTL        time.Duration // how long it may wait (second precision)
 	Ciphertext []byte
+}
+
+// EnvelopeRefSize is the size of an envelope reference: the ID and the
+// SHA-256 of the ciphertext.
+const EnvelopeRefSize = EnvelopeIDSize + sha256.Size
+
+// EnvelopeRef names one envelope exactly: its ID and the SHA-256 of its
+// ciphertext. Relays and devices deduplicate and acknowledge by it, so an
+// envelope under a genuine ID with other bytes is another envelope.
+type EnvelopeRef struct {
+	ID   EnvelopeID
+	Hash [sha256.Size]byte
+}
+
+// Ref returns the envelope's reference.
+func (e Envelope) Ref() EnvelopeRef { return EnvelopeRef{ID: e.ID, Hash: sha256.Sum256(e.Ciphertext)} }
+
+// Bytes returns the reference as sent: the ID then the hash.
+func (r EnvelopeRef) Bytes() []byte { return append(r.ID[:len(r.ID):len(r.ID)], r.Hash[:]...) }
+
+// String returns the ID and the start of the hash in hex.
+func (r EnvelopeRef) String() string { return fmt.Sprintf("%x/%x", r.ID[:], r.Hash[:4]) }
+
+// ParseEnvelopeRef reads a reference of EnvelopeRefSize bytes.
+func ParseEnvelopeRef(b []byte) (EnvelopeRef, error) {
+	var r EnvelopeRef
+	if len(b) != EnvelopeRefSize {
+		return r, fmt.Errorf("wire: envelope reference of %d bytes, want %d", len(b), EnvelopeRefSize)
+	}
+	copy(r.ID[:], b)
+	copy(r.Hash[:], b[EnvelopeIDSize:])
+	return r, nil
 }
 
 // Expiry is when the envelope stops waiting.

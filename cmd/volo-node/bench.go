@@ -197,7 +197,7 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 	var mu sync.Mutex
 	sent := make(map[wire.EnvelopeID]time.Time)
 	var lat []time.Duration
-	var toAck []wire.EnvelopeID
+	var toAck []wire.EnvelopeRef
 	sctx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
 	subDone := make(chan error, 1)
@@ -211,7 +211,7 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 				if t, ok := sent[e.ID]; ok {
 					lat = append(lat, now.Sub(t))
 					delete(sent, e.ID)
-					toAck = append(toAck, e.ID)
+					toAck = append(toAck, e.Ref())
 				}
 			}
 		})
