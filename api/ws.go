@@ -346,6 +346,8 @@ func (s *Server) wsSend(ctx context.Context, limiter *rate.Limiter, raw [][]byte
 			results[i].Stored = uint64(res[j].Stored)
 		case errors.Is(res[j].Err, wire.ErrMailboxFull):
 			results[i].Code, results[i].Stored = wire.ResultMailboxFull, uint64(res[j].Stored)
+		case errors.Is(res[j].Err, wire.ErrRequestsFull):
+			results[i].Code, results[i].Stored = wire.ResultRequestsFull, uint64(res[j].Stored)
 		case errors.Is(res[j].Err, wire.ErrFromFuture):
 			results[i].Code = wire.ResultFuture
 		case errors.Is(res[j].Err, wire.ErrBadEnvelope), errors.Is(res[j].Err, wire.ErrExpired):

@@ -57,6 +57,8 @@ func resultError(r wire.SendResult) error {
 		return fmt.Errorf("%w: stored on %d relays", ErrNoQuorum, r.Stored)
 	case wire.ResultBadEnvelope, wire.ResultTooLarge:
 		return fmt.Errorf("%w: %s", ErrEnvelopeRefused, r.Code)
+	case wire.ResultRequestsFull:
+		return fmt.Errorf("%w (stored on %d relays): the recipient's mailbox takes no more messages from senders it has not written to", wire.ErrRequestsFull, r.Stored)
 	case wire.ResultFuture:
 		return fmt.Errorf("%w: dated in the future by this device's clock (%s)", ErrEnvelopeRefused, r.Code)
 	}

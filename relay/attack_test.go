@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/volo-chat/volo/internal/tstest"
 	"github.com/volo-chat/volo/node"
 	"github.com/volo-chat/volo/relay"
 	"github.com/volo-chat/volo/wire"
@@ -249,5 +252,86 @@ func TestJunkUnderAGenuineIDSuppressesNothing(t *testing.T) {
 	}
 	for i := range nw.Nodes {
 		waitCount(t, nw, i, dev, 0)
+	}
+}
+
+// A stranger cannot fill a device's mailbox: envelopes without the
+// device's delivery key count against a small quota for message requests,
+// and one peer's stores are rate limited; a contact's envelope, carrying
+// the key the device registered with its subscribe token, is still stored
+// and delivered.
+func TestStrangerFloodIsBounded(t *testing.T) {
+	const requests = 20
+	nw := relayNet(t, 3, 3, 2, func(c *relay.Config) {
+		c.RequestsCap = requests
+		c.StoreRate, c.StoreBurst = 1, relay.MaxBatch
+	})
+	victim := deviceKeys(t)
+	dev := victim.ID()
+	key := make([]byte, wire.DeliveryVerifierSize)
+	rand.Read(key)
+
+	// The device subscribes through node 2; its token registers the
+	// delivery verifier with every relay of its mailbox.
+	tok := wire.NewSubscribeToken(victim, nw.Nodes[2].PeerID().String(), time.Now(), wire.DeliveryVerifier(key))
+	c := &collector{more: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nw.Nodes[2].Relay().Subscribe(ctx, func() wire.SubscribeToken { return tok }, func(envs []wire.Envelope) {
+			c.mu.Lock()
+			c.got = append(c.got, envs...)
+			c.mu.Unlock()
+			select {
+			case c.more <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for i, nd := range nw.Nodes {
+		tstest.WaitFor(t, 30*time.Second, func() error {
+			if raw, err := nd.Relay().Local().Token(dev); err != nil || raw == nil {
+				return fmt.Errorf("node %d has no token for the device yet (%v)", i, err)
+			}
+			return nil
+		})
+	}
+
+	// The stranger (node 0, no key) floods every relay.
+	stranger := nw.Nodes[0].Relay()
+	flood := envelopes(dev, requests+30, "junk")
+	for _, nd := range nw.Nodes[1:] {
+		errs := stranger.StoreOnRelay(t.Context(), nd.PeerID(), flood)
+		for i, err := range errs {
+			if full := errors.Is(err, wire.ErrRequestsFull); (i >= requests) != full || (i < requests && err != nil) {
+				t.Fatalf("flood envelope %d on %s: %v", i, nd.PeerID(), err)
+			}
+		}
+		// Past its burst the stranger is rate limited.
+		more := envelopes(dev, relay.MaxBatch, "more junk")
+		for _, err := range stranger.StoreOnRelay(t.Context(), nd.PeerID(), more) {
+			if !errors.Is(err, relay.ErrRateLimited) {
+				t.Fatalf("store past the burst: %v, want %v", err, relay.ErrRateLimited)
+			}
+		}
+	}
+	if res, err := stranger.Local().Put(t.Context(), flood); err != nil || !errors.Is(res[len(res)-1].Err, wire.ErrRequestsFull) {
+		t.Fatalf("flood on node 0: %v", err)
+	}
+	for i := range nw.Nodes {
+		waitCount(t, nw, i, dev, requests)
+	}
+
+	// A contact's envelope, with the key, through node 1: stored and delivered.
+	msg := withKey(envelopes(dev, 1, "from a contact"), key)
+	send(t, nw.Nodes[1], msg, 2)
+	got := c.waitFor(t, msg[0].ID)
+	if len(got) != requests+1 {
+		t.Fatalf("delivered %d envelopes, want the %d requests and the contact's", len(got), requests)
+	}
+	for i := range nw.Nodes {
+		waitCount(t, nw, i, dev, requests+1)
 	}
 }

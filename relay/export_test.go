@@ -19,5 +19,5 @@ func (s *Service) AckOnRelay(ctx context.Context, p peer.ID, dev ident.DevicePub
 // StoreOnRelay sends a store request straight to relay p, as any libp2p
 // peer can, and returns the relay's result for each envelope.
 func (s *Service) StoreOnRelay(ctx context.Context, p peer.ID, envs []Envelope) []error {
-	return s.storeRemote(ctx, p, msgStore, ident.DeviceID{}, envs)
+	return s.storeRemote(ctx, p, msgStore, ident.DeviceID{}, envs, nil)
 }

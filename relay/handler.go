@@ -40,6 +40,20 @@ func (s *Service) handle(st network.Stream) {
 	defer cancel()
 	switch req.Type {
 	case msgStore, msgHandover:
+		if !s.allowStore(remote, len(req.Envelopes)) {
+			codes := make([]string, len(req.Envelopes))
+			for i := range codes {
+				codes[i] = codeRateLimited
+			}
+			s.met.rateLimited.Add(float64(len(codes)))
+			s.reply(st, frame{Type: msgStoreResult, Results: codes})
+			return
+		}
+		if req.Type == msgHandover && !req.Token.Device.IsZero() && s.responsible(ctx, req.Device) {
+			if err := s.box.Register(ctx, req.Token); err != nil {
+				s.log.Warn("register handed-over token", "peer", remote.String(), "err", err)
+			}
+		}
 		res, err := s.putResponsible(ctx, req.Envelopes)
 		if err != nil {
 			s.log.Warn("store envelopes", "peer", remote.String(), "err", err)
@@ -74,6 +88,9 @@ func (s *Service) handle(st network.Stream) {
 			s.log.Debug("refused subscription", "peer", remote.String(), "device", req.Device.String(), "err", err)
 			s.refuse(st, codeUnauthorized, err)
 			return
+		}
+		if err := s.box.Register(ctx, req.Token); err != nil {
+			s.log.Warn("register subscribe token", "peer", remote.String(), "err", err)
 		}
 		cancel()
 		s.serveSubscription(st, br, req.Device)

@@ -67,6 +67,30 @@ func envelopes(to ident.DeviceID, n int, tag string) []wire.Envelope {
 	return out
 }
 
+// contact registers a delivery key of keys' device on every node's
+// mailboxes, as the device's subscribe tokens do, and returns it: the
+// key its contacts attach to their envelopes.
+func contact(t testing.TB, nw *testnet.Network, keys e2ee.DeviceKeys) []byte {
+	t.Helper()
+	key := make([]byte, wire.DeliveryVerifierSize)
+	rand.Read(key)
+	tok := wire.NewSubscribeToken(keys, "12D3KooWNode", time.Now(), wire.DeliveryVerifier(key))
+	for _, nd := range nw.Nodes {
+		if err := nd.Relay().Local().Register(t.Context(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return key
+}
+
+// withKey sets the delivery key of envs.
+func withKey(envs []wire.Envelope, key []byte) []wire.Envelope {
+	for i := range envs {
+		envs[i].Delivery = key
+	}
+	return envs
+}
+
 func send(t testing.TB, nd *node.Node, envs []wire.Envelope, quorum int) {
 	t.Helper()
 	res, err := nd.Relay().Send(t.Context(), envs)
@@ -286,9 +310,10 @@ func TestCrashedRelayLosesNothing(t *testing.T) {
 	nw := relayNet(t, 3, k, quorum, nil)
 	keys := deviceKeys(t)
 	dev := keys.ID()
+	key := contact(t, nw, keys)
 	var envs []wire.Envelope
 	for range 10 {
-		batch := envelopes(dev, 50, fmt.Sprintf("b%d", len(envs)))
+		batch := withKey(envelopes(dev, 50, fmt.Sprintf("b%d", len(envs))), key)
 		send(t, nw.Nodes[0], batch, quorum)
 		envs = append(envs, batch...)
 	}
@@ -310,7 +335,7 @@ func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 	nw := relayNet(t, 3, k, quorum, nil)
 	keys := deviceKeys(t)
 	dev := keys.ID()
-	envs := envelopes(dev, 100, "r")
+	envs := withKey(envelopes(dev, 100, "r"), contact(t, nw, keys))
 	send(t, nw.Nodes[0], envs, quorum)
 	for i := range nw.Nodes {
 		waitCount(t, nw, i, dev, len(envs))
@@ -339,8 +364,9 @@ func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 
 func TestMailboxCapTellsTheSender(t *testing.T) {
 	nw := relayNet(t, 3, 3, 2, func(c *relay.Config) { c.MailboxCap = 5 })
-	dev := deviceKeys(t).ID()
-	envs := envelopes(dev, 7, "c")
+	keys := deviceKeys(t)
+	dev := keys.ID()
+	envs := withKey(envelopes(dev, 7, "c"), contact(t, nw, keys))
 	res, err := nw.Nodes[0].Relay().Send(t.Context(), envs)
 	if err != nil {
 		t.Fatal(err)

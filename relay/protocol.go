@@ -54,7 +54,7 @@ const (
 	msgStore       uint8 = 1 // request: Envelopes
 	msgSubscribe   uint8 = 2 // request: Token
 	msgAck         uint8 = 3 // request: DevicePublic, Refs, Sig
-	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device)
+	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device), Token (optional)
 	msgStoreResult uint8 = 5 // reply to store and handover: Results, one per envelope
 	msgPush        uint8 = 6 // reply to subscribe, repeated: Envelopes
 	msgAckResult   uint8 = 7 // reply to ack: Deleted
@@ -73,6 +73,8 @@ const (
 	codeBadRequest     = "bad_request"
 	codeBadAck         = "bad_ack"
 	codeUnauthorized   = "unauthorized"
+	codeRequestsFull   = "requests_full"
+	codeRateLimited    = "rate_limited"
 )
 
 // Errors callers of the relay branch on.
@@ -93,6 +95,9 @@ var (
 	// ErrNotResponsible reports an envelope sent to a relay that is not
 	// among the Replicas closest relays of its mailbox.
 	ErrNotResponsible = errors.New("relay: not a relay of the mailbox")
+	// ErrRateLimited reports envelopes refused because their sending peer
+	// stored more than the relay's store_rate allows.
+	ErrRateLimited = errors.New("relay: rate limited")
 	// ErrNoRelays reports that no relay node was found for a mailbox.
 	ErrNoRelays = errors.New("relay: no relay nodes")
 	// ErrStopped reports a call on a stopped service.
@@ -123,7 +128,7 @@ type request struct {
 	Public    ident.DevicePublic  // ack
 	Refs      []wire.EnvelopeRef  // ack
 	Sig       []byte              // ack
-	Token     wire.SubscribeToken // subscribe
+	Token     wire.SubscribeToken // subscribe; handover when it has one
 }
 
 // reply is a decoded, checked reply.
@@ -236,7 +241,7 @@ func decodeRequest(b []byte) (request, error) {
 	}
 	r := request{Type: f.Type}
 	extra := len(f.Results) > 0 || f.Deleted != 0 || f.Code != "" || f.Message != ""
-	if f.Token != nil && f.Type != msgSubscribe {
+	if f.Token != nil && f.Type != msgSubscribe && f.Type != msgHandover {
 		return request{}, badFrame("token in a request of type %d", f.Type)
 	}
 	switch f.Type {
@@ -267,6 +272,16 @@ func decodeRequest(b []byte) (request, error) {
 			}
 		}
 		r.Device, r.Envelopes = dev, envs
+		if f.Token != nil {
+			tok, err := wire.DecodeSubscribeToken(f.Token)
+			if err != nil {
+				return request{}, badFrame("handover: %v", err)
+			}
+			if !tok.Device.Equal(dev) {
+				return request{}, badFrame("handover: token of another device")
+			}
+			r.Token = tok
+		}
 	case msgSubscribe:
 		// A subscribe without a valid token is unauthorized, whatever else
 		// it carries.
@@ -335,7 +350,7 @@ func decodeReply(b []byte) (reply, error) {
 		}
 		for _, c := range f.Results {
 			switch c {
-			case codeOK, codeMailboxFull, codeExpired, codeFuture, codeNotResponsible, codeBadEnvelope, codeInternal:
+			case codeOK, codeMailboxFull, codeRequestsFull, codeExpired, codeFuture, codeNotResponsible, codeRateLimited, codeBadEnvelope, codeInternal:
 			default:
 				return reply{}, badFrame("store result: unknown code %q", c)
 			}
@@ -422,6 +437,8 @@ var storeCodes = service.Codes{
 	{Code: codeExpired, Err: wire.ErrExpired},
 	{Code: codeFuture, Err: wire.ErrFromFuture},
 	{Code: codeNotResponsible, Err: ErrNotResponsible},
+	{Code: codeRequestsFull, Err: wire.ErrRequestsFull},
+	{Code: codeRateLimited, Err: ErrRateLimited},
 	{Code: codeBadEnvelope, Err: wire.ErrBadEnvelope},
 }
 

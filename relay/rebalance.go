@@ -46,6 +46,10 @@ func (s *Service) Rebalance(ctx context.Context) error {
 // what a quorum of them stored.
 func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []peer.ID) error {
 	need := s.quorum(len(peers))
+	token, err := s.box.Token(device)
+	if err != nil {
+		return fmt.Errorf("relay: hand over mailbox of %s: %w", device, err)
+	}
 	var after uint64
 	moved := 0
 	for {
@@ -67,7 +71,7 @@ func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []p
 		var wg sync.WaitGroup
 		for _, p := range peers {
 			wg.Go(func() {
-				errs := s.storeRemote(ctx, p, msgHandover, device, envs)
+				errs := s.storeRemote(ctx, p, msgHandover, device, envs, token)
 				mu.Lock()
 				defer mu.Unlock()
 				for i, err := range errs {

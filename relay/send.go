@@ -118,7 +118,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			answered[i]++
 			if w.err[j] == nil {
 				results[i].Stored++
-			} else if failure[i] == nil || !errors.Is(failure[i], wire.ErrMailboxFull) {
+			} else if failure[i] == nil || !(errors.Is(failure[i], wire.ErrMailboxFull) || errors.Is(failure[i], wire.ErrRequestsFull)) {
 				failure[i] = w.err[j]
 			}
 			if decided(i) {
@@ -136,7 +136,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			continue
 		}
 		switch f := failure[i]; {
-		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrFromFuture), errors.Is(f, wire.ErrBadEnvelope):
+		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrRequestsFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrFromFuture), errors.Is(f, wire.ErrBadEnvelope):
 			results[i].Err = f
 		default:
 			results[i].Err = fmt.Errorf("%w: %d of %d relays stored envelope %s (last error: %v)", ErrNoQuorum, results[i].Stored, quorum[i], envs[i].ID, f)
@@ -170,11 +170,14 @@ func (s *Service) storeLocal(ctx context.Context, envs []Envelope) []error {
 	return errs
 }
 
-func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device ident.DeviceID, envs []Envelope) []error {
+// storeRemote stores envs on relay p with a store or handover frame; a
+// handover carries the device's token, if not nil.
+func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device ident.DeviceID, envs []Envelope, token []byte) []error {
 	f, err := storeFrame(typ, device, envs)
 	if err != nil {
 		return failAll(len(envs), err)
 	}
+	f.Token = token
 	r, err := s.roundTrip(ctx, p, f, msgStoreResult)
 	if err != nil {
 		s.log.Debug("store on relay failed", "relay", p.String(), "envelopes", len(envs), "err", err)

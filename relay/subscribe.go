@@ -92,6 +92,9 @@ func (s *Service) follow(ctx context.Context, p peer.ID, token func() wire.Subsc
 				return
 			}
 			if err = tok.CheckFor(p.String(), s.now()); err == nil {
+				err = s.box.Register(ctx, tok)
+			}
+			if err == nil {
 				err = s.pump(ctx, device, func(envs []Envelope) error { sub.offer(envs); return nil })
 			}
 		} else {

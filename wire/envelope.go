@@ -41,6 +41,9 @@ var (
 	ErrMailboxFull = errors.New("wire: mailbox full")
 	// ErrExpired reports an envelope whose TTL has passed.
 	ErrExpired = errors.New("wire: envelope expired")
+	// ErrRequestsFull reports a mailbox whose quota for envelopes without
+	// the device's delivery key (message requests) is used up.
+	ErrRequestsFull = errors.New("wire: mailbox full for message requests")
 	// ErrFromFuture reports an envelope dated more than MaxClockSkew after
 	// the clock of the node that checks it.
 	ErrFromFuture = errors.New("wire: envelope dated in the future")
@@ -68,6 +71,11 @@ type Envelope struct {
 	Time       time.Time     // when the sender made it (millisecond precision)
 	TTL        time.Duration // how long it may wait (second precision)
 	Ciphertext []byte
+	// Delivery is the recipient device's delivery key, which only its
+	// contacts hold (DeliveryVerifierSize bytes), or nil: relays count an
+	// envelope without it against the mailbox's small quota for message
+	// requests.
+	Delivery []byte
 }
 
 // EnvelopeRefSize is the size of an envelope reference: the ID and the
@@ -112,6 +120,7 @@ type wireEnvelope struct {
 	Time       uint64         `cbor:"3,keyasint"` // ms since the Unix epoch
 	TTL        uint64         `cbor:"4,keyasint"` // seconds
 	Ciphertext []byte         `cbor:"5,keyasint"`
+	Delivery   []byte         `cbor:"6,keyasint,omitempty"`
 }
 
 var (
@@ -151,7 +160,8 @@ func StrictDecMode(maxArray int) cbor.DecMode {
 }
 
 // Check reports whether e is within the limits: a device, a non-zero ID,
-// a TTL in (0, MaxTTL], a payload of at most MaxCiphertextSize.
+// a TTL in (0, MaxTTL], a payload of at most MaxCiphertextSize, a
+// delivery key of DeliveryVerifierSize bytes or none.
 func (e Envelope) Check() error {
 	switch {
 	case e.To.IsZero():
@@ -162,6 +172,8 @@ func (e Envelope) Check() error {
 		return fmt.Errorf("%w: TTL %s not in (0, %s]", ErrBadEnvelope, e.TTL, MaxTTL)
 	case len(e.Ciphertext) == 0 || len(e.Ciphertext) > MaxCiphertextSize:
 		return fmt.Errorf("%w: ciphertext of %d bytes (1 to %d)", ErrBadEnvelope, len(e.Ciphertext), MaxCiphertextSize)
+	case e.Delivery != nil && len(e.Delivery) != DeliveryVerifierSize:
+		return fmt.Errorf("%w: delivery key of %d bytes, want %d", ErrBadEnvelope, len(e.Delivery), DeliveryVerifierSize)
 	}
 	return nil
 }
@@ -191,6 +203,7 @@ func (e Envelope) Encode() ([]byte, error) {
 		Time:       uint64(e.Time.UnixMilli()),
 		TTL:        uint64(e.TTL / time.Second),
 		Ciphertext: e.Ciphertext,
+		Delivery:   e.Delivery,
 	})
 }
 
@@ -215,6 +228,7 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 		Time:       time.UnixMilli(int64(w.Time)).UTC(),
 		TTL:        time.Duration(w.TTL) * time.Second,
 		Ciphertext: w.Ciphertext,
+		Delivery:   w.Delivery,
 	}
 	copy(e.ID[:], w.ID)
 	if err := e.Check(); err != nil {

@@ -120,12 +120,13 @@ type SendResult struct {
 
 // Error codes of a send result and of error frames.
 const (
-	ResultMailboxFull = "mailbox_full"
-	ResultNoQuorum    = "no_quorum"
-	ResultBadEnvelope = "bad_envelope"
-	ResultFuture      = "future"
-	ResultRateLimited = "rate_limited"
-	ResultTooLarge    = "too_large"
+	ResultMailboxFull  = "mailbox_full"
+	ResultNoQuorum     = "no_quorum"
+	ResultBadEnvelope  = "bad_envelope"
+	ResultFuture       = "future"
+	ResultRequestsFull = "requests_full"
+	ResultRateLimited  = "rate_limited"
+	ResultTooLarge     = "too_large"
 	// CodeBadToken is the code of the error frame answering a token
 	// frame whose token does not verify or is not fresh.
 	CodeBadToken = "bad_token"

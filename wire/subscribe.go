@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -23,12 +24,18 @@ const (
 	SubscribeTokenRefresh = SubscribeTokenLifetime / 4
 	// DeliveryVerifierSize is the size of a delivery key and of its
 	// verifier, SHA-256 of the key.
-	DeliveryVerifierSize = 32
+	DeliveryVerifierSize = sha256.Size
 	// MaxSubscribeTokenSize bounds an encoded subscribe token.
 	MaxSubscribeTokenSize = 2048
 	// maxNodeIDSize bounds the peer ID text of a token.
 	maxNodeIDSize = 128
 )
+
+// DeliveryVerifier is the verifier of a delivery key: its SHA-256.
+func DeliveryVerifier(key []byte) []byte {
+	h := sha256.Sum256(key)
+	return h[:]
+}
 
 // ErrBadToken reports a subscribe token that does not decode, does not
 // verify, names another node or is not fresh.
