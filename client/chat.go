@@ -82,6 +82,9 @@ type chatPayload struct {
 	Sent     int64         `cbor:"3,keyasint"`
 	Text     string        `cbor:"4,keyasint"`
 	Receipts []receiptWire `cbor:"5,keyasint,omitempty"`
+	// Delivery is the sending device's delivery key (deliveryKey): the
+	// recipients attach it to what they send to that device.
+	Delivery []byte `cbor:"6,keyasint,omitempty"`
 }
 
 // receiptWire names one received message: its sending device and that
@@ -109,6 +112,9 @@ func decodeChatPayload(b []byte) (chatPayload, ident.UserID, error) {
 	if len(p.Receipts) > 0 && p.Text != "" {
 		return chatPayload{}, ident.UserID{}, errors.New("receipt with text")
 	}
+	if p.Delivery != nil && len(p.Delivery) != wire.DeliveryVerifierSize {
+		return chatPayload{}, ident.UserID{}, fmt.Errorf("delivery key of %d bytes", len(p.Delivery))
+	}
 	for _, r := range p.Receipts {
 		if _, err := ident.DeviceIDFromBytes(r.Device); err != nil {
 			return chatPayload{}, ident.UserID{}, fmt.Errorf("receipt: %w", err)
@@ -126,6 +132,8 @@ type Chat struct {
 	self   Identity
 	policy e2ee.RenewalPolicy
 	log    *slog.Logger
+	// delivery is this device's delivery key (deliveryKey).
+	delivery []byte
 
 	mu      sync.Mutex // guards st, store, chains, orphans
 	st      *chatState
@@ -188,7 +196,7 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 		return nil, err
 	}
 	return &Chat{
-		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(),
+		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(), delivery: deliveryKey(keys),
 		log:         slog.New(slog.DiscardHandler),
 		st:          state,
 		store:       store,

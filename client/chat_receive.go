@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -55,7 +56,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		}
 	}
 	ch.mu.Lock()
-	batch := batchSessions{st: ch.st, sessions: map[receiverKey]*e2ee.ReceiverSession{}, dirty: map[receiverKey]bool{}}
+	batch := batchSessions{st: ch.st, sessions: map[receiverKey]*e2ee.ReceiverSession{}, dirty: map[receiverKey]bool{}, delivery: map[ident.DeviceID][]byte{}}
 	for k, rs := range opening {
 		if _, ok := ch.st.receivers[k]; ok {
 			continue // delivered again: never rewind a session
@@ -100,6 +101,9 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		return cmp.Compare(a.Seq, b.Seq)
 	})
 	rec := chatRecord{Delivered: delivered}
+	for dev, key := range batch.delivery {
+		rec.Delivery = append(rec.Delivery, deliveryWire{Device: dev.Bytes(), Key: key})
+	}
 	for i := range fresh {
 		fresh[i].Local = ch.st.local + uint64(i) + 1
 		rec.History = append(rec.History, encodeChatMessage(fresh[i]))
@@ -112,7 +116,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		}
 		rec.Receivers = append(rec.Receivers, state)
 	}
-	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 {
+	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 || len(rec.Delivery) > 0 {
 		if err := ch.commitLocked(rec); err != nil {
 			ch.mu.Unlock()
 			return err
@@ -182,11 +186,13 @@ func (ch *Chat) keepOrphanLocked(o orphan) {
 
 // batchSessions is the receiver sessions of one batch: those its bundles
 // opened and copies of the ones of st that its messages advance, dirty
-// for those to store.
+// for those to store; and the delivery keys its messages gave that st
+// does not hold.
 type batchSessions struct {
 	st       *chatState
 	sessions map[receiverKey]*e2ee.ReceiverSession
 	dirty    map[receiverKey]bool
+	delivery map[ident.DeviceID][]byte
 }
 
 // lookup returns the batch's session k, copying it from st the first
@@ -308,6 +314,9 @@ func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, b *batchSession
 	clear(pt)
 	if err != nil {
 		return ChatMessage{}, nil, false, fmt.Errorf("payload: %w", err)
+	}
+	if p.Delivery != nil && !bytes.Equal(b.st.delivery[h.Sender], p.Delivery) {
+		b.delivery[h.Sender] = p.Delivery
 	}
 	peer := h.SenderUser
 	outgoing := h.SenderUser.Equal(ch.self.User)

@@ -182,6 +182,13 @@ type chatRecord struct {
 	Done      []doneWire        `cbor:"6,keyasint,omitempty"`
 	Delivered []msgRefWire      `cbor:"7,keyasint,omitempty"`
 	Seen      []seenWire        `cbor:"8,keyasint,omitempty"`
+	Delivery  []deliveryWire    `cbor:"9,keyasint,omitempty"`
+}
+
+// deliveryWire is the delivery key of a device, learnt from its messages.
+type deliveryWire struct {
+	Device []byte `cbor:"1,keyasint"`
+	Key    []byte `cbor:"2,keyasint"`
 }
 
 var (
@@ -225,6 +232,8 @@ type chatState struct {
 	// and sealed receipts), in sequence order.
 	outbox map[uint64]*outboxEntry
 	queue  []queued
+	// delivery is the delivery key of each device that gave one.
+	delivery map[ident.DeviceID][]byte
 }
 
 // outboxEntry is a sealed message or receipt waiting for the relays.
@@ -256,6 +265,7 @@ func newChatState() *chatState {
 		receivers: map[receiverKey]*e2ee.ReceiverSession{},
 		seen:      map[ident.UserID]uint64{},
 		outbox:    map[uint64]*outboxEntry{},
+		delivery:  map[ident.DeviceID][]byte{},
 	}
 }
 
@@ -409,6 +419,16 @@ func (s *chatState) apply(r chatRecord) error {
 			return fmt.Errorf("seen mark: %w", err)
 		}
 		s.seen[peer] = max(s.seen[peer], w.Local)
+	}
+	for _, w := range r.Delivery {
+		dev, err := ident.DeviceIDFromBytes(w.Device)
+		if err != nil {
+			return fmt.Errorf("delivery key: %w", err)
+		}
+		if len(w.Key) != wire.DeliveryVerifierSize {
+			return fmt.Errorf("delivery key of %d bytes", len(w.Key))
+		}
+		s.delivery[dev] = w.Key
 	}
 	return nil
 }
@@ -830,6 +850,9 @@ func (s *chatState) snapshotSessions() (chatRecord, error) {
 	r := chatRecord{Seq: s.seq}
 	for peer, l := range s.seen {
 		r.Seen = append(r.Seen, seenWire{Peer: peer.Bytes(), Local: l})
+	}
+	for dev, key := range s.delivery {
+		r.Delivery = append(r.Delivery, deliveryWire{Device: dev.Bytes(), Key: key})
 	}
 	for peer, ss := range s.senders {
 		b, err := ss.MarshalBinary()

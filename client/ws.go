@@ -72,6 +72,8 @@ type Conn struct {
 	keys    e2ee.DeviceKeys
 	signing e2ee.SigningKey
 	peerID  string
+	// verifier is the device's delivery verifier its tokens register.
+	verifier []byte
 
 	deliveries  chan []wire.Envelope
 	wantDeliver bool
@@ -121,7 +123,8 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 	}
 	dev := keys.ID()
 	sig := keys.Signing.Sign(wire.DomainWSAuth, wire.WSAuthMessage(f.Nonce, f.PeerID, user, dev))
-	tok, err := subscribeToken(keys, f.PeerID)
+	verifier := wire.DeliveryVerifier(deliveryKey(keys))
+	tok, err := subscribeToken(keys, f.PeerID, verifier)
 	if err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: subscribe token: %w", apiURL, err)
@@ -145,7 +148,7 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 		return nil, fmt.Errorf("%w: %s answered the authentication with frame type %d", ErrNodeMisbehaved, apiURL, r.Type)
 	}
 	c := &Conn{
-		ws: ws, device: dev, keys: keys, signing: keys.Signing, peerID: f.PeerID,
+		ws: ws, device: dev, keys: keys, signing: keys.Signing, peerID: f.PeerID, verifier: verifier,
 		deliveries: make(chan []wire.Envelope, deliverQueue), wantDeliver: deliver,
 		pending: map[uint64]chan []wire.SendResult{}, done: make(chan struct{}),
 	}
@@ -155,9 +158,9 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 }
 
 // subscribeToken is keys' encoded subscribe token for the node peerID,
-// made now.
-func subscribeToken(keys e2ee.DeviceKeys, peerID string) ([]byte, error) {
-	return wire.NewSubscribeToken(keys, peerID, time.Now(), nil).Encode()
+// made now, registering the delivery verifier.
+func subscribeToken(keys e2ee.DeviceKeys, peerID string, verifier []byte) ([]byte, error) {
+	return wire.NewSubscribeToken(keys, peerID, time.Now(), verifier).Encode()
 }
 
 // refreshToken sends the node a new subscribe token every
@@ -172,7 +175,7 @@ func (c *Conn) refreshToken() {
 			return
 		case <-t.C:
 		}
-		tok, err := subscribeToken(c.keys, c.peerID)
+		tok, err := subscribeToken(c.keys, c.peerID, c.verifier)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), DialTimeout)
 			err = writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameToken, Token: tok})
