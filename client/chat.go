@@ -24,7 +24,8 @@ const (
 	ReconnectBackoff    = 200 * time.Millisecond
 	MaxReconnectBackoff = 10 * time.Second
 	// MaxOrphans bounds the messages held while their key bundle has not
-	// arrived yet; they are not acknowledged, so the relays keep them.
+	// arrived yet; they are not acknowledged (so the relays keep them)
+	// until QuarantineAfter.
 	MaxOrphans = 4096
 	// MaxTextSize bounds the text of one message: 261,888 bytes (256 KiB
 	// less room for the rest of the payload).
@@ -169,6 +170,10 @@ type orphan struct {
 	env    wire.Envelope
 	sender ident.UserID
 	body   []byte
+	// held is when the device first held it; acked, whether it has been
+	// acknowledged (quarantined: see QuarantineAfter).
+	held  time.Time
+	acked bool
 }
 
 // OpenChat unlocks the device (one passphrase derivation) and opens the

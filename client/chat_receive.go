@@ -15,10 +15,19 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// opened is one envelope after opening.
+// QuarantineAfter is how long a message whose key bundle has not come is
+// left unacknowledged on the relays. Past it, the next delivery
+// acknowledges it (the relays delete it) and the device keeps it in memory
+// (among its MaxOrphans orphans) in case the bundle comes after all, so
+// that what a device cannot use yet does not fill its mailbox forever.
+var QuarantineAfter = time.Hour
+
+// opened is one envelope after opening; held and acked are an orphan's.
 type opened struct {
 	env     wire.Envelope
 	content e2ee.SealedContent
+	held    time.Time
+	acked   bool
 }
 
 // receive opens a batch of envelopes: key bundles first, then messages;
@@ -33,7 +42,7 @@ type opened struct {
 func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
 	ch.log.Debug("delivery", "envelopes", len(envs))
 	var acks []wire.EnvelopeRef
-	var bundles, msgs []opened
+	var bundles, newMsgs, msgs []opened
 	for _, e := range envs {
 		c, err := e2ee.OpenEnvelope(ch.keys, e.Ciphertext)
 		if err != nil {
@@ -42,9 +51,9 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 			continue
 		}
 		if c.Kind == e2ee.EnvelopeKeyBundle {
-			bundles = append(bundles, opened{e, c})
+			bundles = append(bundles, opened{env: e, content: c})
 		} else {
-			msgs = append(msgs, opened{e, c})
+			newMsgs = append(newMsgs, opened{env: e, content: c})
 		}
 	}
 	// Bundles are opened without ch.mu: they may fetch chains.
@@ -65,9 +74,14 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	}
 	orphans := ch.orphans
 	ch.orphans, ch.orphanBytes = nil, 0
+	// The orphans first, so that an envelope the relays push again keeps
+	// the time it was first held.
+	held := make(map[wire.EnvelopeRef]bool, len(orphans))
+	msgs = slices.Grow(msgs[:0:0], len(orphans)+len(msgs))
 	for _, o := range orphans {
-		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}})
+		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}, o.held, o.acked})
 	}
+	msgs = append(msgs, newMsgs...)
 	var fresh []ChatMessage
 	var delivered []msgRefWire
 	now := time.Now()
@@ -75,8 +89,21 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		m, receipts, keep, err := ch.openMessage(o.content, now, &batch)
 		switch {
 		case keep:
+			ref := o.env.Ref()
+			if held[ref] {
+				continue // pushed again while held
+			}
+			held[ref] = true
+			if o.held.IsZero() {
+				o.held = now
+			}
+			if !o.acked && now.Sub(o.held) >= QuarantineAfter {
+				ch.log.Info("quarantined a message whose key bundle has not come", "envelope", o.env.ID.String(), "held_since", o.held)
+				acks = append(acks, ref)
+				o.acked = true
+			}
 			ch.log.Debug("message waits for its key bundle", "envelope", o.env.ID.String())
-			ch.keepOrphanLocked(orphan{o.env, o.content.Sender, o.content.Body})
+			ch.keepOrphanLocked(orphan{o.env, o.content.Sender, o.content.Body, o.held, o.acked})
 			continue
 		case err != nil:
 			ch.log.Info("dropped a message", "envelope", o.env.ID.String(), "err", err)
