@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -48,8 +49,8 @@ const (
 // Relay is what the WebSocket endpoint needs of the relay service.
 type Relay interface {
 	Send(ctx context.Context, envs []wire.Envelope) ([]relay.SendResult, error)
-	Subscribe(ctx context.Context, device ident.DeviceID, deliver func([]wire.Envelope)) error
-	Ack(ctx context.Context, dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error
+	Subscribe(ctx context.Context, token func() wire.SubscribeToken, deliver func([]wire.Envelope)) error
+	Ack(ctx context.Context, dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error
 }
 
 // WithRelay mounts GET /v1/ws, the devices' live connection.
@@ -139,6 +140,8 @@ type wsSession struct {
 	conn   *websocket.Conn
 	device ident.DeviceID
 	public ident.DevicePublic
+	peerID string // this node's, as the challenge named it
+	token  atomic.Pointer[wire.SubscribeToken]
 	out    chan wire.Frame
 	closed sync.Once
 }
@@ -189,7 +192,7 @@ func (s *Server) ws(w http.ResponseWriter, r *http.Request) {
 	go func() { defer wg.Done(); s.wsWriter(ctx, sess) }()
 	go func() {
 		defer wg.Done()
-		err := s.relay.Subscribe(ctx, sess.device, func(envs []wire.Envelope) { s.wsDeliver(sess, envs) })
+		err := s.relay.Subscribe(ctx, sess.subscribeToken, func(envs []wire.Envelope) { s.wsDeliver(sess, envs) })
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("relay subscription ended", "device", sess.device.String(), "err", err)
 			sess.close(websocket.StatusInternalError, "relay subscription failed")
@@ -238,7 +241,38 @@ func (s *Server) wsAuthenticate(ctx context.Context, conn *websocket.Conn) (*wsS
 	if err := pub.Signing.Verify(wire.DomainWSAuth, wire.WSAuthMessage(nonce, peerID, *f.User, *f.Device), f.Sig); err != nil {
 		return nil, fmt.Errorf("challenge signature: %w", err)
 	}
-	return &wsSession{conn: conn, device: *f.Device, public: pub, out: make(chan wire.Frame, wsOutQueue)}, nil
+	sess := &wsSession{conn: conn, device: *f.Device, public: pub, peerID: peerID, out: make(chan wire.Frame, wsOutQueue)}
+	if err := sess.takeToken(f.Token, time.Now()); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// subscribeToken is the newest subscribe token of the session's device.
+func (w *wsSession) subscribeToken() wire.SubscribeToken { return *w.token.Load() }
+
+// takeToken checks a subscribe token of the session's device for this
+// node and keeps it if it is newer than the one kept.
+func (w *wsSession) takeToken(raw []byte, now time.Time) error {
+	tok, err := wire.DecodeSubscribeToken(raw)
+	if err != nil {
+		return err
+	}
+	if !tok.Device.Equal(w.device) {
+		return fmt.Errorf("%w: token of device %s on the session of %s", wire.ErrBadToken, tok.Device, w.device)
+	}
+	if err := tok.CheckFor(w.peerID, now); err != nil {
+		return err
+	}
+	for {
+		old := w.token.Load()
+		if old != nil && !tok.Time.After(old.Time) {
+			return nil
+		}
+		if w.token.CompareAndSwap(old, &tok) {
+			return nil
+		}
+	}
 }
 
 var errBadFrame = errors.New("bad frame")
@@ -259,8 +293,16 @@ func (s *Server) wsReadLoop(ctx context.Context, sess *wsSession) error {
 		switch f.Type {
 		case wire.FrameSend:
 			s.queue(sess, wire.Frame{Type: wire.FrameSendResult, RequestID: f.RequestID, Results: s.wsSend(ctx, limiter, f.Envelopes)})
+		case wire.FrameToken:
+			if err := sess.takeToken(f.Token, time.Now()); err != nil {
+				s.queue(sess, wire.Frame{Type: wire.FrameError, Code: wire.CodeBadToken, Message: err.Error()})
+			}
 		case wire.FrameAck:
-			if err := s.relay.Ack(ctx, sess.public, wire.IDsOf(f.IDs), f.Sig); err != nil {
+			refs, err := wire.RefsOf(f.Refs) // DecodeFrame checked their sizes
+			if err == nil {
+				err = s.relay.Ack(ctx, sess.public, refs, f.Sig)
+			}
+			if err != nil {
 				s.queue(sess, wire.Frame{Type: wire.FrameError, Code: "ack_failed", Message: err.Error()})
 			}
 		default:
@@ -306,6 +348,10 @@ func (s *Server) wsSend(ctx context.Context, limiter *rate.Limiter, raw [][]byte
 			results[i].Stored = uint64(res[j].Stored)
 		case errors.Is(res[j].Err, wire.ErrMailboxFull):
 			results[i].Code, results[i].Stored = wire.ResultMailboxFull, uint64(res[j].Stored)
+		case errors.Is(res[j].Err, wire.ErrRequestsFull):
+			results[i].Code, results[i].Stored = wire.ResultRequestsFull, uint64(res[j].Stored)
+		case errors.Is(res[j].Err, wire.ErrFromFuture):
+			results[i].Code = wire.ResultFuture
 		case errors.Is(res[j].Err, wire.ErrBadEnvelope), errors.Is(res[j].Err, wire.ErrExpired):
 			results[i].Code = wire.ResultBadEnvelope
 		default:
@@ -406,6 +452,8 @@ func frameName(t wire.FrameType) string {
 		return "ack"
 	case wire.FrameError:
 		return "error"
+	case wire.FrameToken:
+		return "token"
 	}
 	return "unknown"
 }

@@ -78,7 +78,11 @@ func connect(t *testing.T, ctx context.Context, apiURL string, d wsDevice, sign 
 	}
 	dev := d.keys.ID()
 	sig := sign.Sign(wire.DomainWSAuth, wire.WSAuthMessage(ch.Nonce, ch.PeerID, d.user, dev))
-	writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameAuth, User: &d.user, Device: &dev, Sig: sig})
+	tok, err := wire.NewSubscribeToken(d.keys, ch.PeerID, time.Now(), nil).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(t, ctx, c, wire.Frame{Type: wire.FrameAuth, User: &d.user, Device: &dev, Sig: sig, Token: tok})
 	return c, readFrame(t, ctx, c)
 }
 
@@ -113,13 +117,11 @@ func receive(t *testing.T, ctx context.Context, c *websocket.Conn, n int) []wire
 }
 
 func ack(d wsDevice, envs []wire.Envelope) wire.Frame {
-	ids := make([]wire.EnvelopeID, len(envs))
-	raw := make([][]byte, len(envs))
+	ids := make([]wire.EnvelopeRef, len(envs))
 	for i, e := range envs {
-		ids[i] = e.ID
-		raw[i] = ids[i][:]
+		ids[i] = e.Ref()
 	}
-	return wire.Frame{Type: wire.FrameAck, IDs: raw, Sig: d.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(d.keys.ID(), ids))}
+	return wire.Frame{Type: wire.FrameAck, Refs: wire.RefBytes(ids), Sig: d.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(d.keys.ID(), ids))}
 }
 
 // pendingOn counts the envelopes for dev on every node's local mailboxes.
@@ -167,7 +169,7 @@ func TestWebSocketDelivery(t *testing.T) {
 	}
 	// A forged ack deletes nothing; Bob's own ack deletes every copy.
 	forged := ack(bob, got)
-	forged.Sig = alice.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(bob.keys.ID(), []wire.EnvelopeID{e1.ID}))
+	forged.Sig = alice.keys.Signing.Sign(wire.DomainAck, wire.AckMessage(bob.keys.ID(), []wire.EnvelopeRef{e1.Ref()}))
 	writeFrame(t, ctx, b, forged)
 	if f := readFrame(t, ctx, b); f.Type != wire.FrameError || f.Code != "ack_failed" {
 		t.Fatalf("forged ack answered %+v", f)

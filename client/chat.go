@@ -24,7 +24,8 @@ const (
 	ReconnectBackoff    = 200 * time.Millisecond
 	MaxReconnectBackoff = 10 * time.Second
 	// MaxOrphans bounds the messages held while their key bundle has not
-	// arrived yet; they are not acknowledged, so the relays keep them.
+	// arrived yet; they are not acknowledged (so the relays keep them)
+	// until QuarantineAfter.
 	MaxOrphans = 4096
 	// MaxTextSize bounds the text of one message: 261,888 bytes (256 KiB
 	// less room for the rest of the payload).
@@ -82,6 +83,9 @@ type chatPayload struct {
 	Sent     int64         `cbor:"3,keyasint"`
 	Text     string        `cbor:"4,keyasint"`
 	Receipts []receiptWire `cbor:"5,keyasint,omitempty"`
+	// Delivery is the sending device's delivery key (deliveryKey): the
+	// recipients attach it to what they send to that device.
+	Delivery []byte `cbor:"6,keyasint,omitempty"`
 }
 
 // receiptWire names one received message: its sending device and that
@@ -109,6 +113,9 @@ func decodeChatPayload(b []byte) (chatPayload, ident.UserID, error) {
 	if len(p.Receipts) > 0 && p.Text != "" {
 		return chatPayload{}, ident.UserID{}, errors.New("receipt with text")
 	}
+	if p.Delivery != nil && len(p.Delivery) != wire.DeliveryVerifierSize {
+		return chatPayload{}, ident.UserID{}, fmt.Errorf("delivery key of %d bytes", len(p.Delivery))
+	}
 	for _, r := range p.Receipts {
 		if _, err := ident.DeviceIDFromBytes(r.Device); err != nil {
 			return chatPayload{}, ident.UserID{}, fmt.Errorf("receipt: %w", err)
@@ -126,6 +133,8 @@ type Chat struct {
 	self   Identity
 	policy e2ee.RenewalPolicy
 	log    *slog.Logger
+	// delivery is this device's delivery key (deliveryKey).
+	delivery []byte
 
 	mu     sync.Mutex // guards st, store, chains, orphans
 	st     *chatState
@@ -164,6 +173,10 @@ type orphan struct {
 	env    wire.Envelope
 	sender ident.UserID
 	body   []byte
+	// held is when the device first held it; acked, whether it has been
+	// acknowledged (quarantined: see QuarantineAfter).
+	held  time.Time
+	acked bool
 }
 
 // OpenChat unlocks the device (one passphrase derivation) and opens the
@@ -191,7 +204,7 @@ func (c *Client) OpenChat(passphrase []byte) (*Chat, error) {
 		return nil, err
 	}
 	return &Chat{
-		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(),
+		c: c, keys: keys, self: id, policy: e2ee.DefaultRenewalPolicy(), delivery: deliveryKey(keys),
 		log:         slog.New(slog.DiscardHandler),
 		st:          state,
 		store:       store,

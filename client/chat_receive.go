@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -14,10 +15,19 @@ import (
 	"github.com/volo-chat/volo/wire"
 )
 
-// opened is one envelope after opening.
+// QuarantineAfter is how long a message whose key bundle has not come is
+// left unacknowledged on the relays. Past it, the next delivery
+// acknowledges it (the relays delete it) and the device keeps it in memory
+// (among its MaxOrphans orphans) in case the bundle comes after all, so
+// that what a device cannot use yet does not fill its mailbox forever.
+var QuarantineAfter = time.Hour
+
+// opened is one envelope after opening; held and acked are an orphan's.
 type opened struct {
 	env     wire.Envelope
 	content e2ee.SealedContent
+	held    time.Time
+	acked   bool
 }
 
 // receive opens a batch of envelopes: key bundles first, then messages;
@@ -31,31 +41,31 @@ type opened struct {
 // moved: the relays deliver the batch again and it opens again.
 func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, sink func(ChatMessage)) error {
 	ch.log.Debug("delivery", "envelopes", len(envs))
-	var acks []wire.EnvelopeID
-	var bundles, msgs []opened
+	var acks []wire.EnvelopeRef
+	var bundles, newMsgs, msgs []opened
 	for _, e := range envs {
 		c, err := e2ee.OpenEnvelope(ch.keys, e.Ciphertext)
 		if err != nil {
 			ch.log.Info("dropped an envelope that does not open", "envelope", e.ID.String(), "err", err)
-			acks = append(acks, e.ID)
+			acks = append(acks, e.Ref())
 			continue
 		}
 		if c.Kind == e2ee.EnvelopeKeyBundle {
-			bundles = append(bundles, opened{e, c})
+			bundles = append(bundles, opened{env: e, content: c})
 		} else {
-			msgs = append(msgs, opened{e, c})
+			newMsgs = append(newMsgs, opened{env: e, content: c})
 		}
 	}
 	// Bundles are opened without ch.mu: they may fetch chains.
 	opening := map[receiverKey]*e2ee.ReceiverSession{}
 	for _, o := range bundles {
-		acks = append(acks, o.env.ID)
+		acks = append(acks, o.env.Ref())
 		if err := ch.openBundle(ctx, o.content, opening); err != nil {
 			ch.log.Info("dropped a key bundle", "envelope", o.env.ID.String(), "err", err)
 		}
 	}
 	ch.mu.Lock()
-	batch := batchSessions{st: ch.st, sessions: map[receiverKey]*e2ee.ReceiverSession{}, dirty: map[receiverKey]bool{}}
+	batch := batchSessions{st: ch.st, sessions: map[receiverKey]*e2ee.ReceiverSession{}, dirty: map[receiverKey]bool{}, delivery: map[ident.DeviceID][]byte{}}
 	for k, rs := range opening {
 		if _, ok := ch.st.receivers[k]; ok {
 			continue // delivered again: never rewind a session
@@ -64,9 +74,14 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 	}
 	orphans := ch.orphans
 	ch.orphans, ch.orphanBytes = nil, 0
+	// The orphans first, so that an envelope the relays push again keeps
+	// the time it was first held.
+	held := make(map[wire.EnvelopeRef]bool, len(orphans))
+	msgs = slices.Grow(msgs[:0:0], len(orphans)+len(msgs))
 	for _, o := range orphans {
-		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}})
+		msgs = append(msgs, opened{o.env, e2ee.SealedContent{Kind: e2ee.EnvelopeMessage, Sender: o.sender, Body: o.body}, o.held, o.acked})
 	}
+	msgs = append(msgs, newMsgs...)
 	var fresh []ChatMessage
 	var delivered []msgRefWire
 	now := time.Now()
@@ -74,8 +89,21 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		m, receipts, keep, err := ch.openMessage(o.content, now, &batch)
 		switch {
 		case keep:
+			ref := o.env.Ref()
+			if held[ref] {
+				continue // pushed again while held
+			}
+			held[ref] = true
+			if o.held.IsZero() {
+				o.held = now
+			}
+			if !o.acked && now.Sub(o.held) >= QuarantineAfter {
+				ch.log.Info("quarantined a message whose key bundle has not come", "envelope", o.env.ID.String(), "held_since", o.held)
+				acks = append(acks, ref)
+				o.acked = true
+			}
 			ch.log.Debug("message waits for its key bundle", "envelope", o.env.ID.String())
-			ch.keepOrphanLocked(orphan{o.env, o.content.Sender, o.content.Body})
+			ch.keepOrphanLocked(orphan{o.env, o.content.Sender, o.content.Body, o.held, o.acked})
 			continue
 		case err != nil:
 			ch.log.Info("dropped a message", "envelope", o.env.ID.String(), "err", err)
@@ -91,7 +119,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		default:
 			fresh = append(fresh, m)
 		}
-		acks = append(acks, o.env.ID)
+		acks = append(acks, o.env.Ref())
 	}
 	slices.SortStableFunc(fresh, func(a, b ChatMessage) int {
 		if c := a.Device.Compare(b.Device); c != 0 {
@@ -100,6 +128,9 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		return cmp.Compare(a.Seq, b.Seq)
 	})
 	rec := chatRecord{Delivered: delivered}
+	for dev, key := range batch.delivery {
+		rec.Delivery = append(rec.Delivery, deliveryWire{Device: dev.Bytes(), Key: key})
+	}
 	for i := range fresh {
 		fresh[i].Local = ch.st.local + uint64(i) + 1
 		rec.History = append(rec.History, encodeChatMessage(fresh[i]))
@@ -112,7 +143,7 @@ func (ch *Chat) receive(ctx context.Context, conn *Conn, envs []wire.Envelope, s
 		}
 		rec.Receivers = append(rec.Receivers, state)
 	}
-	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 {
+	if len(rec.History) > 0 || len(rec.Receivers) > 0 || len(rec.Delivered) > 0 || len(rec.Delivery) > 0 {
 		if err := ch.commitLocked(rec); err != nil {
 			ch.mu.Unlock()
 			return err
@@ -182,11 +213,13 @@ func (ch *Chat) keepOrphanLocked(o orphan) {
 
 // batchSessions is the receiver sessions of one batch: those its bundles
 // opened and copies of the ones of st that its messages advance, dirty
-// for those to store.
+// for those to store; and the delivery keys its messages gave that st
+// does not hold.
 type batchSessions struct {
 	st       *chatState
 	sessions map[receiverKey]*e2ee.ReceiverSession
 	dirty    map[receiverKey]bool
+	delivery map[ident.DeviceID][]byte
 }
 
 // lookup returns the batch's session k, copying it from st the first
@@ -313,6 +346,9 @@ func (ch *Chat) openMessage(c e2ee.SealedContent, now time.Time, b *batchSession
 	clear(pt)
 	if err != nil {
 		return ChatMessage{}, nil, false, fmt.Errorf("payload: %w", err)
+	}
+	if p.Delivery != nil && !bytes.Equal(b.st.delivery[h.Sender], p.Delivery) {
+		b.delivery[h.Sender] = p.Delivery
 	}
 	peer := h.SenderUser
 	outgoing := h.SenderUser.Equal(ch.self.User)

@@ -462,7 +462,10 @@ func (ch *Chat) seal(ctx context.Context, j sealing) (*outboxEntry, uint64, erro
 		if err != nil {
 			return err
 		}
-		e.envs = append(e.envs, wire.Envelope{To: d.ID(), ID: wire.NewEnvelopeID(), Time: now, TTL: wire.DefaultTTL, Ciphertext: ct})
+		// The device's delivery key, once one of its messages gave it:
+		// its relays then count the envelope against its mailbox cap, not
+		// its quota for message requests.
+		e.envs = append(e.envs, wire.Envelope{To: d.ID(), ID: wire.NewEnvelopeID(), Time: now, TTL: wire.DefaultTTL, Ciphertext: ct, Delivery: ch.st.delivery[d.ID()]})
 		e.kinds = append(e.kinds, kind)
 		return nil
 	}
@@ -487,6 +490,7 @@ func (ch *Chat) seal(ctx context.Context, j sealing) (*outboxEntry, uint64, erro
 			}
 		}
 	}
+	j.payload.Delivery = ch.delivery
 	pt, err := storeEnc.Marshal(j.payload)
 	if err != nil {
 		return nil, 0, fmt.Errorf("client: encode message: %w", err)

@@ -183,6 +183,7 @@ type chatRecord struct {
 	Delivered []msgRefWire      `cbor:"7,keyasint,omitempty"`
 	Seen      []seenWire        `cbor:"8,keyasint,omitempty"`
 	Pins      []pinWire         `cbor:"9,keyasint,omitempty"`
+	Delivery  []deliveryWire    `cbor:"10,keyasint,omitempty"`
 }
 
 // pinWire is the chain of a user this device verified and pinned: the
@@ -191,6 +192,12 @@ type chatRecord struct {
 type pinWire struct {
 	User  []byte   `cbor:"1,keyasint"`
 	Links [][]byte `cbor:"2,keyasint"`
+}
+
+// deliveryWire is the delivery key of a device, learnt from its messages.
+type deliveryWire struct {
+	Device []byte `cbor:"1,keyasint"`
+	Key    []byte `cbor:"2,keyasint"`
 }
 
 var (
@@ -237,6 +244,8 @@ type chatState struct {
 	// pins holds the chains of other users this device verified: a chain
 	// a node serves must be the pinned one or extend it (Chat.chain).
 	pins map[ident.UserID]pin
+	// delivery is the delivery key of each device that gave one.
+	delivery map[ident.DeviceID][]byte
 }
 
 // pin is a pinned chain, verified, and its links.
@@ -275,6 +284,7 @@ func newChatState() *chatState {
 		seen:      map[ident.UserID]uint64{},
 		outbox:    map[uint64]*outboxEntry{},
 		pins:      map[ident.UserID]pin{},
+		delivery:  map[ident.DeviceID][]byte{},
 	}
 }
 
@@ -435,6 +445,16 @@ func (s *chatState) apply(r chatRecord) error {
 			return fmt.Errorf("pinned chain: %w", err)
 		}
 		s.pins[p.set.User()] = p
+	}
+	for _, w := range r.Delivery {
+		dev, err := ident.DeviceIDFromBytes(w.Device)
+		if err != nil {
+			return fmt.Errorf("delivery key: %w", err)
+		}
+		if len(w.Key) != wire.DeliveryVerifierSize {
+			return fmt.Errorf("delivery key of %d bytes", len(w.Key))
+		}
+		s.delivery[dev] = w.Key
 	}
 	return nil
 }
@@ -872,6 +892,9 @@ func (s *chatState) snapshotSessions() (chatRecord, error) {
 	}
 	for peer, l := range s.seen {
 		r.Seen = append(r.Seen, seenWire{Peer: peer.Bytes(), Local: l})
+	}
+	for dev, key := range s.delivery {
+		r.Delivery = append(r.Delivery, deliveryWire{Device: dev.Bytes(), Key: key})
 	}
 	for peer, ss := range s.senders {
 		b, err := ss.MarshalBinary()

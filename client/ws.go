@@ -57,6 +57,10 @@ func resultError(r wire.SendResult) error {
 		return fmt.Errorf("%w: stored on %d of %d relays", ErrNoQuorum, r.Stored, r.Relays)
 	case wire.ResultBadEnvelope, wire.ResultTooLarge:
 		return fmt.Errorf("%w: %s", ErrEnvelopeRefused, r.Code)
+	case wire.ResultRequestsFull:
+		return fmt.Errorf("%w (stored on %d relays): the recipient's mailbox takes no more messages from senders it has not written to", wire.ErrRequestsFull, r.Stored)
+	case wire.ResultFuture:
+		return fmt.Errorf("%w: dated in the future by this device's clock (%s)", ErrEnvelopeRefused, r.Code)
 	}
 	return fmt.Errorf("client: send refused: %s", r.Code)
 }
@@ -65,8 +69,11 @@ func resultError(r wire.SendResult) error {
 type Conn struct {
 	ws      *websocket.Conn
 	device  ident.DeviceID
+	keys    e2ee.DeviceKeys
 	signing e2ee.SigningKey
 	peerID  string
+	// verifier is the device's delivery verifier its tokens register.
+	verifier []byte
 
 	deliveries  chan []wire.Envelope
 	wantDeliver bool
@@ -116,7 +123,13 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 	}
 	dev := keys.ID()
 	sig := keys.Signing.Sign(wire.DomainWSAuth, wire.WSAuthMessage(f.Nonce, f.PeerID, user, dev))
-	if err := writeFrame(dctx, ws, wire.Frame{Type: wire.FrameAuth, User: &user, Device: &dev, Sig: sig}); err != nil {
+	verifier := wire.DeliveryVerifier(deliveryKey(keys))
+	tok, err := subscribeToken(keys, f.PeerID, verifier)
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("client: %s: subscribe token: %w", apiURL, err)
+	}
+	if err := writeFrame(dctx, ws, wire.Frame{Type: wire.FrameAuth, User: &user, Device: &dev, Sig: sig, Token: tok}); err != nil {
 		ws.CloseNow()
 		return nil, fmt.Errorf("client: %s: authenticate: %w", apiURL, err)
 	}
@@ -135,12 +148,44 @@ func Dial(ctx context.Context, apiURL string, hc *http.Client, user ident.UserID
 		return nil, fmt.Errorf("%w: %s answered the authentication with frame type %d", ErrNodeMisbehaved, apiURL, r.Type)
 	}
 	c := &Conn{
-		ws: ws, device: dev, signing: keys.Signing, peerID: f.PeerID,
+		ws: ws, device: dev, keys: keys, signing: keys.Signing, peerID: f.PeerID, verifier: verifier,
 		deliveries: make(chan []wire.Envelope, deliverQueue), wantDeliver: deliver,
 		pending: map[uint64]chan []wire.SendResult{}, done: make(chan struct{}),
 	}
 	go c.readLoop()
+	go c.refreshToken()
 	return c, nil
+}
+
+// subscribeToken is keys' encoded subscribe token for the node peerID,
+// made now, registering the delivery verifier.
+func subscribeToken(keys e2ee.DeviceKeys, peerID string, verifier []byte) ([]byte, error) {
+	return wire.NewSubscribeToken(keys, peerID, time.Now(), verifier).Encode()
+}
+
+// refreshToken sends the node a new subscribe token every
+// wire.SubscribeTokenRefresh until the connection ends, so that the node
+// can always open the device's relay subscriptions again.
+func (c *Conn) refreshToken() {
+	t := time.NewTicker(wire.SubscribeTokenRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		tok, err := subscribeToken(c.keys, c.peerID, c.verifier)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), DialTimeout)
+			err = writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameToken, Token: tok})
+			cancel()
+		}
+		if err != nil {
+			c.fail(fmt.Errorf("send subscribe token: %w", err))
+			return
+		}
+	}
 }
 
 func readFrame(ctx context.Context, ws *websocket.Conn) (wire.Frame, error) {
@@ -340,22 +385,19 @@ func (c *Conn) Send(ctx context.Context, envs []wire.Envelope) ([]wire.SendResul
 	return out, nil
 }
 
-// Ack tells the node that the device processed the envelopes; the device's
-// signature lets the relays delete them.
-func (c *Conn) Ack(ctx context.Context, ids []wire.EnvelopeID) error {
-	for len(ids) > 0 {
-		n := min(len(ids), wire.MaxAckBatch)
-		chunk := ids[:n]
-		raw := make([][]byte, n)
-		for i := range chunk {
-			raw[i] = chunk[i][:]
-		}
+// Ack tells the node that the device processed the envelopes refs; the
+// device's signature lets the relays delete exactly those (ID and
+// ciphertext).
+func (c *Conn) Ack(ctx context.Context, refs []wire.EnvelopeRef) error {
+	for len(refs) > 0 {
+		n := min(len(refs), wire.MaxAckBatch)
+		chunk := refs[:n]
 		sig := c.signing.Sign(wire.DomainAck, wire.AckMessage(c.device, chunk))
-		if err := writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameAck, IDs: raw, Sig: sig}); err != nil {
+		if err := writeFrame(ctx, c.ws, wire.Frame{Type: wire.FrameAck, Refs: wire.RefBytes(chunk), Sig: sig}); err != nil {
 			c.fail(err)
 			return c.Err()
 		}
-		ids = ids[n:]
+		refs = refs[n:]
 	}
 	return nil
 }

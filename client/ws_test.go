@@ -82,12 +82,12 @@ func TestConnLargestEnvelopesFillManyFrames(t *testing.T) {
 			t.Fatalf("%d of %d envelopes delivered", len(got), count)
 		}
 	}
-	ids := make([]wire.EnvelopeID, len(got))
+	ids := make([]wire.EnvelopeRef, len(got))
 	for i, e := range got {
 		if i >= count || e.ID != envs[i].ID || !bytes.Equal(e.Ciphertext, envs[i].Ciphertext) {
 			t.Fatalf("delivery %d is not envelope %d as sent", i, i)
 		}
-		ids[i] = e.ID
+		ids[i] = e.Ref()
 	}
 	if err := recv.Ack(ctx, ids); err != nil {
 		t.Fatal(err)

@@ -3,9 +3,10 @@ package relay
 import (
 	"context"
 	"crypto/rand"
-	"github.com/volo-chat/volo/wire"
 	"testing"
 	"time"
+
+	"github.com/volo-chat/volo/wire"
 )
 
 // BenchmarkDurablePut measures durable envelope writes (fsync before the
@@ -15,7 +16,8 @@ func BenchmarkDurablePut(b *testing.B) {
 	m, _ := openMailboxes(b, b.TempDir(), 1<<30, &clock{now: t0})
 	devs := make([]wire.Envelope, 1000)
 	for i := range devs {
-		devs[i] = env(testDevice(b), "", wire.DefaultTTL)
+		dev, key := contactOf(b, m)
+		devs[i] = contactEnv(dev, key, "", wire.DefaultTTL)
 	}
 	body := make([]byte, 1024)
 	rand.Read(body)
@@ -25,7 +27,8 @@ func BenchmarkDurablePut(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			e := wire.Envelope{To: devs[i%len(devs)].To, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body}
+			d := devs[i%len(devs)]
+			e := wire.Envelope{To: d.To, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body, Delivery: d.Delivery}
 			res, err := m.Put(context.Background(), []wire.Envelope{e})
 			if err != nil || res[0].Err != nil {
 				b.Errorf("put: %v %+v", err, res)
@@ -42,7 +45,7 @@ func BenchmarkDurablePut(b *testing.B) {
 // other senders.
 func BenchmarkDurablePutBatch(b *testing.B) {
 	m, _ := openMailboxes(b, b.TempDir(), 1<<30, &clock{now: t0})
-	dev := testDevice(b)
+	dev, key := contactOf(b, m)
 	body := make([]byte, 1024)
 	rand.Read(body)
 	const batch = 256
@@ -51,7 +54,7 @@ func BenchmarkDurablePutBatch(b *testing.B) {
 	for b.Loop() {
 		envs := make([]wire.Envelope, batch)
 		for i := range envs {
-			envs[i] = wire.Envelope{To: dev, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body}
+			envs[i] = wire.Envelope{To: dev, ID: wire.NewEnvelopeID(), Time: t0, TTL: wire.DefaultTTL, Ciphertext: body, Delivery: key}
 		}
 		if _, err := m.Put(context.Background(), envs); err != nil {
 			b.Fatal(err)

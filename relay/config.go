@@ -20,9 +20,20 @@ type Config struct {
 	// WriteQuorum is how many of them must have an envelope on disk
 	// before the sender is told it is stored.
 	WriteQuorum int `toml:"write_quorum"`
-	// MailboxCap is the number of envelopes one device's mailbox holds;
-	// senders beyond it get wire.ErrMailboxFull.
+	// MailboxCap is the number of envelopes carrying the device's delivery
+	// key (sent by its contacts) that one device's mailbox holds; senders
+	// beyond it get wire.ErrMailboxFull.
 	MailboxCap int `toml:"mailbox_cap"`
+	// RequestsCap is the number of envelopes without the device's delivery
+	// key (message requests from strangers) that one device's mailbox
+	// holds, on top of MailboxCap; senders beyond it get
+	// wire.ErrRequestsFull.
+	RequestsCap int `toml:"requests_cap"`
+	// StoreRate and StoreBurst bound the envelopes one peer may store on
+	// this relay (store and handover requests), per second and at once;
+	// beyond them the relay answers rate_limited.
+	StoreRate  float64 `toml:"store_rate"`
+	StoreBurst int     `toml:"store_burst"`
 	// DefaultTTL is the TTL of envelopes whose sender gives none.
 	DefaultTTL config.Duration `toml:"default_ttl"`
 	// MaxTTL is the longest TTL this node accepts (at most wire.MaxTTL).
@@ -36,13 +47,18 @@ type Config struct {
 }
 
 // DefaultConfig is a relay holding each mailbox on 3 nodes with a write
-// quorum of 2, 10,000 envelopes per device, for 30 days at most.
+// quorum of 2, 10,000 envelopes from contacts and 100 message requests per
+// device, for 30 days at most, storing at most 20,000 envelopes/s (bursts
+// of 40,000) from one peer.
 func DefaultConfig() Config {
 	return Config{
 		Enabled:           true,
 		Replicas:          3,
 		WriteQuorum:       2,
 		MailboxCap:        DefaultMailboxCap,
+		RequestsCap:       DefaultRequestsCap,
+		StoreRate:         DefaultStoreRate,
+		StoreBurst:        DefaultStoreBurst,
 		DefaultTTL:        config.Duration(wire.DefaultTTL),
 		MaxTTL:            config.Duration(wire.MaxTTL),
 		ExpireInterval:    config.Duration(time.Minute),
@@ -59,6 +75,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("relay.write_quorum: %d is not in [1, replicas = %d]", c.WriteQuorum, c.Replicas)
 	case c.MailboxCap < 1:
 		return fmt.Errorf("relay.mailbox_cap: must be positive, got %d", c.MailboxCap)
+	case c.RequestsCap < 0:
+		return fmt.Errorf("relay.requests_cap: must not be negative, got %d", c.RequestsCap)
+	case !(c.StoreRate > 0):
+		return fmt.Errorf("relay.store_rate: must be positive, got %v", c.StoreRate)
+	case c.StoreBurst < MaxBatch:
+		return fmt.Errorf("relay.store_burst: %d is below one full frame (%d envelopes)", c.StoreBurst, MaxBatch)
 	case c.MaxTTL <= 0 || c.MaxTTL.Std() > wire.MaxTTL:
 		return fmt.Errorf("relay.max_ttl: %s is not in (0, %s]", c.MaxTTL, wire.MaxTTL)
 	case c.DefaultTTL <= 0 || c.DefaultTTL > c.MaxTTL:
@@ -73,3 +95,11 @@ func (c Config) Validate() error {
 
 // maxReplicas bounds relay.replicas: the DHT's bucket size.
 const maxReplicas = 20
+
+// Defaults of the per-peer store limit: a node relays the envelopes of
+// every client connected to it, so the limit is far above what one person
+// sends and bounds what one stranger peer can write.
+const (
+	DefaultStoreRate  = 20_000 // envelopes per second
+	DefaultStoreBurst = 40_000
+)

@@ -19,13 +19,14 @@ func seedFrames(t testing.TB) [][]byte {
 	}
 	dev := keys.ID()
 	e := wire.Envelope{To: dev, ID: wire.NewEnvelopeID(), Time: time.UnixMilli(1_800_000_000_000), TTL: time.Hour, Ciphertext: []byte("sealed")}
-	ids := []wire.EnvelopeID{e.ID}
+	ids := []wire.EnvelopeRef{e.Ref()}
+	tok, _ := wire.NewSubscribeToken(keys, "12D3KooWNode", e.Time, nil).Encode()
 	store, _ := storeFrame(msgStore, dev, []wire.Envelope{e})
 	hand, _ := storeFrame(msgHandover, dev, []wire.Envelope{e})
 	push, _ := storeFrame(msgPush, dev, []wire.Envelope{e})
 	frames := []frame{
 		store, hand, push,
-		{Type: msgSubscribe, Device: dev.Bytes()},
+		{Type: msgSubscribe, Token: tok},
 		ackFrame(keys.Public(), ids, keys.Signing.Sign(wire.DomainAck, wire.AckMessage(dev, ids))),
 		{Type: msgStoreResult, Results: []string{codeOK, codeMailboxFull}},
 		{Type: msgAckResult, Deleted: 1},
@@ -63,7 +64,7 @@ func FuzzDecodeRequest(f *testing.F) {
 				}
 			}
 		case msgAck:
-			if verifyAck(r.Public, r.IDs, r.Sig) != nil || !r.Public.ID().Equal(r.Device) {
+			if verifyAck(r.Public, r.Refs, r.Sig) != nil || !r.Public.ID().Equal(r.Device) {
 				t.Fatal("unverified ack accepted")
 			}
 		case msgSubscribe:

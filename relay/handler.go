@@ -25,8 +25,11 @@ func (s *Service) handle(st network.Stream) {
 	req, err := decodeRequest(b)
 	if err != nil {
 		code := codeBadRequest
-		if errors.Is(err, ErrBadAck) {
+		switch {
+		case errors.Is(err, ErrBadAck):
 			code = codeBadAck
+		case errors.Is(err, ErrUnauthorized):
+			code = codeUnauthorized
 		}
 		s.log.Debug("refused relay request", "peer", remote.String(), "err", err)
 		s.refuse(st, code, err)
@@ -37,7 +40,21 @@ func (s *Service) handle(st network.Stream) {
 	defer cancel()
 	switch req.Type {
 	case msgStore, msgHandover:
-		res, err := s.box.Put(ctx, req.Envelopes)
+		if !s.allowStore(remote, len(req.Envelopes)) {
+			codes := make([]string, len(req.Envelopes))
+			for i := range codes {
+				codes[i] = codeRateLimited
+			}
+			s.met.rateLimited.Add(float64(len(codes)))
+			s.reply(st, frame{Type: msgStoreResult, Results: codes})
+			return
+		}
+		if req.Type == msgHandover && !req.Token.Device.IsZero() && s.responsible(ctx, req.Device) {
+			if err := s.box.Register(ctx, req.Token); err != nil {
+				s.log.Warn("register handed-over token", "peer", remote.String(), "err", err)
+			}
+		}
+		res, err := s.putResponsible(ctx, req.Envelopes)
 		if err != nil {
 			s.log.Warn("store envelopes", "peer", remote.String(), "err", err)
 			s.refuse(st, codeInternal, errors.New("store failed"))
@@ -58,7 +75,7 @@ func (s *Service) handle(st network.Stream) {
 		}
 		s.reply(st, frame{Type: msgStoreResult, Results: codes})
 	case msgAck:
-		n, err := s.box.Ack(req.Device, req.IDs)
+		n, err := s.box.Ack(req.Device, req.Refs)
 		if err != nil {
 			s.log.Warn("ack envelopes", "peer", remote.String(), "err", err)
 			s.refuse(st, codeInternal, errors.New("ack failed"))
@@ -67,9 +84,50 @@ func (s *Service) handle(st network.Stream) {
 		s.met.acked.Add(float64(n))
 		s.reply(st, frame{Type: msgAckResult, Deleted: uint64(n)})
 	case msgSubscribe:
+		if err := req.Token.CheckFor(remote.String(), s.now()); err != nil {
+			s.log.Debug("refused subscription", "peer", remote.String(), "device", req.Device.String(), "err", err)
+			s.refuse(st, codeUnauthorized, err)
+			return
+		}
+		if err := s.box.Register(ctx, req.Token); err != nil {
+			s.log.Warn("register subscribe token", "peer", remote.String(), "err", err)
+		}
 		cancel()
 		s.serveSubscription(st, br, req.Device)
 	}
+}
+
+// putResponsible stores the envelopes whose mailboxes this relay is among
+// the closest relays of; the others get ErrNotResponsible.
+func (s *Service) putResponsible(ctx context.Context, envs []Envelope) ([]PutResult, error) {
+	res := make([]PutResult, len(envs))
+	mine := make([]Envelope, 0, len(envs))
+	at := make([]int, 0, len(envs))
+	verdict := make(map[string]bool, 1)
+	for i, e := range envs {
+		k := string(e.To.Bytes())
+		ok, seen := verdict[k]
+		if !seen {
+			ok = s.responsible(ctx, e.To)
+			verdict[k] = ok
+		}
+		if !ok {
+			res[i].Err = ErrNotResponsible
+			continue
+		}
+		mine, at = append(mine, e), append(at, i)
+	}
+	if len(mine) == 0 {
+		return res, nil
+	}
+	put, err := s.box.Put(ctx, mine)
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range at {
+		res[i] = put[j]
+	}
+	return res, nil
 }
 
 // serveSubscription pushes the device's envelopes until the subscriber

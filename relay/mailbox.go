@@ -4,6 +4,7 @@ package relay
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,8 +21,12 @@ import (
 
 // Mailbox limits and defaults.
 const (
-	// DefaultMailboxCap is the number of envelopes a device's mailbox holds.
+	// DefaultMailboxCap is the number of envelopes with the device's
+	// delivery key that a device's mailbox holds.
 	DefaultMailboxCap = 10_000
+	// DefaultRequestsCap is the number of envelopes without the device's
+	// delivery key (message requests) that a device's mailbox holds.
+	DefaultRequestsCap = 100
 	// maxCommitBatch bounds how many envelopes one group commit takes.
 	maxCommitBatch = 4096
 	// expireBatch bounds the envelopes one expiry transaction deletes.
@@ -43,16 +48,21 @@ const (
 // 36-byte binary CIDs; numbers are big-endian so keys sort by them.
 //
 //	m/<device>/<seq>          → encoded envelope     (the mailbox, in arrival order)
-//	i/<envelope ID>           → device, seq, expiry  (dedup and ack lookup)
+//	i/<envelope ref>          → device, seq, expiry, quota (dedup and ack lookup; ref = ID ‖ SHA-256 of the ciphertext;
+//	                                                   quota 1 for a message request, 0 for a contact's)
 //	x/<expiry ms>/<device>/<seq> → empty             (expiry index)
-//	n/<device>                → count                (cap)
+//	n/<device>                → count                (all envelopes)
+//	r/<device>                → count                (message requests among them)
 //	s/<device>                → last seq
+//	v/<device>                → subscribe token      (the newest: its delivery verifier)
 const (
 	pMail   = "m/"
 	pID     = "i/"
 	pExpiry = "x/"
 	pCount  = "n/"
 	pSeq    = "s/"
+	pReq    = "r/"
+	pToken  = "v/"
 )
 
 // Stored is an envelope in a mailbox with its place in it.
@@ -65,14 +75,16 @@ type Stored struct {
 type PutResult struct {
 	// Seq is the envelope's place in its mailbox.
 	Seq uint64
-	// Duplicate reports that the mailbox already held this envelope ID.
+	// Duplicate reports that the mailbox already held this envelope
+	// (the same ID and ciphertext).
 	Duplicate bool
-	// Err is wire.ErrMailboxFull, wire.ErrExpired or wire.ErrBadEnvelope; nil when stored.
+	// Err is wire.ErrMailboxFull, wire.ErrExpired, wire.ErrFromFuture or
+	// wire.ErrBadEnvelope; nil when stored.
 	Err error
 }
 
 // Mailboxes is the relay's pending store: an ordered mailbox per device,
-// deduplicated by envelope ID, capped, expiring without scanning.
+// deduplicated by envelope reference (ID and ciphertext hash), capped, expiring without scanning.
 //
 // Every write (puts, acks, expiry, handover deletes) goes through one
 // committer goroutine (from Start to Close), so writes never conflict and the committer keeps
@@ -83,8 +95,10 @@ type Mailboxes struct {
 	view   *store.Prefixed
 	prefix []byte // view.Key(nil)
 	cap    int
-	now    func() time.Time
-	maxTTL time.Duration
+	// requestsCap is the quota of envelopes without the delivery key.
+	requestsCap int
+	now         func() time.Time
+	maxTTL      time.Duration
 
 	committer *service.Committer[*op]
 
@@ -96,10 +110,15 @@ type Mailboxes struct {
 	watchers map[string]map[chan struct{}]struct{}
 }
 
-// devState is the committer's copy of a device's count and last sequence.
+// devState is the committer's copy of a device's counts, last sequence
+// and delivery verifier.
 type devState struct {
-	count, seq uint64
-	dirty      bool
+	count, seq, requests uint64
+	// verifier is the Delivery of the newest subscribe token, made at
+	// tokenTime; nil when the relay has none.
+	verifier  []byte
+	tokenTime time.Time
+	dirty     bool
 }
 
 type opKind uint8
@@ -108,6 +127,7 @@ const (
 	opPut opKind = iota
 	opAck
 	opDeleteAt
+	opToken
 )
 
 // op is one write waiting for the committer.
@@ -117,10 +137,13 @@ type op struct {
 	envs []wire.Envelope
 	res  []PutResult
 	// opAck
-	dev []byte
-	ids []wire.EnvelopeID
+	dev  []byte
+	refs []wire.EnvelopeRef
 	// opDeleteAt
 	at []location
+	// opToken
+	token    wire.SubscribeToken
+	rawToken []byte
 	// results
 	deleted int
 }
@@ -139,13 +162,13 @@ func NewMailboxes(view *store.Prefixed, capacity int, now func() time.Time) *Mai
 		now = time.Now
 	}
 	m := &Mailboxes{
-		view: view, prefix: view.Key(nil), cap: capacity, now: now, maxTTL: wire.MaxTTL,
+		view: view, prefix: view.Key(nil), cap: capacity, requestsCap: DefaultRequestsCap, now: now, maxTTL: wire.MaxTTL,
 		devs: make(map[string]*devState), watchers: make(map[string]map[chan struct{}]struct{}),
 	}
 	m.committer = service.NewCommitter(service.CommitterConfig[*op]{
 		Commit:    m.commitBatch,
 		Queue:     maxQueuedOps,
-		Weight:    func(o *op) int { return len(o.envs) + len(o.ids) + len(o.at) },
+		Weight:    func(o *op) int { return len(o.envs) + len(o.refs) + len(o.at) },
 		MaxWeight: maxCommitBatch,
 		Closed:    ErrStopped,
 	})
@@ -180,15 +203,45 @@ func (m *Mailboxes) Put(ctx context.Context, envs []wire.Envelope) ([]PutResult,
 	return o.res, nil
 }
 
-// Ack deletes the envelopes ids from device's mailbox: the device has them.
-// IDs that are unknown, already deleted or addressed to another device are
-// ignored. It returns how many were deleted.
-func (m *Mailboxes) Ack(device ident.DeviceID, ids []wire.EnvelopeID) (int, error) {
-	o := &op{kind: opAck, dev: device.Bytes(), ids: ids}
+// Ack deletes the envelopes refs from device's mailbox: the device has
+// them. References that are unknown, already deleted or of envelopes
+// addressed to another device are ignored: only an exact match (ID and
+// ciphertext hash) is deleted. It returns how many were deleted.
+func (m *Mailboxes) Ack(device ident.DeviceID, refs []wire.EnvelopeRef) (int, error) {
+	o := &op{kind: opAck, dev: device.Bytes(), refs: refs}
 	if err := m.submit(context.Background(), o); err != nil {
 		return 0, err
 	}
 	return o.deleted, nil
+}
+
+// Register keeps tok, a verified subscribe token of its device, when it is
+// newer than the one kept: its delivery verifier decides which quota the
+// device's envelopes count against from then on.
+func (m *Mailboxes) Register(ctx context.Context, tok wire.SubscribeToken) error {
+	raw, err := tok.Encode()
+	if err != nil {
+		return err
+	}
+	return m.submit(ctx, &op{kind: opToken, dev: tok.Device.Bytes(), token: tok, rawToken: raw})
+}
+
+// Token returns the newest subscribe token registered for device,
+// encoded, or nil.
+func (m *Mailboxes) Token(device ident.DeviceID) ([]byte, error) {
+	var raw []byte
+	err := m.view.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(m.key(pToken, device.Bytes()))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		raw, err = item.ValueCopy(nil)
+		return err
+	})
+	return raw, err
 }
 
 // commitBatch commits a batch in the committer and wakes the watchers of
@@ -260,17 +313,24 @@ func (m *Mailboxes) commit(batch []*op) error {
 				o.res[i] = res
 			}
 		case opAck:
-			for _, id := range o.ids {
+			for _, ref := range o.refs {
 				if err := room(envelopeWriteOverhead); err != nil {
 					return err
 				}
-				ok, err := m.ackOne(txn, o.dev, id)
+				ok, err := m.ackOne(txn, o.dev, ref)
 				if err != nil {
-					return fmt.Errorf("relay: ack %s: %w", id, err)
+					return fmt.Errorf("relay: ack %s: %w", ref, err)
 				}
 				if ok {
 					o.deleted++
 				}
+			}
+		case opToken:
+			if err := room(len(o.rawToken) + envelopeWriteOverhead); err != nil {
+				return err
+			}
+			if err := m.register(txn, o.dev, o.token, o.rawToken); err != nil {
+				return fmt.Errorf("relay: register token of %s: %w", o.token.Device, err)
 			}
 		case opDeleteAt:
 			for _, l := range o.at {
@@ -309,20 +369,55 @@ func (m *Mailboxes) state(txn *badger.Txn, dev []byte) (*devState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &devState{count: count, seq: seq}
+	requests, err := m.getUint(txn, m.key(pReq, dev))
+	if err != nil {
+		return nil, err
+	}
+	s := &devState{count: count, seq: seq, requests: requests}
+	item, err := txn.Get(m.key(pToken, dev))
+	switch {
+	case err == nil:
+		err = item.Value(func(v []byte) error {
+			tok, err := wire.DecodeSubscribeToken(v)
+			if err != nil {
+				return fmt.Errorf("relay: stored token: %w", err)
+			}
+			s.verifier, s.tokenTime = tok.Delivery, tok.Time
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return nil, err
+	}
 	m.devs[string(dev)] = s
 	return s, nil
+}
+
+// register stores tok when it is newer than dev's kept token.
+func (m *Mailboxes) register(txn *badger.Txn, dev []byte, tok wire.SubscribeToken, raw []byte) error {
+	s, err := m.state(txn, dev)
+	if err != nil {
+		return err
+	}
+	if !s.tokenTime.IsZero() && !tok.Time.After(s.tokenTime) {
+		return nil
+	}
+	if err := txn.Set(m.key(pToken, dev), raw); err != nil {
+		return err
+	}
+	s.verifier, s.tokenTime = tok.Delivery, tok.Time
+	return nil
 }
 
 // flushCounters writes the counters changed since the last flush.
 func (m *Mailboxes) flushCounters(txn *badger.Txn) error {
 	for _, dev := range m.dirty {
 		s := m.devs[dev]
-		var err error
-		if s.count == 0 {
-			err = txn.Delete(m.key(pCount, []byte(dev)))
-		} else {
-			err = txn.Set(m.key(pCount, []byte(dev)), u64(s.count))
+		err := m.setCounter(txn, m.key(pCount, []byte(dev)), s.count)
+		if err == nil {
+			err = m.setCounter(txn, m.key(pReq, []byte(dev)), s.requests)
 		}
 		if err == nil {
 			err = txn.Set(m.key(pSeq, []byte(dev)), u64(s.seq))
@@ -336,6 +431,22 @@ func (m *Mailboxes) flushCounters(txn *badger.Txn) error {
 	return nil
 }
 
+// setCounter writes n at k, deleting k when n is 0.
+func (m *Mailboxes) setCounter(txn *badger.Txn, k []byte, n uint64) error {
+	if n == 0 {
+		return txn.Delete(k)
+	}
+	return txn.Set(k, u64(n))
+}
+
+// isRequest reports whether e counts against the message requests quota
+// of a mailbox whose delivery verifier is verifier: it lacks the delivery
+// key whose SHA-256 is verifier.
+func isRequest(e wire.Envelope, verifier []byte) bool {
+	return verifier == nil || e.Delivery == nil ||
+		subtle.ConstantTimeCompare(wire.DeliveryVerifier(e.Delivery), verifier) != 1
+}
+
 func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutResult, error) {
 	if err := e.Check(); err != nil {
 		return PutResult{Err: err}, nil
@@ -343,11 +454,11 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	if e.TTL > m.maxTTL {
 		return PutResult{Err: fmt.Errorf("%w: TTL %s above this relay's %s", wire.ErrBadEnvelope, e.TTL, m.maxTTL)}, nil
 	}
-	if !e.Expiry().After(now) {
-		return PutResult{Err: wire.ErrExpired}, nil
+	if err := e.CheckTime(now); err != nil {
+		return PutResult{Err: err}, nil
 	}
 	dev := e.To.Bytes()
-	idKey := m.key(pID, e.ID[:])
+	idKey := m.key(pID, e.Ref().Bytes())
 	if item, err := txn.Get(idKey); err == nil {
 		var seq uint64
 		err := item.Value(func(v []byte) error {
@@ -364,8 +475,16 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	if err != nil {
 		return PutResult{}, err
 	}
-	if s.count >= uint64(m.cap) {
+	request := isRequest(e, s.verifier)
+	switch {
+	case request && s.requests >= uint64(m.requestsCap):
+		return PutResult{Err: wire.ErrRequestsFull}, nil
+	case !request && s.count-s.requests >= uint64(m.cap):
 		return PutResult{Err: wire.ErrMailboxFull}, nil
+	}
+	quota := byte(0)
+	if request {
+		quota = 1
 	}
 	enc, err := e.Encode()
 	if err != nil {
@@ -378,20 +497,24 @@ func (m *Mailboxes) put(txn *badger.Txn, e wire.Envelope, now time.Time) (PutRes
 	if err := txn.Set(m.key(pMail, dev, seqB[:]), enc); err != nil {
 		return PutResult{}, err
 	}
-	if err := txn.Set(idKey, cat(dev, seqB[:], expB[:])); err != nil {
+	if err := txn.Set(idKey, cat(dev, seqB[:], expB[:], []byte{quota})); err != nil {
 		return PutResult{}, err
 	}
 	if err := txn.Set(m.key(pExpiry, expB[:], dev, seqB[:]), nil); err != nil {
 		return PutResult{}, err
 	}
 	s.seq, s.count = seq, s.count+1
+	if request {
+		s.requests++
+	}
 	m.markDirty(dev, s)
 	return PutResult{Seq: seq}, nil
 }
 
-// ackOne deletes envelope id if it is in dev's mailbox.
-func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, id wire.EnvelopeID) (bool, error) {
-	item, err := txn.Get(m.key(pID, id[:]))
+// ackOne deletes envelope ref if it is in dev's mailbox.
+func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, ref wire.EnvelopeRef) (bool, error) {
+	rb := ref.Bytes()
+	item, err := txn.Get(m.key(pID, rb))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -402,10 +525,10 @@ func (m *Mailboxes) ackOne(txn *badger.Txn, dev []byte, id wire.EnvelopeID) (boo
 	if err != nil {
 		return false, err
 	}
-	if len(v) != len(dev)+16 || string(v[:len(dev)]) != string(dev) {
+	if len(v) != len(dev)+17 || string(v[:len(dev)]) != string(dev) {
 		return false, nil
 	}
-	return true, m.delete(txn, dev, id[:], v[len(dev):len(dev)+8], v[len(dev)+8:])
+	return true, m.delete(txn, dev, rb, v[len(dev):len(dev)+8], v[len(dev)+8:len(dev)+16], v[len(dev)+16] == 1)
 }
 
 // deleteAt deletes the envelope at l if it is still there.
@@ -417,21 +540,35 @@ func (m *Mailboxes) deleteAt(txn *badger.Txn, l location) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var id wire.EnvelopeID
+	var ref []byte
 	var exp [8]byte
 	err = item.Value(func(v []byte) error {
 		e, err := wire.DecodeEnvelope(v)
 		if err != nil {
 			return err
 		}
-		id = e.ID
+		ref = e.Ref().Bytes()
 		binary.BigEndian.PutUint64(exp[:], uint64(e.Expiry().UnixMilli()))
 		return nil
 	})
 	if err != nil {
 		return false, err
 	}
-	return true, m.delete(txn, l.dev, id[:], l.seq, exp[:])
+	request := false
+	item, err = txn.Get(m.key(pID, ref))
+	switch {
+	case err == nil:
+		err = item.Value(func(v []byte) error {
+			request = len(v) == len(l.dev)+17 && v[len(l.dev)+16] == 1
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return false, err
+	}
+	return true, m.delete(txn, l.dev, ref, l.seq, exp[:], request)
 }
 
 // List returns up to limit envelopes of device with Seq > after, oldest
@@ -523,9 +660,10 @@ func (m *Mailboxes) expireSome(now time.Time) (int, error) {
 }
 
 // delete removes one envelope and its index entries, and decrements the
-// device's count. It runs in the committer.
-func (m *Mailboxes) delete(txn *badger.Txn, dev, id, seq, exp []byte) error {
-	for _, k := range [][]byte{m.key(pMail, dev, seq), m.key(pID, id), m.key(pExpiry, exp, dev, seq)} {
+// device's count (and its requests count for a message request). It runs
+// in the committer.
+func (m *Mailboxes) delete(txn *badger.Txn, dev, ref, seq, exp []byte, request bool) error {
+	for _, k := range [][]byte{m.key(pMail, dev, seq), m.key(pID, ref), m.key(pExpiry, exp, dev, seq)} {
 		if err := txn.Delete(k); err != nil {
 			return err
 		}
@@ -536,6 +674,9 @@ func (m *Mailboxes) delete(txn *badger.Txn, dev, id, seq, exp []byte) error {
 	}
 	if s.count > 0 {
 		s.count--
+	}
+	if request && s.requests > 0 {
+		s.requests--
 	}
 	m.markDirty(dev, s)
 	return nil

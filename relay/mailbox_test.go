@@ -31,6 +31,30 @@ func env(to ident.DeviceID, body string, ttl time.Duration) wire.Envelope {
 	return wire.Envelope{To: to, ID: wire.NewEnvelopeID(), Time: t0, TTL: ttl, Ciphertext: []byte(body)}
 }
 
+// contactOf registers the delivery verifier of a new device on m, as its
+// subscribe token does, and returns the device and the delivery key its
+// contacts attach.
+func contactOf(t testing.TB, m *Mailboxes) (ident.DeviceID, []byte) {
+	t.Helper()
+	k, err := e2ee.GenerateDeviceKeys(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, wire.DeliveryVerifierSize)
+	rand.Read(key)
+	if err := m.Register(context.Background(), wire.NewSubscribeToken(k, "12D3KooWNode", t0, wire.DeliveryVerifier(key))); err != nil {
+		t.Fatal(err)
+	}
+	return k.ID(), key
+}
+
+// contactEnv is env with the delivery key.
+func contactEnv(to ident.DeviceID, key []byte, body string, ttl time.Duration) wire.Envelope {
+	e := env(to, body, ttl)
+	e.Delivery = key
+	return e
+}
+
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -82,10 +106,10 @@ func TestMailboxPutListAck(t *testing.T) {
 		t.Errorf("bob: %s", bodies(got))
 	}
 	// An ack from the wrong device deletes nothing.
-	if n, err := m.Ack(bob, []wire.EnvelopeID{a1.ID}); n != 0 || err != nil {
+	if n, err := m.Ack(bob, []wire.EnvelopeRef{a1.Ref()}); n != 0 || err != nil {
 		t.Errorf("bob acked alice's envelope: %d %v", n, err)
 	}
-	if n, err := m.Ack(alice, []wire.EnvelopeID{a1.ID, a1.ID, wire.NewEnvelopeID()}); n != 1 || err != nil {
+	if n, err := m.Ack(alice, []wire.EnvelopeRef{a1.Ref(), a1.Ref(), {ID: wire.NewEnvelopeID()}}); n != 1 || err != nil {
 		t.Errorf("ack: %d %v", n, err)
 	}
 	if got, _ := m.List(alice, 0, 10); bodies(got) != "[2:a2]" {
@@ -117,10 +141,11 @@ func TestMailboxDeduplicates(t *testing.T) {
 
 func TestMailboxCap(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 3, &clock{now: t0})
-	dev, other := testDevice(t), testDevice(t)
+	other := testDevice(t)
+	dev, key := contactOf(t, m)
 	var envs []wire.Envelope
 	for i := range 5 {
-		envs = append(envs, env(dev, fmt.Sprint(i), time.Hour))
+		envs = append(envs, contactEnv(dev, key, fmt.Sprint(i), time.Hour))
 	}
 	res, err := m.Put(t.Context(), envs)
 	if err != nil {
@@ -138,7 +163,7 @@ func TestMailboxCap(t *testing.T) {
 	if res, _ := m.Put(t.Context(), []wire.Envelope{env(other, "x", time.Hour)}); res[0].Err != nil {
 		t.Errorf("other device: %v", res[0].Err)
 	}
-	m.Ack(dev, []wire.EnvelopeID{envs[0].ID})
+	m.Ack(dev, []wire.EnvelopeRef{envs[0].Ref()})
 	if res, _ := m.Put(t.Context(), []wire.Envelope{envs[3]}); res[0].Err != nil || res[0].Seq != 4 {
 		t.Errorf("after ack: %+v", res[0])
 	}
@@ -163,7 +188,7 @@ func TestMailboxExpiry(t *testing.T) {
 		t.Errorf("count %d", n)
 	}
 	// An acked envelope's expiry entry is gone too: nothing to expire twice.
-	m.Ack(dev, []wire.EnvelopeID{long.ID})
+	m.Ack(dev, []wire.EnvelopeRef{long.Ref()})
 	if n, _ := m.Expire(t0.Add(2 * time.Hour)); n != 0 {
 		t.Errorf("expired %d after ack", n)
 	}
@@ -176,10 +201,10 @@ func TestMailboxExpiry(t *testing.T) {
 func TestMailboxExpiresManyInBatches(t *testing.T) {
 	c := &clock{now: t0}
 	m, _ := openMailboxes(t, t.TempDir(), 5000, c)
-	dev := testDevice(t)
+	dev, key := contactOf(t, m)
 	var envs []wire.Envelope
 	for i := range 2500 {
-		envs = append(envs, env(dev, fmt.Sprint(i), time.Minute))
+		envs = append(envs, contactEnv(dev, key, fmt.Sprint(i), time.Minute))
 	}
 	if _, err := m.Put(t.Context(), envs); err != nil {
 		t.Fatal(err)
@@ -194,7 +219,7 @@ func TestMailboxExpiresManyInBatches(t *testing.T) {
 
 func TestMailboxConcurrentPutsAreGroupCommitted(t *testing.T) {
 	m, _ := openMailboxes(t, t.TempDir(), 0, &clock{now: t0})
-	dev := testDevice(t)
+	dev, key := contactOf(t, m)
 	const writers, each = 32, 20
 	var wg sync.WaitGroup
 	seqs := make(chan uint64, writers*each)
@@ -203,7 +228,7 @@ func TestMailboxConcurrentPutsAreGroupCommitted(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				res, err := m.Put(context.Background(), []wire.Envelope{env(dev, fmt.Sprintf("%d-%d", w, i), time.Hour)})
+				res, err := m.Put(context.Background(), []wire.Envelope{contactEnv(dev, key, fmt.Sprintf("%d-%d", w, i), time.Hour)})
 				if err != nil || res[0].Err != nil {
 					t.Errorf("put: %v %+v", err, res)
 					return
@@ -250,5 +275,71 @@ func TestMailboxSurvivesReopen(t *testing.T) {
 	}
 	if res, _ := m2.Put(t.Context(), []wire.Envelope{e}); !res[0].Duplicate {
 		t.Error("dedup index lost across reopen")
+	}
+}
+
+func TestMailboxRefusesEnvelopesFromTheFuture(t *testing.T) {
+	c := &clock{now: t0}
+	m, _ := openMailboxes(t, t.TempDir(), 0, c)
+	dev := testDevice(t)
+	edge, late := env(dev, "edge", time.Hour), env(dev, "late", time.Hour)
+	edge.Time = t0.Add(wire.MaxClockSkew)
+	late.Time = t0.Add(wire.MaxClockSkew + time.Millisecond)
+	res, err := m.Put(t.Context(), []wire.Envelope{edge, late})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Err != nil || !errors.Is(res[1].Err, wire.ErrFromFuture) {
+		t.Fatalf("results %+v", res)
+	}
+	if n, _ := m.Count(dev); n != 1 {
+		t.Fatalf("%d envelopes stored, want 1", n)
+	}
+}
+
+// A mailbox holds at most requestsCap envelopes without the device's
+// delivery key, whatever else it holds, and still takes its contacts'
+// envelopes up to its cap; acks and expiry give back the quota they were
+// counted against.
+func TestMailboxQuotas(t *testing.T) {
+	c := &clock{now: t0}
+	m, _ := openMailboxes(t, t.TempDir(), 3, c)
+	m.requestsCap = 2
+	dev, key := contactOf(t, m)
+	wrong := make([]byte, wire.DeliveryVerifierSize)
+	stranger := []wire.Envelope{env(dev, "s1", time.Minute), env(dev, "s2", time.Hour), contactEnv(dev, wrong, "s3", time.Hour)}
+	contacts := []wire.Envelope{contactEnv(dev, key, "c1", time.Hour), contactEnv(dev, key, "c2", time.Hour), contactEnv(dev, key, "c3", time.Hour), contactEnv(dev, key, "c4", time.Hour)}
+	res, err := m.Put(t.Context(), append(stranger, contacts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []error{nil, nil, wire.ErrRequestsFull, nil, nil, nil, wire.ErrMailboxFull}
+	for i, r := range res {
+		if !errors.Is(r.Err, want[i]) || (want[i] == nil) != (r.Err == nil) {
+			t.Errorf("envelope %d: %v, want %v", i, r.Err, want[i])
+		}
+	}
+	// The acked request and the expired one free the requests quota, not
+	// the contacts'.
+	if n, err := m.Ack(dev, []wire.EnvelopeRef{stranger[1].Ref()}); n != 1 || err != nil {
+		t.Fatalf("ack: %d %v", n, err)
+	}
+	c.Set(t0.Add(2 * time.Minute))
+	if n, err := m.Expire(c.Now()); n != 1 || err != nil {
+		t.Fatalf("expire: %d %v", n, err)
+	}
+	late := []wire.Envelope{env(dev, "s4", time.Hour), env(dev, "s5", time.Hour), env(dev, "s6", time.Hour), contactEnv(dev, key, "c5", time.Hour)}
+	for i := range late {
+		late[i].Time = c.Now()
+	}
+	res, err = m.Put(t.Context(), late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []error{nil, nil, wire.ErrRequestsFull, wire.ErrMailboxFull}
+	for i, r := range res {
+		if !errors.Is(r.Err, want[i]) || (want[i] == nil) != (r.Err == nil) {
+			t.Errorf("late envelope %d: %v, want %v", i, r.Err, want[i])
+		}
 	}
 }

@@ -16,7 +16,9 @@ type metrics struct {
 	acked     prometheus.Counter
 	handedIn  prometheus.Counter
 	handedOut prometheus.Counter
-	latency   prometheus.Histogram
+	// rateLimited counts envelopes refused by the per-peer store limit.
+	rateLimited prometheus.Counter
+	latency     prometheus.Histogram
 }
 
 // newMetrics builds the metrics and registers them on reg (nil: not
@@ -47,6 +49,10 @@ func newMetrics(reg prometheus.Registerer, box *Mailboxes) (*metrics, error) {
 			Name: "volo_relay_handover_sent_envelopes_total",
 			Help: "Envelopes this relay handed over to closer relays and deleted.",
 		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "volo_relay_envelopes_rate_limited_total",
+			Help: "Envelopes this relay refused because their sending peer passed relay.store_rate.",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "volo_relay_delivery_latency_seconds",
 			Help:    "Time from an envelope's timestamp to its delivery to a subscription on this node.",
@@ -66,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, box *Mailboxes) (*metrics, error) {
 			return float64(pick(boxes, envs))
 		}
 	}
-	cs := []prometheus.Collector{m.stored, m.delivered, m.expired, m.acked, m.handedIn, m.handedOut, m.latency,
+	cs := []prometheus.Collector{m.stored, m.delivered, m.expired, m.acked, m.handedIn, m.handedOut, m.rateLimited, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "volo_relay_mailboxes",
 			Help: "Device mailboxes holding envelopes on this relay.",

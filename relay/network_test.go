@@ -67,6 +67,30 @@ func envelopes(to ident.DeviceID, n int, tag string) []wire.Envelope {
 	return out
 }
 
+// contact registers a delivery key of keys' device on every node's
+// mailboxes, as the device's subscribe tokens do, and returns it: the
+// key its contacts attach to their envelopes.
+func contact(t testing.TB, nw *testnet.Network, keys e2ee.DeviceKeys) []byte {
+	t.Helper()
+	key := make([]byte, wire.DeliveryVerifierSize)
+	rand.Read(key)
+	tok := wire.NewSubscribeToken(keys, "12D3KooWNode", time.Now(), wire.DeliveryVerifier(key))
+	for _, nd := range nw.Nodes {
+		if err := nd.Relay().Local().Register(t.Context(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return key
+}
+
+// withKey sets the delivery key of envs.
+func withKey(envs []wire.Envelope, key []byte) []wire.Envelope {
+	for i := range envs {
+		envs[i].Delivery = key
+	}
+	return envs
+}
+
 func send(t testing.TB, nd *node.Node, envs []wire.Envelope, quorum int) {
 	t.Helper()
 	res, err := nd.Relay().Send(t.Context(), envs)
@@ -124,13 +148,20 @@ type collector struct {
 	more chan struct{}
 }
 
-func subscribe(t testing.TB, nd *node.Node, dev ident.DeviceID) *collector {
+// tokenFor returns keys' subscribe token for nd, made now.
+func tokenFor(nd *node.Node, keys e2ee.DeviceKeys) func() wire.SubscribeToken {
+	tok := wire.NewSubscribeToken(keys, nd.PeerID().String(), time.Now(), nil)
+	return func() wire.SubscribeToken { return tok }
+}
+
+func subscribe(t testing.TB, nd *node.Node, keys e2ee.DeviceKeys) *collector {
 	c := &collector{more: make(chan struct{}, 1)}
+	token := tokenFor(nd, keys)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		nd.Relay().Subscribe(ctx, dev, func(envs []wire.Envelope) {
+		nd.Relay().Subscribe(ctx, token, func(envs []wire.Envelope) {
 			c.mu.Lock()
 			c.got = append(c.got, envs...)
 			c.mu.Unlock()
@@ -218,16 +249,16 @@ func TestSendSubscribeAckOnClosestRelays(t *testing.T) {
 	}
 
 	// A subscription on another node gets each envelope once, in order.
-	c := subscribe(t, nw.Nodes[reader], dev)
+	c := subscribe(t, nw.Nodes[reader], bob)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[sender], marker, quorum)
 	checkOnceInOrder(t, c.waitFor(t, marker[0].ID), envs, marker[0])
 
 	all := append(slices.Clone(envs), marker...)
-	ids := make([]wire.EnvelopeID, len(all))
+	ids := make([]wire.EnvelopeRef, len(all))
 	for i, e := range all {
-		ids[i] = e.ID
+		ids[i] = e.Ref()
 	}
 	for i := range nw.Nodes {
 		if isRelay[i] {
@@ -277,10 +308,12 @@ func TestSendSubscribeAckOnClosestRelays(t *testing.T) {
 func TestCrashedRelayLosesNothing(t *testing.T) {
 	const k, quorum = 3, 2
 	nw := relayNet(t, 3, k, quorum, nil)
-	dev := deviceKeys(t).ID()
+	keys := deviceKeys(t)
+	dev := keys.ID()
+	key := contact(t, nw, keys)
 	var envs []wire.Envelope
 	for range 10 {
-		batch := envelopes(dev, 50, fmt.Sprintf("b%d", len(envs)))
+		batch := withKey(envelopes(dev, 50, fmt.Sprintf("b%d", len(envs))), key)
 		send(t, nw.Nodes[0], batch, quorum)
 		envs = append(envs, batch...)
 	}
@@ -290,7 +323,7 @@ func TestCrashedRelayLosesNothing(t *testing.T) {
 	// Node 2, one of the device's relays, crashes while they wait; the
 	// device comes back through node 1.
 	nw.HardStop(2)
-	c := subscribe(t, nw.Nodes[1], dev)
+	c := subscribe(t, nw.Nodes[1], keys)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[0], marker, quorum)
@@ -300,8 +333,9 @@ func TestCrashedRelayLosesNothing(t *testing.T) {
 func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 	const k, quorum = 3, 2
 	nw := relayNet(t, 3, k, quorum, nil)
-	dev := deviceKeys(t).ID()
-	envs := envelopes(dev, 100, "r")
+	keys := deviceKeys(t)
+	dev := keys.ID()
+	envs := withKey(envelopes(dev, 100, "r"), contact(t, nw, keys))
 	send(t, nw.Nodes[0], envs, quorum)
 	for i := range nw.Nodes {
 		waitCount(t, nw, i, dev, len(envs))
@@ -321,7 +355,7 @@ func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 			}
 		}
 	}
-	c := subscribe(t, nw.Nodes[2], dev)
+	c := subscribe(t, nw.Nodes[2], keys)
 	c.waitFor(t, envs[len(envs)-1].ID)
 	marker := envelopes(dev, 1, "marker")
 	send(t, nw.Nodes[1], marker, quorum)
@@ -330,8 +364,9 @@ func TestRestartOfEveryNodeLosesNothing(t *testing.T) {
 
 func TestMailboxCapTellsTheSender(t *testing.T) {
 	nw := relayNet(t, 3, 3, 2, func(c *relay.Config) { c.MailboxCap = 5 })
-	dev := deviceKeys(t).ID()
-	envs := envelopes(dev, 7, "c")
+	keys := deviceKeys(t)
+	dev := keys.ID()
+	envs := withKey(envelopes(dev, 7, "c"), contact(t, nw, keys))
 	res, err := nw.Nodes[0].Relay().Send(t.Context(), envs)
 	if err != nil {
 		t.Fatal(err)
@@ -422,9 +457,11 @@ func TestLargestEnvelopesHandedOverAndPushed(t *testing.T) {
 	nw := relayNet(t, 2, 1, 1, nil)
 	// A device whose one relay is node 1; node 0 holds its mailbox as a
 	// relay that no longer should.
+	var keys e2ee.DeviceKeys
 	var dev ident.DeviceID
 	for dev.IsZero() || expectedRelays(nw, nil, dev, 1)[0] != nw.Nodes[1].PeerID() {
-		dev = deviceKeys(t).ID()
+		keys = deviceKeys(t)
+		dev = keys.ID()
 	}
 	envs := largestEnvelopes(t, dev, count)
 	res, err := nw.Nodes[0].Relay().Local().Put(t.Context(), envs)
@@ -445,7 +482,7 @@ func TestLargestEnvelopesHandedOverAndPushed(t *testing.T) {
 	}
 	waitCount(t, nw, 1, dev, count)
 
-	got := subscribe(t, nw.Nodes[0], dev).waitFor(t, envs[count-1].ID)
+	got := subscribe(t, nw.Nodes[0], keys).waitFor(t, envs[count-1].ID)
 	if len(got) != count {
 		t.Fatalf("%d envelopes pushed, want %d", len(got), count)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -16,6 +17,9 @@ const (
 	// placementTTL is how long Send and Ack reuse the relays found for a
 	// mailbox before asking the DHT again.
 	placementTTL = 30 * time.Second
+	// placementRecheck is the age past which a cached placement that
+	// leaves this node out is looked up again before a store is refused.
+	placementRecheck = time.Second
 	// maxPlacements bounds the cached placements; past it the cache
 	// starts again empty.
 	maxPlacements = 1 << 14
@@ -69,6 +73,30 @@ func (s *Service) cachedRelays(ctx context.Context, device ident.DeviceID) ([]pe
 		return p.peers, nil
 	}
 	return s.Relays(ctx, device)
+}
+
+// responsible reports whether this node is among the relays of device's
+// mailbox, by the cached placement; a cached placement that leaves this
+// node out is looked up again once, so a relay that joined lately is not
+// refused by its own stale view.
+func (s *Service) responsible(ctx context.Context, device ident.DeviceID) bool {
+	self := s.host.ID()
+	s.mu.Lock()
+	p, ok := s.place[string(device.Bytes())]
+	s.mu.Unlock()
+	fresh := ok && time.Since(p.at) < placementTTL
+	if fresh && slices.Contains(p.peers, self) {
+		return true
+	}
+	if fresh && time.Since(p.at) < placementRecheck {
+		return false
+	}
+	peers, err := s.Relays(ctx, device)
+	if err != nil {
+		s.log.Debug("placement lookup failed", "device", device.String(), "err", err)
+		return false
+	}
+	return slices.Contains(peers, self)
 }
 
 // quorum is the write quorum for a mailbox with n relays: WriteQuorum, or

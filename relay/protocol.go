@@ -39,8 +39,8 @@ const (
 	// wire.MaxEnvelopeSize - wire.MaxCiphertextSize) and its byte-string
 	// head.
 	envelopeCost = 256
-	// MaxAckIDs bounds the envelope IDs of one ack.
-	MaxAckIDs = wire.MaxAckBatch
+	// MaxAckRefs bounds the envelope references of one ack.
+	MaxAckRefs = wire.MaxAckBatch
 	// RequestTimeout bounds a store, handover or ack exchange, dial included.
 	RequestTimeout = 20 * time.Second
 	// PushTimeout bounds writing one push frame to a subscriber.
@@ -52,9 +52,9 @@ const (
 // Frame types. Requests go from the asking node to the relay; replies back.
 const (
 	msgStore       uint8 = 1 // request: Envelopes
-	msgSubscribe   uint8 = 2 // request: Device
-	msgAck         uint8 = 3 // request: DevicePublic, IDs, Sig
-	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device)
+	msgSubscribe   uint8 = 2 // request: Token
+	msgAck         uint8 = 3 // request: DevicePublic, Refs, Sig
+	msgHandover    uint8 = 4 // request: Device, Envelopes (all addressed to Device), Token (optional)
 	msgStoreResult uint8 = 5 // reply to store and handover: Results, one per envelope
 	msgPush        uint8 = 6 // reply to subscribe, repeated: Envelopes
 	msgAckResult   uint8 = 7 // reply to ack: Deleted
@@ -63,13 +63,18 @@ const (
 
 // Result and error codes on the wire.
 const (
-	codeOK          = ""
-	codeMailboxFull = "mailbox_full"
-	codeExpired     = "expired"
-	codeBadEnvelope = "bad_envelope"
-	codeInternal    = "internal"
-	codeBadRequest  = "bad_request"
-	codeBadAck      = "bad_ack"
+	codeOK             = ""
+	codeMailboxFull    = "mailbox_full"
+	codeExpired        = "expired"
+	codeFuture         = "future"
+	codeNotResponsible = "not_responsible"
+	codeBadEnvelope    = "bad_envelope"
+	codeInternal       = "internal"
+	codeBadRequest     = "bad_request"
+	codeBadAck         = "bad_ack"
+	codeUnauthorized   = "unauthorized"
+	codeRequestsFull   = "requests_full"
+	codeRateLimited    = "rate_limited"
 )
 
 // Errors callers of the relay branch on.
@@ -82,8 +87,17 @@ var (
 	// ErrBadFrame reports a relay protocol frame that does not decode or
 	// breaks a limit.
 	ErrBadFrame = errors.New("relay: bad frame")
+	// ErrUnauthorized reports a subscription without a valid, fresh
+	// subscribe token for the subscribing node.
+	ErrUnauthorized = errors.New("relay: unauthorized")
 	// ErrRemote reports an error frame from a relay.
 	ErrRemote = errors.New("relay: relay refused")
+	// ErrNotResponsible reports an envelope sent to a relay that is not
+	// among the Replicas closest relays of its mailbox.
+	ErrNotResponsible = errors.New("relay: not a relay of the mailbox")
+	// ErrRateLimited reports envelopes refused because their sending peer
+	// stored more than the relay's store_rate allows.
+	ErrRateLimited = errors.New("relay: rate limited")
 	// ErrNoRelays reports that no relay node was found for a mailbox.
 	ErrNoRelays = errors.New("relay: no relay nodes")
 	// ErrStopped reports a call on a stopped service.
@@ -97,22 +111,24 @@ type frame struct {
 	Device       []byte   `cbor:"2,keyasint,omitempty"`
 	Envelopes    [][]byte `cbor:"3,keyasint,omitempty"`
 	DevicePublic []byte   `cbor:"4,keyasint,omitempty"`
-	IDs          [][]byte `cbor:"5,keyasint,omitempty"`
+	Refs         [][]byte `cbor:"5,keyasint,omitempty"`
 	Sig          []byte   `cbor:"6,keyasint,omitempty"`
 	Results      []string `cbor:"7,keyasint,omitempty"`
 	Deleted      uint64   `cbor:"8,keyasint,omitempty"`
 	Code         string   `cbor:"9,keyasint,omitempty"`
 	Message      string   `cbor:"10,keyasint,omitempty"`
+	Token        []byte   `cbor:"11,keyasint,omitempty"`
 }
 
 // request is a decoded, checked request.
 type request struct {
 	Type      uint8
-	Device    ident.DeviceID     // subscribe, handover, ack
-	Envelopes []wire.Envelope    // store, handover
-	Public    ident.DevicePublic // ack
-	IDs       []wire.EnvelopeID  // ack
-	Sig       []byte             // ack
+	Device    ident.DeviceID      // subscribe, handover, ack
+	Envelopes []wire.Envelope     // store, handover
+	Public    ident.DevicePublic  // ack
+	Refs      []wire.EnvelopeRef  // ack
+	Sig       []byte              // ack
+	Token     wire.SubscribeToken // subscribe; handover when it has one
 }
 
 // reply is a decoded, checked reply.
@@ -133,7 +149,7 @@ var (
 		}
 		return m
 	}()
-	decMode = wire.StrictDecMode(max(MaxAckIDs, MaxBatch))
+	decMode = wire.StrictDecMode(max(MaxAckRefs, MaxBatch))
 )
 
 func badFrame(format string, a ...any) error {
@@ -193,12 +209,8 @@ func frameRun(stored []Stored) int {
 	return len(stored)
 }
 
-func ackFrame(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) frame {
-	raw := make([][]byte, len(ids))
-	for i := range ids {
-		raw[i] = ids[i][:]
-	}
-	return frame{Type: msgAck, DevicePublic: dev.Encode(), IDs: raw, Sig: sig}
+func ackFrame(dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) frame {
+	return frame{Type: msgAck, DevicePublic: dev.Encode(), Refs: wire.RefBytes(refs), Sig: sig}
 }
 
 func decodeEnvelopes(raw [][]byte) ([]wire.Envelope, error) {
@@ -229,9 +241,12 @@ func decodeRequest(b []byte) (request, error) {
 	}
 	r := request{Type: f.Type}
 	extra := len(f.Results) > 0 || f.Deleted != 0 || f.Code != "" || f.Message != ""
+	if f.Token != nil && f.Type != msgSubscribe && f.Type != msgHandover {
+		return request{}, badFrame("token in a request of type %d", f.Type)
+	}
 	switch f.Type {
 	case msgStore:
-		if extra || f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		if extra || f.Device != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("store: unexpected fields")
 		}
 		envs, err := decodeEnvelopes(f.Envelopes)
@@ -240,7 +255,7 @@ func decodeRequest(b []byte) (request, error) {
 		}
 		r.Envelopes = envs
 	case msgHandover:
-		if extra || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		if extra || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("handover: unexpected fields")
 		}
 		dev, err := ident.DeviceIDFromBytes(f.Device)
@@ -257,15 +272,27 @@ func decodeRequest(b []byte) (request, error) {
 			}
 		}
 		r.Device, r.Envelopes = dev, envs
+		if f.Token != nil {
+			tok, err := wire.DecodeSubscribeToken(f.Token)
+			if err != nil {
+				return request{}, badFrame("handover: %v", err)
+			}
+			if !tok.Device.Equal(dev) {
+				return request{}, badFrame("handover: token of another device")
+			}
+			r.Token = tok
+		}
 	case msgSubscribe:
-		if extra || f.Envelopes != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+		// A subscribe without a valid token is unauthorized, whatever else
+		// it carries.
+		tok, err := wire.DecodeSubscribeToken(f.Token)
+		if err != nil {
+			return request{}, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		}
+		if extra || f.Device != nil || f.Envelopes != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil {
 			return request{}, badFrame("subscribe: unexpected fields")
 		}
-		dev, err := ident.DeviceIDFromBytes(f.Device)
-		if err != nil {
-			return request{}, badFrame("subscribe: %v", err)
-		}
-		r.Device = dev
+		r.Device, r.Token = tok.Device, tok
 	case msgAck:
 		if extra || f.Envelopes != nil || f.Device != nil {
 			return request{}, badFrame("ack: unexpected fields")
@@ -274,16 +301,15 @@ func decodeRequest(b []byte) (request, error) {
 		if err != nil {
 			return request{}, badFrame("ack: device: %v", err)
 		}
-		if len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
-			return request{}, badFrame("ack: %d IDs, want 1 to %d", len(f.IDs), MaxAckIDs)
+		if len(f.Refs) == 0 || len(f.Refs) > MaxAckRefs {
+			return request{}, badFrame("ack: %d references, want 1 to %d", len(f.Refs), MaxAckRefs)
 		}
-		for _, id := range f.IDs {
-			if len(id) != wire.EnvelopeIDSize {
-				return request{}, badFrame("ack: envelope ID of %d bytes", len(id))
-			}
+		refs, err := wire.RefsOf(f.Refs)
+		if err != nil {
+			return request{}, badFrame("ack: %v", err)
 		}
-		r.Public, r.Device, r.IDs, r.Sig = pub, pub.ID(), wire.IDsOf(f.IDs), f.Sig
-		if err := verifyAck(r.Public, r.IDs, r.Sig); err != nil {
+		r.Public, r.Device, r.Refs, r.Sig = pub, pub.ID(), refs, f.Sig
+		if err := verifyAck(r.Public, r.Refs, r.Sig); err != nil {
 			return request{}, err
 		}
 	default:
@@ -293,8 +319,8 @@ func decodeRequest(b []byte) (request, error) {
 }
 
 // verifyAck checks the device's signature over wire.AckMessage.
-func verifyAck(dev ident.DevicePublic, ids []wire.EnvelopeID, sig []byte) error {
-	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), ids), sig); err != nil {
+func verifyAck(dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error {
+	if err := dev.Signing.Verify(wire.DomainAck, wire.AckMessage(dev.ID(), refs), sig); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadAck, err)
 	}
 	return nil
@@ -310,7 +336,7 @@ func decodeReply(b []byte) (reply, error) {
 	if err := decMode.Unmarshal(b, &f); err != nil {
 		return reply{}, badFrame("%v", err)
 	}
-	if f.Device != nil || f.DevicePublic != nil || f.IDs != nil || f.Sig != nil {
+	if f.Device != nil || f.DevicePublic != nil || f.Refs != nil || f.Sig != nil || f.Token != nil {
 		return reply{}, badFrame("reply with request fields")
 	}
 	r := reply{Type: f.Type}
@@ -324,7 +350,7 @@ func decodeReply(b []byte) (reply, error) {
 		}
 		for _, c := range f.Results {
 			switch c {
-			case codeOK, codeMailboxFull, codeExpired, codeBadEnvelope, codeInternal:
+			case codeOK, codeMailboxFull, codeRequestsFull, codeExpired, codeFuture, codeNotResponsible, codeRateLimited, codeBadEnvelope, codeInternal:
 			default:
 				return reply{}, badFrame("store result: unknown code %q", c)
 			}
@@ -343,7 +369,7 @@ func decodeReply(b []byte) (reply, error) {
 		if f.Results != nil || f.Envelopes != nil || f.Code != "" || f.Message != "" {
 			return reply{}, badFrame("ack result: unexpected fields")
 		}
-		if f.Deleted > MaxAckIDs {
+		if f.Deleted > MaxAckRefs {
 			return reply{}, badFrame("ack result: %d deleted", f.Deleted)
 		}
 		r.Deleted = f.Deleted
@@ -390,8 +416,11 @@ func (r reply) Refusal() (code, message string, ok bool) {
 
 // refused is the error of an error frame from relay p.
 func refused(p peer.ID, code, msg string) error {
-	if code == codeBadAck {
+	switch code {
+	case codeBadAck:
 		return fmt.Errorf("%w: relay %s: %s", ErrBadAck, p, msg)
+	case codeUnauthorized:
+		return fmt.Errorf("%w: relay %s: %s", ErrUnauthorized, p, msg)
 	}
 	return fmt.Errorf("%w: %s: %s: %s", ErrRemote, p, code, msg)
 }
@@ -406,6 +435,10 @@ func (s *Service) roundTrip(ctx context.Context, p peer.ID, f frame, want uint8)
 var storeCodes = service.Codes{
 	{Code: codeMailboxFull, Err: wire.ErrMailboxFull},
 	{Code: codeExpired, Err: wire.ErrExpired},
+	{Code: codeFuture, Err: wire.ErrFromFuture},
+	{Code: codeNotResponsible, Err: ErrNotResponsible},
+	{Code: codeRequestsFull, Err: wire.ErrRequestsFull},
+	{Code: codeRateLimited, Err: ErrRateLimited},
 	{Code: codeBadEnvelope, Err: wire.ErrBadEnvelope},
 }
 

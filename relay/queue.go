@@ -303,7 +303,7 @@ func (s *Service) sendJobs(p peer.ID, jobs []*storeJob) {
 	if p == s.host.ID() {
 		errs = s.storeLocal(s.ctx, all)
 	} else {
-		errs = s.storeRemote(s.ctx, p, msgStore, ident.DeviceID{}, all)
+		errs = s.storeRemote(s.ctx, p, msgStore, ident.DeviceID{}, all, nil)
 	}
 	for _, j := range jobs {
 		j.errs, errs = errs[:len(j.envs)], errs[len(j.envs):]

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Rebalance checks, for every mailbox this relay holds, that it is still
@@ -45,6 +46,10 @@ func (s *Service) Rebalance(ctx context.Context) error {
 // what a quorum of them stored.
 func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []peer.ID) error {
 	need := s.quorum(len(peers))
+	token, err := s.box.Token(device)
+	if err != nil {
+		return fmt.Errorf("relay: hand over mailbox of %s: %w", device, err)
+	}
 	var after uint64
 	moved := 0
 	for {
@@ -66,7 +71,7 @@ func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []p
 		var wg sync.WaitGroup
 		for _, p := range peers {
 			wg.Go(func() {
-				errs := s.storeRemote(ctx, p, msgHandover, device, envs)
+				errs := s.storeRemote(ctx, p, msgHandover, device, envs, token)
 				mu.Lock()
 				defer mu.Unlock()
 				for i, err := range errs {
@@ -77,10 +82,10 @@ func (s *Service) handOver(ctx context.Context, device ident.DeviceID, peers []p
 			})
 		}
 		wg.Wait()
-		var done []EnvelopeID
+		var done []wire.EnvelopeRef
 		for i, n := range ok {
 			if n >= need {
-				done = append(done, envs[i].ID)
+				done = append(done, envs[i].Ref())
 			}
 		}
 		if len(done) == 0 {

@@ -40,6 +40,10 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			results[i].Err = fmt.Errorf("%w: TTL %s above %s", wire.ErrBadEnvelope, envs[i].TTL, s.cfg.MaxTTL)
 			continue
 		}
+		if err := envs[i].CheckTime(s.now()); err != nil {
+			results[i].Err = err
+			continue
+		}
 		k := string(envs[i].To.Bytes())
 		if byDevice[k] == nil {
 			order = append(order, k)
@@ -115,7 +119,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			answered[i]++
 			if w.err[j] == nil {
 				results[i].Stored++
-			} else if failure[i] == nil || !errors.Is(failure[i], wire.ErrMailboxFull) {
+			} else if failure[i] == nil || !(errors.Is(failure[i], wire.ErrMailboxFull) || errors.Is(failure[i], wire.ErrRequestsFull)) {
 				failure[i] = w.err[j]
 			}
 			if decided(i) {
@@ -133,7 +137,7 @@ func (s *Service) Send(ctx context.Context, envs []Envelope) ([]SendResult, erro
 			continue
 		}
 		switch f := failure[i]; {
-		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrBadEnvelope):
+		case errors.Is(f, wire.ErrMailboxFull), errors.Is(f, wire.ErrRequestsFull), errors.Is(f, wire.ErrExpired), errors.Is(f, wire.ErrFromFuture), errors.Is(f, wire.ErrBadEnvelope):
 			results[i].Err = f
 		default:
 			results[i].Err = fmt.Errorf("%w: envelope %s stored on %d of %d relays, %d needed (last error: %v)", ErrNoQuorum, envs[i].ID, results[i].Stored, need[i], quorum[i], f)
@@ -167,11 +171,14 @@ func (s *Service) storeLocal(ctx context.Context, envs []Envelope) []error {
 	return errs
 }
 
-func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device ident.DeviceID, envs []Envelope) []error {
+// storeRemote stores envs on relay p with a store or handover frame; a
+// handover carries the device's token, if not nil.
+func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device ident.DeviceID, envs []Envelope, token []byte) []error {
 	f, err := storeFrame(typ, device, envs)
 	if err != nil {
 		return failAll(len(envs), err)
 	}
+	f.Token = token
 	r, err := s.roundTrip(ctx, p, f, msgStoreResult)
 	if err != nil {
 		s.log.Debug("store on relay failed", "relay", p.String(), "envelopes", len(envs), "err", err)
@@ -188,14 +195,14 @@ func (s *Service) storeRemote(ctx context.Context, p peer.ID, typ uint8, device 
 }
 
 // Ack deletes envelopes on every relay of the device. sig is the device's
-// signature (wire.DomainAck) over wire.AckMessage(dev.ID(), ids); this node
+// signature (wire.DomainAck) over wire.AckMessage(dev.ID(), refs); this node
 // and every relay verify it. Ack succeeds when at least one relay deleted
 // or confirmed; the errors of the others are logged.
-func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, ids []EnvelopeID, sig []byte) error {
-	if len(ids) == 0 || len(ids) > MaxAckIDs {
-		return fmt.Errorf("%w: %d envelope IDs, want 1 to %d", ErrBadAck, len(ids), MaxAckIDs)
+func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, refs []wire.EnvelopeRef, sig []byte) error {
+	if len(refs) == 0 || len(refs) > MaxAckRefs {
+		return fmt.Errorf("%w: %d envelope references, want 1 to %d", ErrBadAck, len(refs), MaxAckRefs)
 	}
-	if err := verifyAck(dev, ids, sig); err != nil {
+	if err := verifyAck(dev, refs, sig); err != nil {
 		return err
 	}
 	device := dev.ID()
@@ -212,12 +219,12 @@ func (s *Service) Ack(ctx context.Context, dev ident.DevicePublic, ids []Envelop
 					errs[i] = fmt.Errorf("%w: this node is not a relay", ErrRemote)
 					return
 				}
-				n, err := s.box.Ack(device, ids)
+				n, err := s.box.Ack(device, refs)
 				s.met.acked.Add(float64(n))
 				errs[i] = err
 				return
 			}
-			_, errs[i] = s.roundTrip(ctx, p, ackFrame(dev, ids, sig), msgAckResult)
+			_, errs[i] = s.roundTrip(ctx, p, ackFrame(dev, refs, sig), msgAckResult)
 		})
 	}
 	wg.Wait()

@@ -16,8 +16,10 @@ import (
 func BenchmarkSendThreeNodes(b *testing.B) {
 	nw := relayNet(b, 3, 3, 2, nil)
 	devs := make([]ident.DeviceID, 256)
+	keys := make([][]byte, len(devs))
 	for i := range devs {
-		devs[i] = deviceKeys(b).ID()
+		k := deviceKeys(b)
+		devs[i], keys[i] = k.ID(), contact(b, nw, k)
 	}
 	body := make([]byte, 1024)
 	rand.Read(body)
@@ -28,8 +30,8 @@ func BenchmarkSendThreeNodes(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			d := devs[next.Add(1)%uint64(len(devs))]
-			e := wire.Envelope{To: d, ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body}
+			i := next.Add(1) % uint64(len(devs))
+			e := wire.Envelope{To: devs[i], ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body, Delivery: keys[i]}
 			res, err := svc.Send(b.Context(), []wire.Envelope{e})
 			if err != nil || res[0].Err != nil {
 				b.Errorf("send: %v %+v", err, res)

@@ -90,7 +90,9 @@ func TestSendKeepsOrderOnASlowRelay(t *testing.T) {
 			var envs []Envelope
 			for j := range 4 {
 				body := fmt.Sprintf("frame %d envelope %d", i, j)
-				envs = append(envs, env(dev, body, time.Hour))
+				e := env(dev, body, time.Hour)
+				e.Time = time.Now() // the bubble's clock
+				envs = append(envs, e)
 				want = append(want, body)
 			}
 			res, err := s.Send(context.Background(), envs)

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/volo-chat/volo/internal/service"
 	"github.com/volo-chat/volo/store"
@@ -46,7 +47,8 @@ type SendResult struct {
 	// is when the network has fewer. The write quorum is at most this.
 	Relays int
 	// Err is nil once WriteQuorum relays have it; else wire.ErrMailboxFull,
-	// wire.ErrExpired, wire.ErrBadEnvelope or ErrNoQuorum.
+	// wire.ErrRequestsFull,
+	// wire.ErrExpired, wire.ErrFromFuture, wire.ErrBadEnvelope or ErrNoQuorum.
 	Err error
 }
 
@@ -80,6 +82,7 @@ type Service struct {
 
 	mu           sync.Mutex
 	place        map[string]placement
+	limiters     map[peer.ID]*rate.Limiter // per source peer of stores
 	queues       map[peer.ID]*sendQueue
 	queuesClosed bool
 }
@@ -94,6 +97,7 @@ func NewService(cfg Config, host Host, view *store.Prefixed, opts ...Option) (*S
 	s := &Service{
 		cfg: cfg, host: host, log: o.Log, now: o.Now, life: service.NewLifecycle(),
 		place: make(map[string]placement), queues: make(map[peer.ID]*sendQueue),
+		limiters: make(map[peer.ID]*rate.Limiter),
 	}
 	s.ctx = s.life.Context()
 	s.client = service.Client[reply]{
@@ -102,6 +106,7 @@ func NewService(cfg Config, host Host, view *store.Prefixed, opts ...Option) (*S
 	}
 	s.box = NewMailboxes(view, cfg.MailboxCap, s.now)
 	s.box.maxTTL = cfg.MaxTTL.Std()
+	s.box.requestsCap = cfg.RequestsCap
 	met, err := newMetrics(o.Metrics, s.box)
 	if err != nil {
 		return nil, err
@@ -142,6 +147,25 @@ func (s *Service) Stop() error {
 	}
 	s.box.Close()
 	return nil
+}
+
+// maxLimiters bounds the source peers whose store rate the relay tracks;
+// past it the tracking starts again empty.
+const maxLimiters = 1 << 14
+
+// allowStore reports whether peer p may store n more envelopes now.
+func (s *Service) allowStore(p peer.ID, n int) bool {
+	s.mu.Lock()
+	l, ok := s.limiters[p]
+	if !ok {
+		if len(s.limiters) >= maxLimiters {
+			clear(s.limiters)
+		}
+		l = rate.NewLimiter(rate.Limit(s.cfg.StoreRate), s.cfg.StoreBurst)
+		s.limiters[p] = l
+	}
+	s.mu.Unlock()
+	return l.AllowN(s.now(), n)
 }
 
 // expire deletes the envelopes whose TTL has passed.

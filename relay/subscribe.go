@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/volo-chat/volo/ident"
+	"github.com/volo-chat/volo/wire"
 )
 
 // Subscription intervals.
@@ -24,12 +25,22 @@ const (
 	retryMax = 15 * time.Second
 )
 
-// Subscribe delivers the device's pending envelopes, from each of its
-// relays in that relay's order, deduplicated by envelope ID, and then new
+// Subscribe delivers the pending envelopes of the device of token, from
+// each of its relays in that relay's order, deduplicated by envelope reference (ID and ciphertext hash: copies
+// under one ID with other bytes are all delivered), and then new
 // ones as they arrive, by calling deliver (never concurrently) until ctx
 // ends; it then returns ctx's error. Relays are looked up again every
 // resolveInterval, and a relay whose stream fails is retried with backoff.
-func (s *Service) Subscribe(ctx context.Context, device ident.DeviceID, deliver func([]Envelope)) error {
+//
+// token returns the device's newest subscribe token for this node; every
+// relay stream opens with the token it returns then. Subscribe fails with
+// ErrUnauthorized when the first token is not valid for this node now.
+func (s *Service) Subscribe(ctx context.Context, token func() wire.SubscribeToken, deliver func([]Envelope)) error {
+	tok := token()
+	if err := tok.CheckFor(s.host.ID().String(), s.now()); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	}
+	device := tok.Device
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sub := &subscription{deliver: deliver, seen: newSeenSet(2 * s.cfg.MailboxCap * s.cfg.Replicas), met: s.met, now: s.now}
@@ -56,7 +67,7 @@ func (s *Service) Subscribe(ctx context.Context, device ident.DeviceID, deliver 
 			}
 			fctx, fcancel := context.WithCancel(ctx)
 			following[p] = fcancel
-			wg.Go(func() { s.follow(fctx, p, device, sub) })
+			wg.Go(func() { s.follow(fctx, p, token, sub) })
 		}
 		for p, stop := range following {
 			if err == nil && !slices.Contains(peers, p) {
@@ -68,19 +79,26 @@ func (s *Service) Subscribe(ctx context.Context, device ident.DeviceID, deliver 
 	}
 }
 
-// follow delivers what relay p holds for device until ctx ends, opening
-// the stream again after failures.
-func (s *Service) follow(ctx context.Context, p peer.ID, device ident.DeviceID, sub *subscription) {
+// follow delivers what relay p holds for the device of token until ctx
+// ends, opening the stream again after failures.
+func (s *Service) follow(ctx context.Context, p peer.ID, token func() wire.SubscribeToken, sub *subscription) {
 	wait := retryMin
 	for ctx.Err() == nil && s.ctx.Err() == nil {
+		tok := token()
+		device := tok.Device
 		var err error
 		if p == s.host.ID() {
 			if !s.cfg.Enabled {
 				return
 			}
-			err = s.pump(ctx, device, func(envs []Envelope) error { sub.offer(envs); return nil })
+			if err = tok.CheckFor(p.String(), s.now()); err == nil {
+				err = s.box.Register(ctx, tok)
+			}
+			if err == nil {
+				err = s.pump(ctx, device, func(envs []Envelope) error { sub.offer(envs); return nil })
+			}
 		} else {
-			err = s.followRemote(ctx, p, device, sub, func() { wait = retryMin })
+			err = s.followRemote(ctx, p, tok, sub, func() { wait = retryMin })
 		}
 		if ctx.Err() != nil {
 			return
@@ -95,7 +113,12 @@ func (s *Service) follow(ctx context.Context, p peer.ID, device ident.DeviceID, 
 	}
 }
 
-func (s *Service) followRemote(ctx context.Context, p peer.ID, device ident.DeviceID, sub *subscription, healthy func()) error {
+func (s *Service) followRemote(ctx context.Context, p peer.ID, tok wire.SubscribeToken, sub *subscription, healthy func()) error {
+	device := tok.Device
+	raw, err := tok.Encode()
+	if err != nil {
+		return err
+	}
 	octx, cancel := context.WithTimeout(ctx, SubscribeOpenTimeout)
 	st, err := s.host.Libp2p().NewStream(octx, p, ProtocolID)
 	cancel()
@@ -106,7 +129,7 @@ func (s *Service) followRemote(ctx context.Context, p peer.ID, device ident.Devi
 	defer stop()
 	defer st.Close()
 	st.SetWriteDeadline(time.Now().Add(SubscribeOpenTimeout))
-	if err := writeFrame(st, frame{Type: msgSubscribe, Device: device.Bytes()}); err != nil {
+	if err := writeFrame(st, frame{Type: msgSubscribe, Token: raw}); err != nil {
 		st.Reset()
 		return err
 	}
@@ -190,7 +213,7 @@ func (sub *subscription) offer(envs []Envelope) {
 	defer sub.mu.Unlock()
 	fresh := envs[:0:0]
 	for _, e := range envs {
-		if sub.seen.add(e.ID) {
+		if sub.seen.add(e.Ref()) {
 			fresh = append(fresh, e)
 		}
 	}
@@ -205,20 +228,20 @@ func (sub *subscription) offer(envs []Envelope) {
 	sub.deliver(fresh)
 }
 
-// seenSet remembers the last limit envelope IDs.
+// seenSet remembers the last limit envelope references.
 type seenSet struct {
-	ids   map[EnvelopeID]struct{}
-	ring  []EnvelopeID
+	ids   map[wire.EnvelopeRef]struct{}
+	ring  []wire.EnvelopeRef
 	next  int
 	limit int
 }
 
 func newSeenSet(n int) *seenSet {
-	return &seenSet{ids: make(map[EnvelopeID]struct{}), limit: max(1, min(n, seenLimit))}
+	return &seenSet{ids: make(map[wire.EnvelopeRef]struct{}), limit: max(1, min(n, seenLimit))}
 }
 
 // add reports whether id is new, and remembers it.
-func (s *seenSet) add(id EnvelopeID) bool {
+func (s *seenSet) add(id wire.EnvelopeRef) bool {
 	if _, ok := s.ids[id]; ok {
 		return false
 	}
@@ -233,5 +256,5 @@ func (s *seenSet) add(id EnvelopeID) bool {
 	return true
 }
 
-// seenLimit bounds the envelope IDs one subscription remembers.
+// seenLimit bounds the envelope references one subscription remembers.
 const seenLimit = 1 << 20

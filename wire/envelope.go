@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -27,6 +28,9 @@ const (
 	DefaultTTL = 30 * 24 * time.Hour
 	// MaxTTL is the longest TTL a relay accepts.
 	MaxTTL = DefaultTTL
+	// MaxClockSkew is how far in the future of a relay's clock an
+	// envelope's Time may be; later envelopes are refused (ErrFromFuture).
+	MaxClockSkew = 5 * time.Minute
 )
 
 // Errors of envelopes and mailboxes.
@@ -37,6 +41,12 @@ var (
 	ErrMailboxFull = errors.New("wire: mailbox full")
 	// ErrExpired reports an envelope whose TTL has passed.
 	ErrExpired = errors.New("wire: envelope expired")
+	// ErrRequestsFull reports a mailbox whose quota for envelopes without
+	// the device's delivery key (message requests) is used up.
+	ErrRequestsFull = errors.New("wire: mailbox full for message requests")
+	// ErrFromFuture reports an envelope dated more than MaxClockSkew after
+	// the clock of the node that checks it.
+	ErrFromFuture = errors.New("wire: envelope dated in the future")
 )
 
 // EnvelopeID names an envelope: random, chosen by the sender, the key
@@ -61,6 +71,43 @@ type Envelope struct {
 	Time       time.Time     // when the sender made it (millisecond precision)
 	TTL        time.Duration // how long it may wait (second precision)
 	Ciphertext []byte
+	// Delivery is the recipient device's delivery key, which only its
+	// contacts hold (DeliveryVerifierSize bytes), or nil: relays count an
+	// envelope without it against the mailbox's small quota for message
+	// requests.
+	Delivery []byte
+}
+
+// EnvelopeRefSize is the size of an envelope reference: the ID and the
+// SHA-256 of the ciphertext.
+const EnvelopeRefSize = EnvelopeIDSize + sha256.Size
+
+// EnvelopeRef names one envelope exactly: its ID and the SHA-256 of its
+// ciphertext. Relays and devices deduplicate and acknowledge by it, so an
+// envelope under a genuine ID with other bytes is another envelope.
+type EnvelopeRef struct {
+	ID   EnvelopeID
+	Hash [sha256.Size]byte
+}
+
+// Ref returns the envelope's reference.
+func (e Envelope) Ref() EnvelopeRef { return EnvelopeRef{ID: e.ID, Hash: sha256.Sum256(e.Ciphertext)} }
+
+// Bytes returns the reference as sent: the ID then the hash.
+func (r EnvelopeRef) Bytes() []byte { return append(r.ID[:len(r.ID):len(r.ID)], r.Hash[:]...) }
+
+// String returns the ID and the start of the hash in hex.
+func (r EnvelopeRef) String() string { return fmt.Sprintf("%x/%x", r.ID[:], r.Hash[:4]) }
+
+// ParseEnvelopeRef reads a reference of EnvelopeRefSize bytes.
+func ParseEnvelopeRef(b []byte) (EnvelopeRef, error) {
+	var r EnvelopeRef
+	if len(b) != EnvelopeRefSize {
+		return r, fmt.Errorf("wire: envelope reference of %d bytes, want %d", len(b), EnvelopeRefSize)
+	}
+	copy(r.ID[:], b)
+	copy(r.Hash[:], b[EnvelopeIDSize:])
+	return r, nil
 }
 
 // Expiry is when the envelope stops waiting.
@@ -73,6 +120,7 @@ type wireEnvelope struct {
 	Time       uint64         `cbor:"3,keyasint"` // ms since the Unix epoch
 	TTL        uint64         `cbor:"4,keyasint"` // seconds
 	Ciphertext []byte         `cbor:"5,keyasint"`
+	Delivery   []byte         `cbor:"6,keyasint,omitempty"`
 }
 
 var (
@@ -112,7 +160,8 @@ func StrictDecMode(maxArray int) cbor.DecMode {
 }
 
 // Check reports whether e is within the limits: a device, a non-zero ID,
-// a TTL in (0, MaxTTL], a payload of at most MaxCiphertextSize.
+// a TTL in (0, MaxTTL], a payload of at most MaxCiphertextSize, a
+// delivery key of DeliveryVerifierSize bytes or none.
 func (e Envelope) Check() error {
 	switch {
 	case e.To.IsZero():
@@ -123,6 +172,22 @@ func (e Envelope) Check() error {
 		return fmt.Errorf("%w: TTL %s not in (0, %s]", ErrBadEnvelope, e.TTL, MaxTTL)
 	case len(e.Ciphertext) == 0 || len(e.Ciphertext) > MaxCiphertextSize:
 		return fmt.Errorf("%w: ciphertext of %d bytes (1 to %d)", ErrBadEnvelope, len(e.Ciphertext), MaxCiphertextSize)
+	case e.Delivery != nil && len(e.Delivery) != DeliveryVerifierSize:
+		return fmt.Errorf("%w: delivery key of %d bytes, want %d", ErrBadEnvelope, len(e.Delivery), DeliveryVerifierSize)
+	}
+	return nil
+}
+
+// CheckTime reports whether e may be stored at now: dated at most
+// MaxClockSkew after now (else ErrFromFuture) and not expired (else
+// ErrExpired).
+func (e Envelope) CheckTime(now time.Time) error {
+	if e.Time.After(now.Add(MaxClockSkew)) {
+		return fmt.Errorf("%w: %s is more than %s after %s", ErrFromFuture,
+			e.Time.UTC().Format(time.RFC3339), MaxClockSkew, now.UTC().Format(time.RFC3339))
+	}
+	if !e.Expiry().After(now) {
+		return ErrExpired
 	}
 	return nil
 }
@@ -138,6 +203,7 @@ func (e Envelope) Encode() ([]byte, error) {
 		Time:       uint64(e.Time.UnixMilli()),
 		TTL:        uint64(e.TTL / time.Second),
 		Ciphertext: e.Ciphertext,
+		Delivery:   e.Delivery,
 	})
 }
 
@@ -162,6 +228,7 @@ func DecodeEnvelope(b []byte) (Envelope, error) {
 		Time:       time.UnixMilli(int64(w.Time)).UTC(),
 		TTL:        time.Duration(w.TTL) * time.Second,
 		Ciphertext: w.Ciphertext,
+		Delivery:   w.Delivery,
 	}
 	copy(e.ID[:], w.ID)
 	if err := e.Check(); err != nil {

@@ -72,6 +72,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	e := Envelope{To: dev.ID(), ID: EnvelopeID{1}, Time: t0, TTL: time.Hour, Ciphertext: []byte("fuzz")}
 	b, _ := e.Encode()
 	f.Add(b)
+	e.Delivery = bytes.Repeat([]byte{9}, DeliveryVerifierSize)
+	b, _ = e.Encode()
+	f.Add(b)
 	f.Add([]byte{0xa0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := DecodeEnvelope(data)
@@ -102,4 +105,29 @@ func testKeys(t testing.TB) (keysOf, e2ee.DeviceKeys) {
 		t.Fatal(err)
 	}
 	return keysOf{user: g.UserID(), dev: k.ID()}, k
+}
+
+func TestEnvelopeDeliveryKeyAndRef(t *testing.T) {
+	dev, _ := e2ee.GenerateDeviceKeys(rand.Reader)
+	e := Envelope{To: dev.ID(), ID: EnvelopeID{1}, Time: t0, TTL: time.Hour, Ciphertext: []byte("x"), Delivery: bytes.Repeat([]byte{9}, DeliveryVerifierSize)}
+	b, err := e.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeEnvelope(b)
+	if err != nil || !bytes.Equal(got.Delivery, e.Delivery) {
+		t.Fatalf("delivery key does not round-trip: %v", err)
+	}
+	e.Delivery = []byte{1, 2}
+	if err := e.Check(); !errors.Is(err, ErrBadEnvelope) {
+		t.Errorf("short delivery key: %v", err)
+	}
+	other := got
+	other.Ciphertext = []byte("y")
+	if got.Ref() == other.Ref() || got.Ref().ID != other.Ref().ID {
+		t.Error("references of one ID and two ciphertexts")
+	}
+	if r, err := ParseEnvelopeRef(got.Ref().Bytes()); err != nil || r != got.Ref() {
+		t.Errorf("reference does not round-trip: %v", err)
+	}
 }

@@ -21,7 +21,7 @@ const (
 	MaxFrameSize = 2 << 20
 	// MaxSendBatch bounds the envelopes of one send or deliver frame.
 	MaxSendBatch = 64
-	// MaxAckBatch bounds the envelope IDs of one ack frame.
+	// MaxAckBatch bounds the envelope references of one ack frame.
 	MaxAckBatch = 1024
 	// ChallengeNonceSize is the size of a WebSocket challenge nonce.
 	ChallengeNonceSize = 32
@@ -81,13 +81,14 @@ type FrameType uint8
 // Frame types; the direction is in the comment.
 const (
 	FrameChallenge  FrameType = 1 // node → client: Nonce, PeerID
-	FrameAuth       FrameType = 2 // client → node: User, Device, Sig
+	FrameAuth       FrameType = 2 // client → node: User, Device, Sig, Token
 	FrameReady      FrameType = 3 // node → client
 	FrameSend       FrameType = 4 // client → node: RequestID, Envelopes
 	FrameSendResult FrameType = 5 // node → client: RequestID, Results
 	FrameDeliver    FrameType = 6 // node → client: Envelopes
-	FrameAck        FrameType = 7 // client → node: IDs, Sig
+	FrameAck        FrameType = 7 // client → node: Refs, Sig
 	FrameError      FrameType = 8 // node → client: Code, Message
+	FrameToken      FrameType = 9 // client → node: Token
 )
 
 // Frame is one WebSocket message: a CBOR map whose keys are the field
@@ -102,9 +103,11 @@ type Frame struct {
 	RequestID uint64          `cbor:"7,keyasint,omitempty"`
 	Envelopes [][]byte        `cbor:"8,keyasint,omitempty"`
 	Results   []SendResult    `cbor:"9,keyasint,omitempty"`
-	IDs       [][]byte        `cbor:"10,keyasint,omitempty"`
+	Refs      [][]byte        `cbor:"10,keyasint,omitempty"` // EnvelopeRef.Bytes of each
 	Code      string          `cbor:"11,keyasint,omitempty"`
 	Message   string          `cbor:"12,keyasint,omitempty"`
+	// Token is an encoded SubscribeToken.
+	Token []byte `cbor:"13,keyasint,omitempty"`
 }
 
 // SendResult is the fate of one envelope of a send frame.
@@ -121,11 +124,16 @@ type SendResult struct {
 
 // Error codes of a send result and of error frames.
 const (
-	ResultMailboxFull = "mailbox_full"
-	ResultNoQuorum    = "no_quorum"
-	ResultBadEnvelope = "bad_envelope"
-	ResultRateLimited = "rate_limited"
-	ResultTooLarge    = "too_large"
+	ResultMailboxFull  = "mailbox_full"
+	ResultNoQuorum     = "no_quorum"
+	ResultBadEnvelope  = "bad_envelope"
+	ResultFuture       = "future"
+	ResultRequestsFull = "requests_full"
+	ResultRateLimited  = "rate_limited"
+	ResultTooLarge     = "too_large"
+	// CodeBadToken is the code of the error frame answering a token
+	// frame whose token does not verify or is not fresh.
+	CodeBadToken = "bad_token"
 )
 
 // Encode returns the frame's canonical CBOR encoding; it refuses a frame
@@ -168,8 +176,12 @@ func (f Frame) check() error {
 			return bad("needs a 32-byte nonce and a peer ID")
 		}
 	case FrameAuth:
-		if f.User == nil || f.Device == nil || len(f.Sig) != 64 {
-			return bad("needs user, device and a 64-byte signature")
+		if f.User == nil || f.Device == nil || len(f.Sig) != 64 || len(f.Token) == 0 || len(f.Token) > MaxSubscribeTokenSize {
+			return bad("needs user, device, a 64-byte signature and a subscribe token")
+		}
+	case FrameToken:
+		if len(f.Token) == 0 || len(f.Token) > MaxSubscribeTokenSize {
+			return bad("needs a subscribe token")
 		}
 	case FrameReady:
 	case FrameSend, FrameDeliver:
@@ -181,12 +193,12 @@ func (f Frame) check() error {
 			return bad(fmt.Sprintf("needs 1 to %d results", MaxSendBatch))
 		}
 	case FrameAck:
-		if len(f.IDs) == 0 || len(f.IDs) > MaxAckBatch || len(f.Sig) != 64 {
-			return bad(fmt.Sprintf("needs 1 to %d envelope IDs and a 64-byte signature", MaxAckBatch))
+		if len(f.Refs) == 0 || len(f.Refs) > MaxAckBatch || len(f.Sig) != 64 {
+			return bad(fmt.Sprintf("needs 1 to %d envelope references and a 64-byte signature", MaxAckBatch))
 		}
-		for _, id := range f.IDs {
-			if len(id) != EnvelopeIDSize {
-				return bad("envelope ID of the wrong size")
+		for _, r := range f.Refs {
+			if len(r) != EnvelopeRefSize {
+				return bad("envelope reference of the wrong size")
 			}
 		}
 	case FrameError:
@@ -212,24 +224,33 @@ func WSAuthMessage(nonce []byte, peerID string, user ident.UserID, device ident.
 }
 
 // AckMessage is what a device signs (DomainAck) so that its relays delete
-// envelopes: the device and the envelope IDs, in the order sent.
-func AckMessage(device ident.DeviceID, ids []EnvelopeID) []byte {
-	raw := make([][]byte, len(ids))
-	for i := range ids {
-		raw[i] = ids[i][:]
-	}
+// envelopes: the device and the envelope references, in the order sent.
+func AckMessage(device ident.DeviceID, refs []EnvelopeRef) []byte {
 	b, _ := encMode.Marshal(struct {
 		Device ident.DeviceID `cbor:"1,keyasint"`
-		IDs    [][]byte       `cbor:"2,keyasint"`
-	}{device, raw})
+		Refs   [][]byte       `cbor:"2,keyasint"`
+	}{device, RefBytes(refs)})
 	return b
 }
 
-// IDsOf converts the IDs of an ack frame.
-func IDsOf(raw [][]byte) []EnvelopeID {
-	out := make([]EnvelopeID, len(raw))
-	for i, r := range raw {
-		copy(out[i][:], r)
+// RefBytes returns the references as an ack carries them.
+func RefBytes(refs []EnvelopeRef) [][]byte {
+	raw := make([][]byte, len(refs))
+	for i := range refs {
+		raw[i] = refs[i].Bytes()
 	}
-	return out
+	return raw
+}
+
+// RefsOf parses the references of an ack.
+func RefsOf(raw [][]byte) ([]EnvelopeRef, error) {
+	out := make([]EnvelopeRef, len(raw))
+	for i, b := range raw {
+		r, err := ParseEnvelopeRef(b)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
 }

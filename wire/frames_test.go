@@ -15,14 +15,16 @@ func TestFramesRoundTrip(t *testing.T) {
 	dev := k.dev
 	e, _ := env(dev, "x", DefaultTTL).Encode()
 	id := NewEnvelopeID()
+	ref := EnvelopeRef{ID: id}.Bytes()
 	frames := []Frame{
 		{Type: FrameChallenge, Nonce: bytes.Repeat([]byte{1}, 32), PeerID: "12D3KooW"},
-		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64)},
+		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64), Token: []byte{0xa0}},
 		{Type: FrameReady},
+		{Type: FrameToken, Token: []byte{0xa0}},
 		{Type: FrameSend, RequestID: 7, Envelopes: [][]byte{e}},
 		{Type: FrameSendResult, RequestID: 7, Results: []SendResult{{Stored: 2}, {Code: ResultMailboxFull}}},
 		{Type: FrameDeliver, Envelopes: [][]byte{e, e}},
-		{Type: FrameAck, IDs: [][]byte{id[:]}, Sig: make([]byte, 64)},
+		{Type: FrameAck, Refs: [][]byte{ref}, Sig: make([]byte, 64)},
 		{Type: FrameError, Code: "unauthenticated", Message: "answer the challenge first"},
 	}
 	for _, f := range frames {
@@ -43,10 +45,14 @@ func TestFramesRoundTrip(t *testing.T) {
 		{Type: 99},
 		{Type: FrameChallenge, PeerID: "p"},
 		{Type: FrameAuth, User: &user, Sig: make([]byte, 64)},
+		{Type: FrameAuth, User: &user, Device: &dev, Sig: make([]byte, 64)},
+		{Type: FrameToken},
+		{Type: FrameToken, Token: make([]byte, MaxSubscribeTokenSize+1)},
 		{Type: FrameSend, RequestID: 1},
 		{Type: FrameSend, Envelopes: make([][]byte, MaxSendBatch+1)},
-		{Type: FrameAck, IDs: [][]byte{{1, 2}}, Sig: make([]byte, 64)},
-		{Type: FrameAck, IDs: [][]byte{id[:]}},
+		{Type: FrameAck, Refs: [][]byte{{1, 2}}, Sig: make([]byte, 64)},
+		{Type: FrameAck, Refs: [][]byte{id[:]}, Sig: make([]byte, 64)},
+		{Type: FrameAck, Refs: [][]byte{ref}},
 		{Type: FrameError},
 	}
 	for i, f := range bad {
@@ -74,13 +80,18 @@ func TestSignedMessagesBindEverything(t *testing.T) {
 			t.Errorf("auth message does not bind the %s", name)
 		}
 	}
-	a, b := NewEnvelopeID(), NewEnvelopeID()
-	if bytes.Equal(AckMessage(k.dev, []EnvelopeID{a}), AckMessage(other.dev, []EnvelopeID{a})) ||
-		bytes.Equal(AckMessage(k.dev, []EnvelopeID{a}), AckMessage(k.dev, []EnvelopeID{a, b})) {
-		t.Error("ack message does not bind device and IDs")
+	a, b := env(k.dev, "a", DefaultTTL).Ref(), env(k.dev, "b", DefaultTTL).Ref()
+	sameID := EnvelopeRef{ID: a.ID, Hash: b.Hash}
+	if bytes.Equal(AckMessage(k.dev, []EnvelopeRef{a}), AckMessage(other.dev, []EnvelopeRef{a})) ||
+		bytes.Equal(AckMessage(k.dev, []EnvelopeRef{a}), AckMessage(k.dev, []EnvelopeRef{a, b})) ||
+		bytes.Equal(AckMessage(k.dev, []EnvelopeRef{a}), AckMessage(k.dev, []EnvelopeRef{sameID})) {
+		t.Error("ack message does not bind device, IDs and hashes")
 	}
-	if got := IDsOf([][]byte{a[:], b[:]}); got[0] != a || got[1] != b {
-		t.Error("IDsOf")
+	if got, err := RefsOf(RefBytes([]EnvelopeRef{a, b})); err != nil || got[0] != a || got[1] != b {
+		t.Errorf("RefsOf: %v", err)
+	}
+	if _, err := RefsOf([][]byte{a.ID[:]}); err == nil {
+		t.Error("RefsOf took a bare ID")
 	}
 }
 
@@ -88,7 +99,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	for _, fr := range []Frame{
 		{Type: FrameChallenge, Nonce: bytes.Repeat([]byte{1}, 32), PeerID: "p"},
 		{Type: FrameSend, RequestID: 1, Envelopes: [][]byte{{1}}},
-		{Type: FrameAck, IDs: [][]byte{make([]byte, 16)}, Sig: make([]byte, 64)},
+		{Type: FrameAck, Refs: [][]byte{make([]byte, EnvelopeRefSize)}, Sig: make([]byte, 64)},
 		{Type: FrameError, Code: "x"},
 	} {
 		b, _ := fr.Encode()

@@ -96,7 +96,7 @@ func benchRelay(ctx context.Context, cfg node.Config, o relayBenchOptions, w io.
 	fmt.Fprintf(w, "devnet: %d nodes, k=%d, write quorum %d, sync writes %v, envelope %d B\n",
 		o.nodes, k, min(cfg.Relay.WriteQuorum, k), cfg.Store.SyncWrites, o.size)
 
-	n, elapsed, err := benchDurable(ctx, nodes[0], o)
+	n, elapsed, err := benchDurable(ctx, nodes, o)
 	if err != nil {
 		return err
 	}
@@ -137,16 +137,29 @@ func waitRelays(ctx context.Context, nodes []*node.Node, k int) error {
 	return nil
 }
 
-// benchDurable sends through nd from o.senders goroutines, one envelope
-// per call, to 1000 devices, and counts the envelopes a quorum stored.
-func benchDurable(ctx context.Context, nd *node.Node, o relayBenchOptions) (int64, time.Duration, error) {
+// benchDurable sends through the first of nodes from o.senders
+// goroutines, one envelope per call, to 1000 devices, and counts the
+// envelopes a quorum stored. The envelopes carry their devices' delivery
+// keys, as a contact's do; each device's subscribe token registered its
+// verifier with every node, as its subscriptions would.
+func benchDurable(ctx context.Context, nodes []*node.Node, o relayBenchOptions) (int64, time.Duration, error) {
+	nd := nodes[0]
 	devices := make([]ident.DeviceID, 1000)
+	keys := make([][]byte, len(devices))
 	for i := range devices {
 		k, err := e2ee.GenerateDeviceKeys(rand.Reader)
 		if err != nil {
 			return 0, 0, err
 		}
 		devices[i] = k.ID()
+		keys[i] = make([]byte, wire.DeliveryVerifierSize)
+		rand.Read(keys[i])
+		tok := wire.NewSubscribeToken(k, nd.PeerID().String(), time.Now(), wire.DeliveryVerifier(keys[i]))
+		for _, n := range nodes {
+			if err := n.Relay().Local().Register(ctx, tok); err != nil {
+				return 0, 0, err
+			}
+		}
 	}
 	body := make([]byte, o.size)
 	rand.Read(body)
@@ -162,7 +175,8 @@ func benchDurable(ctx context.Context, nd *node.Node, o relayBenchOptions) (int6
 		go func() {
 			defer wg.Done()
 			for i := s; ctx.Err() == nil; i += o.senders {
-				e := wire.Envelope{To: devices[i%len(devices)], ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body}
+				d := i % len(devices)
+				e := wire.Envelope{To: devices[d], ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body, Delivery: keys[d]}
 				res, err := nd.Relay().Send(ctx, []wire.Envelope{e})
 				if ctx.Err() != nil {
 					return
@@ -194,15 +208,18 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 	if err != nil {
 		return nil, err
 	}
+	key := make([]byte, wire.DeliveryVerifierSize)
+	rand.Read(key)
 	var mu sync.Mutex
 	sent := make(map[wire.EnvelopeID]time.Time)
 	var lat []time.Duration
-	var toAck []wire.EnvelopeID
+	var toAck []wire.EnvelopeRef
 	sctx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
 	subDone := make(chan error, 1)
 	go func() {
-		subDone <- to.Relay().Subscribe(sctx, dev.ID(), func(envs []wire.Envelope) {
+		tok := wire.NewSubscribeToken(dev, to.PeerID().String(), time.Now(), wire.DeliveryVerifier(key))
+		subDone <- to.Relay().Subscribe(sctx, func() wire.SubscribeToken { return tok }, func(envs []wire.Envelope) {
 			now := time.Now()
 			mu.Lock()
 			defer mu.Unlock()
@@ -210,13 +227,13 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 				if t, ok := sent[e.ID]; ok {
 					lat = append(lat, now.Sub(t))
 					delete(sent, e.ID)
-					toAck = append(toAck, e.ID)
+					toAck = append(toAck, e.Ref())
 				}
 			}
 		})
 	}()
 	// A first envelope makes sure the subscription is live before timing.
-	warm := wire.Envelope{To: dev.ID(), ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: []byte("warm-up")}
+	warm := wire.Envelope{To: dev.ID(), ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: []byte("warm-up"), Delivery: key}
 	mu.Lock()
 	sent[warm.ID] = time.Now()
 	mu.Unlock()
@@ -251,7 +268,7 @@ func benchLatency(ctx context.Context, from, to *node.Node, o relayBenchOptions)
 	var sendErr atomic.Value
 	for time.Now().Before(end) {
 		<-tick.C
-		e := wire.Envelope{To: dev.ID(), ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body}
+		e := wire.Envelope{To: dev.ID(), ID: wire.NewEnvelopeID(), Time: time.Now(), TTL: time.Hour, Ciphertext: body, Delivery: key}
 		mu.Lock()
 		sent[e.ID] = time.Now()
 		mu.Unlock()
