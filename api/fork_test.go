@@ -101,7 +101,13 @@ func TestUserReportsAKnownFork(t *testing.T) {
 		t.Fatalf("fork reported before any: %+v", u.Fork)
 	}
 
-	publishGossip(t, nw, keyregistry.Record{User: user, Links: thiefLinks}.Encode())
+	// The attestation is public (it is in every copy of the record): the
+	// thief's branch carries the genuine one.
+	held, err := nw.Nodes[0].KeyRegistry().Stored(t.Context(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishGossip(t, nw, keyregistry.Record{User: user, Links: thiefLinks, Attestation: held.Record().Attestation}.Encode())
 	tstest.WaitFor(t, time.Minute, func() error {
 		u = api.UserResponse{}
 		if st, code := call(t, "GET", url+"/v1/users/"+user.String(), nil, &u); st != 200 {

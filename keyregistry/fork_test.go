@@ -42,7 +42,7 @@ func extend(t testing.TB, c Chain, l ident.Link, err error) Chain {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Chain{Set: set, Links: append(c.Links[:len(c.Links):len(c.Links)], l.Encode())}
+	return Chain{Set: set, Links: append(c.Links[:len(c.Links):len(c.Links)], l.Encode()), Attestation: c.Attestation}
 }
 
 func addDevice(t testing.TB, c Chain, signer, dev e2ee.DeviceKeys, now time.Time) Chain {
@@ -71,7 +71,8 @@ func newForkScenario(t testing.TB) forkScenario {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.base = addDevice(t, Chain{Set: set, Links: [][]byte{g.Encode()}}, f.phone, f.laptop, now)
+	genesis := Chain{Set: set, Links: [][]byte{g.Encode()}, Attestation: testAttestation(t, testNodeKey(t), set.User(), KindOIDC)}
+	f.base = addDevice(t, genesis, f.phone, f.laptop, now)
 	l, err := e2ee.NewRevokeDevice(f.base.Set, f.phone, f.laptop.ID(), now.Add(time.Minute))
 	f.legit = extend(t, f.base, l, err)
 	l, err = e2ee.NewRevokeDevice(f.base.Set, f.laptop, f.phone.ID(), now.Add(time.Second))
