@@ -8,10 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/volo-chat/volo/api"
 	"github.com/volo-chat/volo/e2ee"
 	"github.com/volo-chat/volo/ident"
@@ -107,7 +103,10 @@ func TestUserReportsAKnownFork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishGossip(t, nw, keyregistry.Record{User: user, Links: thiefLinks, Attestation: held.Record().Attestation}.Encode())
+	thiefRecord := keyregistry.Record{User: user, Links: thiefLinks, Attestation: held.Record().Attestation}.Encode()
+	if err := rawGossip(t, nw).Publish(t.Context(), thiefRecord); err != nil {
+		t.Fatal(err)
+	}
 	tstest.WaitFor(t, time.Minute, func() error {
 		u = api.UserResponse{}
 		if st, code := call(t, "GET", url+"/v1/users/"+user.String(), nil, &u); st != 200 {
@@ -127,38 +126,5 @@ func TestUserReportsAKnownFork(t *testing.T) {
 		f.Kept.Version != 3 || f.Kept.Link != legit.Head().Link.String() ||
 		f.Other.Version != thief.Version() || f.Other.Link != thief.Head().Link.String() {
 		t.Fatalf("fork %+v", f)
-	}
-}
-
-// publishGossip announces msg on the registry's gossip topic from a bare
-// libp2p peer connected to every node.
-func publishGossip(t *testing.T, nw *testnet.Network, msg []byte) {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	ps, err := pubsub.NewGossipSub(t.Context(), h, pubsub.WithFloodPublish(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(keyregistry.Topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nw.Nodes {
-		if err := h.Connect(t.Context(), peer.AddrInfo{ID: n.PeerID(), Addrs: n.Host().Libp2p().Addrs()}); err != nil {
-			t.Fatal(err)
-		}
-		tstest.WaitFor(t, time.Minute, func() error {
-			if !slices.Contains(topic.ListPeers(), n.PeerID()) {
-				return fmt.Errorf("node %s never joined the topic", n.PeerID())
-			}
-			return nil
-		})
-	}
-	if err := topic.Publish(t.Context(), msg); err != nil {
-		t.Fatal(err)
 	}
 }
