@@ -114,6 +114,9 @@ type Mailboxes struct {
 // and delivery verifier.
 type devState struct {
 	count, seq, requests uint64
+	// flushedRequests is requests as last written: most mailboxes never
+	// hold a request, and their counter is then never written.
+	flushedRequests uint64
 	// verifier is the Delivery of the newest subscribe token, made at
 	// tokenTime; nil when the relay has none.
 	verifier  []byte
@@ -373,7 +376,7 @@ func (m *Mailboxes) state(txn *badger.Txn, dev []byte) (*devState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &devState{count: count, seq: seq, requests: requests}
+	s := &devState{count: count, seq: seq, requests: requests, flushedRequests: requests}
 	item, err := txn.Get(m.key(pToken, dev))
 	switch {
 	case err == nil:
@@ -416,7 +419,7 @@ func (m *Mailboxes) flushCounters(txn *badger.Txn) error {
 	for _, dev := range m.dirty {
 		s := m.devs[dev]
 		err := m.setCounter(txn, m.key(pCount, []byte(dev)), s.count)
-		if err == nil {
+		if err == nil && s.requests != s.flushedRequests {
 			err = m.setCounter(txn, m.key(pReq, []byte(dev)), s.requests)
 		}
 		if err == nil {
@@ -425,7 +428,7 @@ func (m *Mailboxes) flushCounters(txn *badger.Txn) error {
 		if err != nil {
 			return fmt.Errorf("relay: counters: %w", err)
 		}
-		s.dirty = false
+		s.dirty, s.flushedRequests = false, s.requests
 	}
 	m.dirty = m.dirty[:0]
 	return nil
