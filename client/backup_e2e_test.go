@@ -143,7 +143,15 @@ func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB 
 			waits = append(waits, w)
 		}
 		for i, w := range waits {
-			if rep, err := w(ctx); err != nil || rep.Devices < 1 {
+			rep, err := w(ctx)
+			if errors.Is(err, ErrNotSent) {
+				// The node answered later than SendTimeout (a machine busy
+				// with -race and other packages): the outbox sends the
+				// message again every RetryInterval until a node takes it.
+				rep.Message, err = waitSent(ctx, ch, rep.Message)
+				rep.Devices = 1
+			}
+			if err != nil || rep.Devices < 1 {
 				errs <- fmt.Errorf("%s's message %d: %+v %w", name, i, rep, err)
 				return
 			}
@@ -158,6 +166,27 @@ func chatBoth(t *testing.T, chA *Chat, inA *inbox, idA Identity, chB *Chat, inB 
 	}
 	inA.wait(t, n)
 	inB.wait(t, n)
+}
+
+// waitSent waits until m leaves the outbox and returns it as it ended: an
+// error if it failed or ctx ended first.
+func waitSent(ctx context.Context, ch *Chat, m ChatMessage) (ChatMessage, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cur := ch.message(m)
+		switch cur.State {
+		case StateSent:
+			return cur, nil
+		case StateFailed:
+			return cur, fmt.Errorf("failed: %s", cur.Failure)
+		}
+		select {
+		case <-ctx.Done():
+			return cur, fmt.Errorf("still %v: %w", cur.State, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // holdersOf returns the indexes of the running nodes that hold c.

@@ -23,8 +23,8 @@ const ProbeTimeout = 5 * time.Second
 // proto, nearest first. The node itself is a candidate when it speaks proto.
 // This is how a service finds the nodes responsible for a key.
 //
-// The candidates are the DHT's closest peers to key (a network lookup) and
-// the routing table. They are taken in XOR order until k speak proto; what
+// The candidates are the DHT's closest peers to key (a network lookup), the
+// routing table and the peers connected now. They are taken in XOR order until k speak proto; what
 // each speaks is what identify told this node, kept in the peerstore. A
 // candidate that has not been identified yet (a peer that just joined, one
 // known only from the DHT, or one whose record the peerstore dropped after
@@ -51,7 +51,10 @@ func (h *Host) ClosestPeers(ctx context.Context, key []byte, k int, proto protoc
 		}
 		h.log.Debug("closest peers: empty routing table, placing on this node alone", "err", err)
 	}
-	candidates := slices.Concat(found, h.dht.RoutingTable().ListPeers(), []peer.ID{h.ID()})
+	// Connected peers are candidates too: a peer whose query timed out on
+	// a busy node leaves the routing table until a refresh finds it again,
+	// yet it is still there and still among the closest.
+	candidates := slices.Concat(found, h.dht.RoutingTable().ListPeers(), h.host.Network().Peers(), []peer.ID{h.ID()})
 	slices.Sort(candidates)
 	candidates = slices.Compact(candidates)
 	sorted := kb.SortClosestPeers(candidates, kb.ConvertKey(string(key)))
