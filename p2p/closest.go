@@ -24,8 +24,9 @@ const ProbeTimeout = 5 * time.Second
 // This is how a service finds the nodes responsible for a key.
 //
 // The candidates are the DHT's closest peers to key (a network lookup), the
-// routing table and the peers connected now. They are taken in XOR order until k speak proto; what
-// each speaks is what identify told this node, kept in the peerstore. A
+// routing table and the peers connected now. They are taken in XOR order
+// until k speak proto; what each speaks is what identify told this node,
+// kept in the peerstore. A
 // candidate that has not been identified yet (a peer that just joined, one
 // known only from the DHT, or one whose record the peerstore dropped after
 // it disconnected) is probed: dialled if there is no connection, and its
