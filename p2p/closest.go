@@ -26,10 +26,9 @@ const ProbeTimeout = 5 * time.Second
 // The candidates are the DHT's closest peers to key (a network lookup), the
 // routing table and the peers connected now. They are taken in XOR order
 // until k speak proto; what each speaks is what identify told this node,
-// kept in the peerstore. A
-// candidate that has not been identified yet (a peer that just joined, one
-// known only from the DHT, or one whose record the peerstore dropped after
-// it disconnected) is probed: dialled if there is no connection, and its
+// kept in the peerstore. A candidate that has not been identified yet (a
+// peer that just joined, one known only from the DHT, or one whose record
+// the peerstore dropped after it disconnected) is probed: dialled if there is no connection, and its
 // identify waited for, each up to ProbeTimeout. So every node that asks
 // gets the same answer once the DHT has converged, whether or not it had
 // already finished identify with the peers concerned.
