@@ -45,6 +45,21 @@ type mailbox struct {
 	pending []wire.RendezvousMessage
 }
 
+// usedElsewhere reports whether what is pending holds an authentic
+// message beyond the exchange so far: the code was answered by another
+// device. Junk is not counted.
+func (m *mailbox) usedElsewhere() bool {
+	for _, msg := range m.pending {
+		if m.posted[int64(msg.Seq)] {
+			continue
+		}
+		if _, err := m.sess.Open(msg.Data); err == nil || errors.Is(err, e2ee.ErrLinkingReflected) {
+			return true
+		}
+	}
+	return false
+}
+
 func newMailbox(api *API, code e2ee.LinkingCode, role e2ee.LinkingRole) (*mailbox, error) {
 	sess, err := e2ee.NewLinkingSession(code, role)
 	if err != nil {
@@ -67,10 +82,11 @@ func (m *mailbox) send(ctx context.Context, plaintext []byte) error {
 }
 
 // recv waits for the peer's next message. A message that does not open
-// (another code's key S, a replay, a reflection, tampering) ends the
-// exchange with an error: it never comes from the peer. A message sealed
-// by another device of this side's role means the code was used by
-// someone else too (ErrLinkingCodeUsed).
+// (another code's key S, a replay, tampering, junk claiming this side's
+// role) is skipped: anyone can post to a rendezvous, and such a message
+// never comes from the peer. A message sealed with the code's key by
+// another device of this side's role means the code was used by someone
+// else too (ErrLinkingCodeUsed).
 func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 	for {
 		for len(m.pending) > 0 {
@@ -84,7 +100,7 @@ func (m *mailbox) recv(ctx context.Context) ([]byte, error) {
 				return nil, fmt.Errorf("%w: message %d in the rendezvous comes from another %s", ErrLinkingCodeUsed, msg.Seq, m.role)
 			}
 			if err != nil {
-				return nil, fmt.Errorf("client: linking message %d in the rendezvous refused: %w", msg.Seq, err)
+				continue // not the peer's
 			}
 			return pt, nil
 		}
@@ -207,8 +223,9 @@ func (c *Client) LinkShow(ctx context.Context, passphrase []byte, show func(e2ee
 // The existing device posts its chain head as soon as it shows the code,
 // so a first wait on the rendezvous (one long poll) that ends empty means
 // no device is showing the code at that node (ErrNoRendezvous). A
-// rendezvous that holds more than the head already was answered by
-// another device (ErrLinkingCodeUsed). The whole exchange is bounded by
+// rendezvous that holds authentic messages beyond the head already was
+// answered by another device (ErrLinkingCodeUsed); junk others posted
+// there is skipped. The whole exchange is bounded by
 // LinkTimeout (ErrLinkingExpired). When LinkJoin fails, the home holds
 // nothing it made: no file, and no directory it created.
 func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byte) (_ Identity, err error) {
@@ -246,8 +263,8 @@ func (c *Client) LinkJoin(ctx context.Context, codeText string, passphrase []byt
 	if err != nil {
 		return Identity{}, err
 	}
-	if len(mb.pending) > 0 {
-		return Identity{}, fmt.Errorf("%w: the rendezvous holds %d more messages after the chain head", ErrLinkingCodeUsed, len(mb.pending))
+	if mb.usedElsewhere() {
+		return Identity{}, fmt.Errorf("%w: the rendezvous holds another device's messages after the chain head", ErrLinkingCodeUsed)
 	}
 	head, err := ident.DecodeChainHead(data)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -224,6 +225,71 @@ func TestLinkJoinCodeUsedTwice(t *testing.T) {
 		assertNoHome(t, dirC)
 		if n := len(f.boxes[code.Rendezvous().String()]); n != posted {
 			t.Fatalf("the refused join posted %d messages", n-posted)
+		}
+	})
+}
+
+// Anyone can post to a rendezvous: junk there (bytes, another code's
+// message, a message claiming the new device's role with the right key
+// check but not sealed with S) is skipped by both devices, and linking
+// ends as without it.
+func TestLinkingSurvivesInjectedMessages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNode()
+		pass := []byte("passphrase of A")
+		a, _ := f.registered(t, pass)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+		defer cancel()
+		code, shown := showing(t, ctx, a, pass)
+		synctest.Wait()
+		rid := code.Rendezvous().String()
+		f.mu.Lock()
+		n := len(f.boxes[rid])
+		f.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("the rendezvous holds %d messages, want the chain head", n)
+		}
+		forged, err := e2ee.NewLinkingSession(code, e2ee.LinkingNewDevice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim, err := forged.Seal([]byte("not an add-device request"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim[len(claim)-1] ^= 1 // right key check, not sealed with S
+		other, err := e2ee.NewLinkingCode(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stranger, err := e2ee.NewLinkingSession(other, e2ee.LinkingNewDevice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign, err := stranger.Seal([]byte("for another code"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, junk := range [][]byte{[]byte("junk"), foreign, claim} {
+			f.post(rid, junk)
+		}
+		b := f.newClient(t, filepath.Join(t.TempDir(), "b"))
+		id, err := b.LinkJoin(ctx, code.QR(), []byte("passphrase of B"))
+		if err != nil {
+			t.Fatalf("join with junk in the rendezvous: %v", err)
+		}
+		if err := <-shown; err != nil {
+			t.Fatalf("link show with junk in the rendezvous: %v", err)
+		}
+		f.mu.Lock()
+		links := f.chains[id.User.String()]
+		f.mu.Unlock()
+		set, _, err := ident.DecodeChain(id.User, links)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(set.DeviceIDs(), id.Device.Equal) {
+			t.Fatal("the new device is not in the user's chain at the node")
 		}
 	})
 }

@@ -345,9 +345,6 @@ func (s *LinkingSession) Open(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("e2ee: open linking message: version %d: %w", msg[0], ident.ErrMalformed)
 	}
 	role := LinkingRole(msg[1])
-	if role == s.role {
-		return nil, fmt.Errorf("e2ee: open linking message: sent by %s, which is this side: %w", role, ErrLinkingReflected)
-	}
 	if role != LinkingExistingDevice && role != LinkingNewDevice {
 		return nil, fmt.Errorf("e2ee: open linking message: role %d: %w", msg[1], ident.ErrMalformed)
 	}
@@ -355,6 +352,15 @@ func (s *LinkingSession) Open(msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("e2ee: open linking message: %w", ErrLinkingKey)
 	}
 	seq := binary.BigEndian.Uint32(msg[2:])
+	if role == s.role {
+		// Only a message sealed with S tells that another device of this
+		// side holds the code; anything else claiming this side's role is
+		// junk anyone could have posted.
+		if _, err := s.aead.Open(nil, linkingNonce(role, seq), msg[linkingHeaderLen:], s.aad(msg[:linkingHeaderLen])); err != nil {
+			return nil, fmt.Errorf("e2ee: open linking message seq %d: %w", seq, ErrTampered)
+		}
+		return nil, fmt.Errorf("e2ee: open linking message: sent by %s, which is this side: %w", role, ErrLinkingReflected)
+	}
 	switch {
 	case seq < s.recv:
 		return nil, fmt.Errorf("e2ee: open linking message: seq %d, next is %d: %w", seq, s.recv, ErrLinkingReplay)

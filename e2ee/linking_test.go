@@ -258,6 +258,13 @@ func TestLinkingMessageFailures(t *testing.T) {
 		if _, err := old.Open(m0); !errors.Is(err, ErrLinkingReflected) {
 			t.Fatalf("got %v", err)
 		}
+		// Junk claiming this side's role is not a reflection: only a
+		// message sealed with S tells that the code was used twice.
+		forged := bytes.Clone(m0)
+		forged[len(forged)-1] ^= 1
+		if _, err := old.Open(forged); !errors.Is(err, ErrTampered) || errors.Is(err, ErrLinkingReflected) {
+			t.Fatalf("forged reflection: %v", err)
+		}
 		// Rewriting the role byte does not help: the nonce and AAD change.
 		r := bytes.Clone(m0)
 		r[1] = byte(LinkingNewDevice)
