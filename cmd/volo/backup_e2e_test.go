@@ -93,9 +93,12 @@ func TestCLIBackupRestore(t *testing.T) {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
 
-	out, err = b.run(t.Context(), "backup", "status")
-	if err != nil || !strings.Contains(out, "last backup") || !strings.Contains(out, "replicas     at least 3 (every chunk checked)") {
-		t.Fatalf("backup status: %v\n%s", err, out)
+	// The write quorum is 2: the third copy may still be on its way.
+	out = b.waitOutput("every chunk on 3 replicas", func(s string) bool {
+		return strings.Contains(s, "replicas     at least 3 (every chunk checked)")
+	}, "backup", "status")
+	if !strings.Contains(out, "last backup") {
+		t.Fatalf("backup status:\n%s", out)
 	}
 
 	wrongFile := writeFile(t, root, "wrong", "not the backup password\n")
