@@ -423,9 +423,11 @@ func makeBackupVectors(t *testing.T) backupVectors {
 	}
 }
 
-func TestBackupVectors(t *testing.T) {
-	path := filepath.Join("testdata", "backup_vectors.json")
-	want := makeBackupVectors(t)
+// vectorFile checks that testdata/name holds want (rewriting it first with
+// -update) and returns what the file holds.
+func vectorFile[V comparable](t *testing.T, name string, want V) V {
+	t.Helper()
+	path := filepath.Join("testdata", name)
 	if *updateVectors {
 		b, _ := json.MarshalIndent(want, "", "  ")
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
@@ -439,13 +441,18 @@ func TestBackupVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v backupVectors
+	var v V
 	if err := json.Unmarshal(raw, &v); err != nil {
 		t.Fatal(err)
 	}
 	if v != want {
 		t.Fatalf("vectors differ from the code:\n got %+v\nwant %+v", v, want)
 	}
+	return v
+}
+
+func TestBackupVectors(t *testing.T) {
+	v := vectorFile(t, "backup_vectors.json", makeBackupVectors(t))
 	mb, _ := hex.DecodeString(v.Manifest)
 	m, err := DecodeManifest(mb)
 	if err != nil {

@@ -3,9 +3,6 @@ package wire
 import (
 	"bytes"
 	"encoding/hex"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -61,25 +58,7 @@ func makeRelayVectors(t *testing.T) relayVectors {
 }
 
 func TestRelayVectors(t *testing.T) {
-	path := filepath.Join("testdata", "relay_vectors.json")
-	want := makeRelayVectors(t)
-	if *updateVectors {
-		b, _ := json.MarshalIndent(want, "", "  ")
-		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v relayVectors
-	if err := json.Unmarshal(raw, &v); err != nil {
-		t.Fatal(err)
-	}
-	if v != want {
-		t.Fatalf("vectors differ from the code:\n got %+v\nwant %+v", v, want)
-	}
+	v := vectorFile(t, "relay_vectors.json", makeRelayVectors(t))
 	tb, _ := hex.DecodeString(v.Token)
 	tok, err := DecodeSubscribeToken(tb)
 	if err != nil {
